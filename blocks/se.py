@@ -1,0 +1,163 @@
+"""Squeeze-and-excitation gates: the fixed-width ``EfficientSE`` and the input-adaptive ``DynamicSE``.
+
+Neither is re-parameterizable: the gate is a non-linear, input-dependent function of the
+whole feature map (pool -> 1x1 -> ReLU -> 1x1 -> sigmoid -> multiply), so it cannot be folded
+into a neighbouring convolution. Both are plain modules with no BatchNorm, so they survive
+:func:`blocks.reparameterize_model` unchanged and a sample's output never depends on the
+rest of its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks._fuse import check_positive
+
+__all__ = ["DynamicSE", "EfficientSE", "se_hidden_channels"]
+
+
+def se_hidden_channels(c: int, reduction: int) -> int:
+    """Hidden width of an SE with ``c`` channels and reduction ``reduction``: ``max(1, c // reduction)``.
+
+    Exact integer floor division, no rounding to a multiple of 8 (RepViT rounds with
+    ``make_divisible(c / r, 8)``; we keep the width the search asked for).
+    """
+    return max(1, c // reduction)
+
+
+def _check_ratio_le_c(value: int, c: int, name: str) -> int:
+    """Return ``value`` if it is a positive integer no larger than ``c``, else raise ``ValueError``."""
+    check_positive(value, name)
+    if value > c:
+        raise ValueError(f"{name} must be a positive integer <= c ({c}), got {value!r}")
+    return value
+
+
+class EfficientSE(nn.Module):
+    """Squeeze-and-excitation gate (Hu et al., 2018) as used in RepViT's token mixer.
+
+    ``x * sigmoid(fc2(relu(fc1(avgpool(x)))))`` with 1x1 convolutions (with bias) and a
+    hidden width of ``max(1, c // reduction)`` (see :func:`se_hidden_channels`).
+
+    Not re-parameterizable: the gate is non-linear and depends on the input, so it has no
+    fused form and is left as is by :func:`blocks.reparameterize_model`.
+
+    Args:
+        c: channels in and out.
+        reduction: channel reduction of the hidden layer, a positive integer ``<= c``.
+    """
+
+    def __init__(self, c: int, reduction: int = 4):
+        super().__init__()
+        check_positive(c, "c")
+        _check_ratio_le_c(reduction, c, "reduction")
+        self.c = c
+        self.reduction = reduction
+        hidden = se_hidden_channels(c, reduction)
+        self.fc1 = nn.Conv2d(c, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, c, 1, bias=True)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample, per-channel gate in (0, 1), shape ``(B, c, 1, 1)``."""
+        s = F.adaptive_avg_pool2d(x, 1)
+        return torch.sigmoid(self.fc2(self.act(self.fc1(s))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale every channel of ``x`` by its gate."""
+        return x * self.gate(x)
+
+    def extra_repr(self) -> str:
+        return f"c={self.c}, reduction={self.reduction}"
+
+
+class DynamicSE(nn.Module):
+    """SE whose reduction ratio is predicted per sample within ``[min_ratio, max_ratio]``.
+
+    The hidden layer is built at its widest, ``H = c // min_ratio`` units. A tiny predictor
+    (a 1x1 conv ``c -> 1`` on the pooled descriptor, then a sigmoid ``p`` in (0, 1)) gives
+    every sample an active hidden width
+
+        ``h = h_min + (H - h_min) * p``,  ``h_min = min(H, max(1, c / max_ratio))``,
+
+    i.e. an effective reduction ``r = c / h`` in ``[c / H, c / h_min]``. That is
+    ``[min_ratio, max_ratio]`` exactly when ``min_ratio`` divides ``c`` and
+    ``c >= max_ratio``, and a sub-range of it otherwise, except for tiny ``c`` where the
+    clamps bite: at least one hidden unit always stays active, and at most ``H`` exist.
+    Hidden unit ``j`` (0-based) is scaled by the soft mask
+
+        ``m_j = sigmoid(temperature * (h - j - 0.5))``,
+
+    close to 1 for the first ``h`` units and to 0 after them. The mask is smooth in ``h``,
+    so the predictor receives a gradient through it (a hard ``round``/``.item()`` would give
+    it none).
+
+    Everything is computed per sample with static shapes: no BatchNorm, no ``.item()``, no
+    host synchronisation and no data-dependent control flow, so a sample's output does
+    not depend on its batch, the module exports to ONNX and can be captured in a CUDA graph.
+
+    Cost: it always computes the widest hidden layer and masks it, so it saves **no**
+    inference FLOPs compared with an ``EfficientSE(c, min_ratio)`` (it adds the predictor).
+    What it buys is input-adaptive capacity and a regularizing bottleneck. Not
+    re-parameterizable (non-linear, input-dependent): left as is when a model is fused.
+
+    Args:
+        c: channels in and out.
+        min_ratio: smallest reduction (widest hidden layer), a positive integer ``<= c``.
+        max_ratio: largest reduction, an integer ``> min_ratio``.
+        temperature: sharpness of the soft mask, ``> 0`` (larger is closer to a hard mask).
+    """
+
+    def __init__(self, c: int, min_ratio: int = 4, max_ratio: int = 16, temperature: float = 4.0):
+        super().__init__()
+        check_positive(c, "c")
+        _check_ratio_le_c(min_ratio, c, "min_ratio")
+        check_positive(max_ratio, "max_ratio")
+        if max_ratio <= min_ratio:
+            raise ValueError(f"max_ratio must be greater than min_ratio ({min_ratio}), got {max_ratio!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.c = c
+        self.min_ratio = min_ratio
+        self.max_ratio = max_ratio
+        self.temperature = float(temperature)
+        self.hidden = c // min_ratio
+        self.h_min = min(float(self.hidden), max(1.0, c / max_ratio))
+        self.fc1 = nn.Conv2d(c, self.hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(self.hidden, c, 1, bias=True)
+        self.ratio_predictor = nn.Conv2d(c, 1, 1, bias=True)
+        # j + 0.5 for hidden unit j; derived from the shape, so not saved in the state_dict.
+        centers = torch.arange(self.hidden, dtype=torch.float32).add_(0.5).reshape(1, -1, 1, 1)
+        self.register_buffer("unit_centers", centers, persistent=False)
+
+    def active_width(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Per-sample active hidden width ``h`` in ``[h_min, H]``, shape ``(B, 1, 1, 1)``."""
+        p = torch.sigmoid(self.ratio_predictor(pooled))
+        return self.h_min + (self.hidden - self.h_min) * p
+
+    def hidden_mask(self, width: torch.Tensor) -> torch.Tensor:
+        """Soft mask over the ``H`` hidden units for widths ``width``, shape ``(B, H, 1, 1)``."""
+        return torch.sigmoid((width - self.unit_centers.to(width.dtype)) * self.temperature)
+
+    def ratio(self, x: torch.Tensor) -> torch.Tensor:
+        """Effective per-sample reduction ratio ``c / h``, shape ``(B,)`` (for logging/regularizers)."""
+        return self.c / self.active_width(F.adaptive_avg_pool2d(x, 1)).flatten()
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample, per-channel gate in (0, 1), shape ``(B, c, 1, 1)``."""
+        s = F.adaptive_avg_pool2d(x, 1)
+        hidden = self.act(self.fc1(s)) * self.hidden_mask(self.active_width(s))
+        return torch.sigmoid(self.fc2(hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale every channel of ``x`` by its gate."""
+        return x * self.gate(x)
+
+    def extra_repr(self) -> str:
+        return (
+            f"c={self.c}, min_ratio={self.min_ratio}, max_ratio={self.max_ratio}, "
+            f"hidden={self.hidden}, temperature={self.temperature}"
+        )

@@ -1,0 +1,1 @@
+"""The search: space files, the Optuna / Ray Tune drivers, the Pareto front, export."""

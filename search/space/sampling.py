@@ -1,0 +1,133 @@
+"""Turn a validated space into Optuna suggestions: ``SearchSpace.suggest(trial) -> Architecture``.
+
+The space is conditional: SE options are suggested only when the chosen block takes SE and
+SE is on, kernels only for RepViT-based blocks, the downsample only where the stage has a
+stride-2 conv. Parameter names carry the condition where the choices differ
+(``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as Optuna requires.
+A list with a single choice is not suggested at all (it is not a dimension).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from blocks.registry import stage_block
+from search.space.schema import SpaceFile, StageSpace, load_space
+from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+
+
+class TrialLike(Protocol):
+    """The part of ``optuna.trial.Trial`` that sampling uses."""
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+def _join(values: Sequence[int]) -> str:
+    return "-".join(str(v) for v in values)
+
+
+def _split(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split("-"))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search space that samples :class:`Architecture` objects through Optuna."""
+
+    spec: SpaceFile
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchSpace:
+        """Load and validate a space YAML file (raises ``SpaceError``)."""
+        return cls(load_space(path))
+
+    def _ties_to(self, name: str) -> list[str]:
+        return [name] + [n for n, s in self.spec.stages if s.tie == name]
+
+    def _has_downsample(self, name: str) -> bool:
+        return any(STAGE_LAYERS[n][1] is not None for n in self._ties_to(name))
+
+    def suggest(self, trial: TrialLike) -> Architecture:
+        """Ask ``trial`` for every applicable choice and return the sampled architecture."""
+        choices: dict[str, StageChoice] = {}
+        for name, st in self.spec.stages:
+            if st.tie is None:
+                choices[name] = self._suggest_stage(trial, name, st)
+        for name, st in self.spec.stages:
+            if st.tie is not None:
+                choices[name] = choices[st.tie]
+        return Architecture.create(choices, base=self.spec.base, scale=self.spec.scale)
+
+    def _suggest_stage(self, trial: TrialLike, name: str, st: StageSpace) -> StageChoice:
+        def pick(param: str, options: Sequence[Any]) -> Any:
+            return options[0] if len(options) == 1 else trial.suggest_categorical(param, list(options))
+
+        block = pick(f"{name}.block", st.blocks)
+        spec = stage_block(block)
+        placements = [p for p in st.se_placements if p in spec.se_placements] or ["none"]
+        out = StageChoice(block=block, se=pick(f"{name}.{block}.se", placements))
+        if out.se != "none":
+            out = replace(out, se_kind=pick(f"{name}.se_kind", st.se_kinds))
+            if out.se_kind == "fixed":
+                out = replace(out, se_reduction=pick(f"{name}.se_reduction", st.reductions))
+            else:
+                lo, hi = _split(pick(f"{name}.se_ratios", [_join(b) for b in st.ratio_bounds]))
+                out = replace(out, se_min_ratio=lo, se_max_ratio=hi)
+        if spec.uses_kernels:
+            out = replace(out, kernels=_split(pick(f"{name}.kernels", [_join(k) for k in st.kernels])))
+        if self._has_downsample(name):
+            out = replace(out, downsample=pick(f"{name}.downsample", st.downsamples))
+        return out
+
+    def baseline(self) -> Architecture:
+        """The stock all-C3k2 model at this space's base and scale."""
+        return Architecture.baseline(self.spec.base, self.spec.scale)
+
+    def baseline_params(self) -> dict[str, Any]:
+        """Optuna params that make :meth:`suggest` return the baseline, where the space allows it."""
+        params: dict[str, Any] = {}
+        for name, st in self.spec.stages:
+            if st.tie is None and len(st.blocks) > 1 and "C3k2" in st.blocks:
+                params[f"{name}.block"] = "C3k2"
+            if st.tie is None and len(st.downsamples) > 1 and "Conv" in st.downsamples:
+                params[f"{name}.downsample"] = "Conv"
+        return params
+
+    def stage_size(self, name: str, st: StageSpace) -> int:
+        """Number of distinct canonical choices of one untied stage."""
+        ds = len(st.downsamples) if self._has_downsample(name) else 1
+        total = 0
+        for block in st.blocks:
+            spec = stage_block(block)
+            kernels = len(st.kernels) if spec.uses_kernels else 1
+            se_on = [p for p in st.se_placements if p in spec.se_placements and p != "none"]
+            per_se = sum(len(st.reductions) if k == "fixed" else len(st.ratio_bounds) for k in st.se_kinds)
+            se_count = len(se_on) * per_se + (1 if "none" in st.se_placements or not se_on else 0)
+            total += ds * kernels * se_count
+        return total
+
+    def size(self) -> int:
+        """Number of distinct architectures in the space."""
+        n = 1
+        for name, st in self.spec.stages:
+            if st.tie is None:
+                n *= self.stage_size(name, st)
+        return n
+
+    def dimensions(self) -> int:
+        """Number of categorical parameters a trial can suggest (conditional ones included)."""
+        count = 0
+        for name, st in self.spec.stages:
+            if st.tie is not None:
+                continue
+            count += len(st.blocks) > 1
+            count += sum(len([p for p in st.se_placements if p in stage_block(b).se_placements]) > 1
+                         for b in st.blocks)
+            se_possible = any(p != "none" for p in st.se_placements)
+            count += se_possible * ((len(st.se_kinds) > 1) + (len(st.reductions) > 1) + (len(st.ratio_bounds) > 1))
+            count += len(st.kernels) > 1
+            count += self._has_downsample(name) and len(st.downsamples) > 1
+        return count

@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from _helpers import randomize_
 from torch import nn
 
 from blocks._fuse import reparameterize_model
@@ -19,18 +20,9 @@ SE_KINDS = {
 }
 
 
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every parameter random values (SE has no BatchNorm), so no gate sits at a default."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    return module
-
-
 def _make(kind: str, c: int) -> nn.Module:
     torch.manual_seed(0)
-    return _randomize(SE_KINDS[kind](c))
+    return randomize_(SE_KINDS[kind](c))
 
 
 # --- EfficientSE ------------------------------------------------------------------------
@@ -88,7 +80,7 @@ def test_dynamic_se_ratio_stays_in_range_and_follows_predictor() -> None:
         torch.testing.assert_close(se.ratio(x), torch.full((6,), 4.0))
         se.ratio_predictor.bias.fill_(-30.0)  # p -> 0: narrowest
         torch.testing.assert_close(se.ratio(x), torch.full((6,), 16.0))
-        _randomize(se)
+        randomize_(se)
         r = se.ratio(x * 3)
     assert r.shape == (6,)
     assert bool(((r >= 4.0) & (r <= 16.0)).all())

@@ -15,11 +15,8 @@ from typing import Any
 
 from torch import nn
 
-from blocks.orepa import OREPAConv
+import blocks
 from blocks.registry import stage_block
-from blocks.repvgg import RepConv
-from blocks.repvit import C3k2_RVB_SE, RepViTBlock
-from blocks.se import DynamicSE, EfficientSE
 
 
 @dataclass(frozen=True)
@@ -37,12 +34,12 @@ class SEFactory:
 
     def __call__(self, channels: int) -> nn.Module:
         if self.kind == "fixed":
-            return EfficientSE(channels, reduction=min(self.reduction, channels))
+            return blocks.EfficientSE(channels, reduction=min(self.reduction, channels))
         hi = min(self.max_ratio, channels)
         lo = min(self.min_ratio, hi - 1) if hi > 1 else 1
         if lo >= hi:
-            return EfficientSE(channels, reduction=lo)
-        return DynamicSE(channels, min_ratio=lo, max_ratio=hi)
+            return blocks.EfficientSE(channels, reduction=lo)
+        return blocks.DynamicSE(channels, min_ratio=lo, max_ratio=hi)
 
 
 def se_factory(choice: Any) -> SEFactory | None:
@@ -67,7 +64,7 @@ def build_repvit_stage(stock: nn.Module, choice: Any) -> nn.Module:
     c1, c2, n = stock_channels(stock)
     factory = se_factory(choice)
     layers = [
-        RepViTBlock(c1 if i == 0 else c2, c2, s=1, se=factory is not None and i % 2 == 0,
+        blocks.RepViTBlock(c1 if i == 0 else c2, c2, s=1, se=factory is not None and i % 2 == 0,
                     kernels=tuple(choice.kernels), se_module=factory)
         for i in range(n)
     ]
@@ -77,13 +74,13 @@ def build_repvit_stage(stock: nn.Module, choice: Any) -> nn.Module:
 def build_c3k2_rvb_se_stage(stock: nn.Module, choice: Any) -> nn.Module:
     """C3k2_RVB_SE with the stock stage's channels, depth and hidden ratio."""
     c1, c2, n = stock_channels(stock)
-    return C3k2_RVB_SE(c1, c2, n=n, se=choice.se, se_reduction=choice.se_reduction,
+    return blocks.C3k2_RVB_SE(c1, c2, n=n, se=choice.se, se_reduction=choice.se_reduction,
                        kernels=tuple(choice.kernels), e=stock.c / c2, se_module=se_factory(choice))
 
 
-def _orepa_like(conv: nn.Module) -> OREPAConv:
+def _orepa_like(conv: nn.Module) -> nn.Module:
     c = conv.conv
-    return OREPAConv(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0], g=c.groups)
+    return blocks.OREPAConv(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0], g=c.groups)
 
 
 def build_orepa_stage(stock: nn.Module, choice: Any) -> nn.Module:
@@ -100,7 +97,7 @@ def build_downsample(stock: nn.Module, name: str) -> nn.Module:
     if name == "Conv":
         return stock
     c = stock.conv
-    cls = {"RepConv": RepConv, "OREPA": OREPAConv}[name]
+    cls = {"RepConv": blocks.RepConv, "OREPA": blocks.OREPAConv}[name]
     return cls(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0])
 
 

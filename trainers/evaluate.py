@@ -1,0 +1,27 @@
+"""Validate a model object on a data YAML with Ultralytics' validator, returning mAP figures."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+def evaluate(model: nn.Module, data: str, imgsz: int, batch: int = 16, device: str = "cpu",
+             save_dir: str | Path | None = None) -> dict[str, float]:
+    """mAP50-95 and mAP50 of ``model`` on ``data``'s val split (``model`` itself is not modified).
+
+    Ultralytics' validator fuses its own Conv+BN on the copy it is given; a model already
+    fused by :func:`trainers.inference.fused_copy` passes through unchanged.
+    """
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    args: dict[str, Any] = {"data": data, "imgsz": imgsz, "batch": batch, "device": device, "plots": False,
+                            "verbose": False, "save_json": False, "half": False, "workers": 0}
+    if save_dir is not None:
+        args.update(project=str(Path(save_dir).parent), name=Path(save_dir).name, exist_ok=True)
+    validator = DetectionValidator(args=args)
+    metrics = validator(model=copy.deepcopy(model).float())
+    return {"map50_95": float(metrics["metrics/mAP50-95(B)"]), "map50": float(metrics["metrics/mAP50(B)"])}

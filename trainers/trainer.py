@@ -1,0 +1,106 @@
+"""The Ultralytics trainer of a trial: builds our architecture, carries only the callbacks we choose.
+
+:class:`ArchitectureTrainer` is a ``DetectionTrainer`` whose ``get_model`` builds the
+architecture (given, or recorded in a checkpoint's ``yaml``), never a pretrained model.
+Integration callbacks Ultralytics attaches from its settings (Ray Tune, loggers) are dropped;
+:func:`trial_callbacks` adds ours: fail fast on a non-finite loss, per-epoch mAP, progress on
+stderr, a shared device lock while an epoch trains.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import callbacks as ul_callbacks
+
+from trainers.architecture import Architecture
+from trainers.build import build_model, model_from_yaml
+from trainers.device_lock import SharedDeviceLock
+
+MAP_KEY = "metrics/mAP50-95(B)"
+MAP50_KEY = "metrics/mAP50(B)"
+
+
+class NonFiniteLoss(Exception):
+    """Training produced a NaN or Inf loss; raised at the first such batch."""
+
+
+class ArchitectureTrainer(DetectionTrainer):
+    """``DetectionTrainer`` that builds :attr:`architecture` (or the one in a checkpoint's yaml)."""
+
+    architecture: Architecture | None = None
+
+    def __init__(self, *args: Any, architecture: Architecture | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.architecture = architecture
+        self.callbacks = ul_callbacks.get_default_callbacks()  # no integration callbacks by accident
+
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+        """Build the architecture with the dataset's class count; load ``weights`` when resuming."""
+        nc = self.data["nc"]
+        if self.architecture is not None:
+            model = build_model(self.architecture, nc=nc)
+        else:
+            model = model_from_yaml(cfg, nc=nc)
+        model = self.set_model_names_for_load(model)
+        if weights:
+            model.load(weights)
+        return model
+
+
+def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str = "",
+                    nan_at_batch: int | None = None) -> dict[str, Callable[[Any], None]]:
+    """Our callbacks, by Ultralytics event name.
+
+    ``epochs_log`` receives ``{"epoch", "map50_95", "map50", "seconds"}`` per epoch.
+    ``nan_at_batch`` is fault injection for tests: poison the weights before that batch.
+    """
+    lock = SharedDeviceLock(device)
+    state = {"batch": 0, "t0": time.time()}
+
+    def on_train_epoch_start(trainer: Any) -> None:
+        lock.acquire()
+
+    def on_train_batch_start(trainer: Any) -> None:
+        state["batch"] += 1
+        if nan_at_batch is not None and state["batch"] == nan_at_batch:
+            first = next(p for p in trainer.model.parameters() if p.dtype.is_floating_point)
+            first.data.fill_(float("nan"))
+
+    def on_train_batch_end(trainer: Any) -> None:
+        loss = trainer.loss
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            lock.release()
+            raise NonFiniteLoss(f"non-finite loss {float(loss.detach().sum())} at epoch {trainer.epoch + 1}, "
+                                f"batch {state['batch']}")
+
+    def on_train_epoch_end(trainer: Any) -> None:
+        lock.release()
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        metrics = trainer.metrics or {}
+        if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event for best.pt
+            return
+        row = {"epoch": trainer.epoch + 1, "map50_95": float(metrics.get(MAP_KEY, math.nan)),
+               "map50": float(metrics.get(MAP50_KEY, math.nan)), "seconds": round(time.time() - state["t0"], 1)}
+        epochs_log.append(row)
+        sys.stderr.write(f"{label}epoch {row['epoch']}/{trainer.epochs} mAP50-95 {row['map50_95']:.3f} "
+                         f"({row['seconds']:.0f} s)\n")
+        sys.stderr.flush()
+
+    def on_train_end(trainer: Any) -> None:
+        lock.release()
+
+    return {
+        "on_train_epoch_start": on_train_epoch_start,
+        "on_train_batch_start": on_train_batch_start,
+        "on_train_batch_end": on_train_batch_end,
+        "on_train_epoch_end": on_train_epoch_end,
+        "on_fit_epoch_end": on_fit_epoch_end,
+        "on_train_end": on_train_end,
+    }

@@ -1,0 +1,266 @@
+"""OREPA: online convolutional re-parameterization (Hu et al., CVPR 2022).
+
+Unlike RepVGG, whose training form runs every branch on the feature map and sums the
+outputs, OREPA keeps only *linear* branches without their own BatchNorm (each branch gets a
+learnable per-output-channel scaling vector instead, the paper's "linear scaling") and
+squeezes them in weight space at every forward pass into ONE kxk kernel. Training then costs
+one conv2d + one BatchNorm on the feature map, no matter how many branches there are: the
+branch computations act on kernels (a few KB), not on activations, so the training step
+saves roughly one activation tensor per branch of memory and time compared with RepVGG.
+
+Our branches (all produce a ``(c2, c1 // g, k, k)`` kernel; groups respected everywhere):
+
+1. ``origin``: a plain kxk kernel.
+2. ``pointwise``: a 1x1 kernel zero-padded to kxk.
+3. ``sequence``: 1x1 (``c1 -> c1``, initialised to the identity) then kxk, composed by an
+   einsum over the intermediate channels within each group.
+4. ``average``: a 1x1 kernel composed with kxk average pooling (every tap ``1 / k^2``).
+5. ``prior``: a learnable 1x1 kernel times a *fixed* 2-D DCT-II basis; output channel ``o``
+   gets the non-constant frequency ``1 + o mod (k^2 - 1)`` (the constant one is the average
+   branch), an orthonormal ``k x k`` cosine pattern. This plays the role of the paper's
+   frequency prior.
+6. ``separable``: a depthwise kxk kernel (one per input channel) then a grouped 1x1,
+   composed into a full kernel (the paper's depthwise-separable branch, expansion 1).
+
+``k == 1``: branches 2, 4 and 5 would all be the same 1x1 kernel as ``origin``, so only
+``origin``, ``sequence`` (1x1 then 1x1) and ``separable`` (per-channel scale then 1x1) are
+built. Initial scales: ``origin`` 1, the others 0.5 (``pointwise``, ``sequence``,
+``separable``) or 0.25 (``average``, ``prior``), all non-zero so every branch learns from
+the first step (the official code starts the prior branch at 0, which freezes its 1x1 kernel
+until the scale moves).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks._fuse import (
+    Reparameterizable,
+    check_groups,
+    check_odd_kernel,
+    check_positive,
+    fold_bn,
+    identity_kernel,
+    pad_kernel,
+)
+from blocks.repvgg import conv_from_weight_bias, resolve_act
+
+__all__ = ["OREPAConv", "dct_prior_basis"]
+
+
+def _kaiming(*shape: int) -> nn.Parameter:
+    """A new parameter of ``shape`` with PyTorch's default conv initialisation."""
+    w = torch.empty(*shape)
+    nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+    return nn.Parameter(w)
+
+
+def dct_prior_basis(channels: int, k: int) -> torch.Tensor:
+    """Fixed ``(channels, k, k)`` basis: channel ``o`` is 2-D DCT-II frequency ``1 + o mod (k^2 - 1)``.
+
+    Frequency ``f`` is ``(u, v) = divmod(f, k)`` and the pattern is
+    ``a_u a_v cos(pi (2h + 1) u / 2k) cos(pi (2w + 1) v / 2k)`` (orthonormal). The constant
+    frequency 0 is skipped; requires ``k >= 3``.
+    """
+    check_odd_kernel(k, "k")
+    if k < 3:
+        raise ValueError(f"k must be >= 3 for a non-constant prior basis, got {k}")
+    pos = torch.arange(k, dtype=torch.float64)
+    freq = torch.arange(k, dtype=torch.float64)
+    cos = torch.cos(math.pi * (2 * pos[None, :] + 1) * freq[:, None] / (2 * k))  # (u, h)
+    cos[0] *= math.sqrt(1 / k)
+    cos[1:] *= math.sqrt(2 / k)
+    index = 1 + torch.arange(channels) % (k * k - 1)
+    u, v = index // k, index % k
+    return (cos[u][:, :, None] * cos[v][:, None, :]).float()
+
+
+class _Branch(nn.Module):
+    """One linear OREPA branch: a kernel generator with a per-output-channel scale."""
+
+    def __init__(self, c2: int, scale: float):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((c2,), float(scale)))
+
+    def kernel(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """Unscaled ``(c2, c1 // g, k, k)`` kernel of the branch."""
+        raise NotImplementedError
+
+    def scaled_kernel(self) -> torch.Tensor:
+        """The branch kernel times its per-output-channel scale."""
+        return self.kernel() * self.scale.view(-1, 1, 1, 1)
+
+
+class _Origin(_Branch):
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.weight = _kaiming(c2, c1 // g, k, k)
+
+    def kernel(self) -> torch.Tensor:
+        return self.weight
+
+
+class _Pointwise(_Branch):
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.k = k
+        self.weight = _kaiming(c2, c1 // g, 1, 1)
+
+    def kernel(self) -> torch.Tensor:
+        return pad_kernel(self.weight, self.k)
+
+
+class _Sequence(_Branch):
+    """1x1 (``c1 -> c1``, identity + learnable delta) then kxk (``c1 -> c2``), per group."""
+
+    identity: torch.Tensor
+
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.g = g
+        self.register_buffer("identity", identity_kernel(c1, g, 1)[:, :, 0, 0], persistent=False)
+        self.delta = nn.Parameter(torch.zeros(c1, c1 // g))
+        self.weight = _kaiming(c2, c1 // g, k, k)
+
+    def kernel(self) -> torch.Tensor:
+        first = self.identity + self.delta  # (mid, c1 // g), mid = c1
+        mid, cin = first.shape
+        c2, _, k, _ = self.weight.shape
+        first = first.view(self.g, mid // self.g, cin)
+        second = self.weight.view(self.g, c2 // self.g, mid // self.g, k, k)
+        return torch.einsum("gmi,gomhw->goihw", first, second).reshape(c2, cin, k, k)
+
+
+class _Average(_Branch):
+    """1x1 kernel composed with kxk average pooling: every tap is ``w / k^2``."""
+
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.k = k
+        self.weight = _kaiming(c2, c1 // g, 1, 1)
+
+    def kernel(self) -> torch.Tensor:
+        return self.weight.expand(-1, -1, self.k, self.k) / (self.k * self.k)
+
+
+class _Prior(_Branch):
+    """1x1 kernel times a fixed per-output-channel DCT pattern (see :func:`dct_prior_basis`)."""
+
+    basis: torch.Tensor
+
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.register_buffer("basis", dct_prior_basis(c2, k), persistent=False)
+        self.weight = _kaiming(c2, c1 // g, 1, 1)
+
+    def kernel(self) -> torch.Tensor:
+        return self.weight * self.basis[:, None, :, :]
+
+
+class _Separable(_Branch):
+    """Depthwise kxk (one filter per input channel) then a grouped 1x1, as one kernel."""
+
+    def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
+        super().__init__(c2, scale)
+        self.g = g
+        self.depthwise = _kaiming(c1, 1, k, k)
+        self.pointwise = _kaiming(c2, c1 // g, 1, 1)
+
+    def kernel(self) -> torch.Tensor:
+        c1, _, k, _ = self.depthwise.shape
+        c2, cin, _, _ = self.pointwise.shape
+        dw = self.depthwise.view(self.g, 1, cin, k, k)
+        pw = self.pointwise.view(self.g, c2 // self.g, cin, 1, 1)
+        return (pw * dw).reshape(c2, cin, k, k)
+
+
+def _build_branches(c1: int, c2: int, k: int, g: int) -> nn.ModuleDict:
+    """The branches that make sense for kernel size ``k``, with their initial scales."""
+    branches: dict[str, _Branch] = {
+        "origin": _Origin(c1, c2, k, g, 1.0),
+        "sequence": _Sequence(c1, c2, k, g, 0.5),
+        "separable": _Separable(c1, c2, k, g, 0.5),
+    }
+    if k > 1:
+        branches["pointwise"] = _Pointwise(c1, c2, k, g, 0.5)
+        branches["average"] = _Average(c1, c2, k, g, 0.25)
+        branches["prior"] = _Prior(c1, c2, k, g, 0.25)
+    return nn.ModuleDict(branches)
+
+
+class OREPAConv(Reparameterizable):
+    """OREPA conv: linear branches squeezed online into one kxk kernel, then BN and activation.
+
+    Training form: ``act(BN(conv2d(x, sum_b scale_b * kernel_b)))``: the branches (see the
+    module docstring) are combined in weight space at each forward, so the feature map sees
+    ONE conv2d and ONE BatchNorm. This is why OREPA trains with less memory and time than a
+    RepVGG-style block of the same shape: no per-branch activations or per-branch BatchNorms
+    are stored for the backward pass. Inference form (after :meth:`reparameterize`): the
+    squeezed kernel with the BN folded in, i.e. one ``nn.Conv2d`` with bias, then the
+    activation.
+
+    Args:
+        c1: input channels.
+        c2: output channels.
+        k: odd kernel size; ``k == 1`` keeps only the ``origin``, ``sequence`` and
+            ``separable`` branches (the others would duplicate ``origin``).
+        s: stride.
+        g: groups; must divide ``c1`` and ``c2``.
+        act: ``True`` for SiLU, ``False``/``None`` for identity, or an ``nn.Module``.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, g: int = 1, act: bool | nn.Module = True):
+        super().__init__()
+        check_positive(c1, "c1")
+        check_positive(c2, "c2")
+        check_odd_kernel(k, "k")
+        check_positive(s, "s")
+        check_groups(c1, c2, g)
+        self.c1, self.c2, self.k, self.s, self.g = c1, c2, k, s, g
+        self.branches: nn.ModuleDict | None = _build_branches(c1, c2, k, g)
+        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2)
+        self.act = resolve_act(act)
+        self.fused: nn.Conv2d | None = None
+
+    def squeezed_kernel(self) -> torch.Tensor:
+        """The ``(c2, c1 // g, k, k)`` kernel equal to the sum of the scaled branches (differentiable)."""
+        assert self.branches is not None
+        total: torch.Tensor | None = None
+        for branch in self.branches.values():
+            kernel = cast(_Branch, branch).scaled_kernel()
+            total = kernel if total is None else total + kernel  # `+` promotes dtypes under autocast
+        assert total is not None
+        return total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused conv if present, else one conv with the squeezed kernel, then BN; then act."""
+        if self.fused is not None:
+            return self.act(self.fused(x))
+        assert self.bn is not None
+        y = F.conv2d(x, self.squeezed_kernel(), None, self.s, self.k // 2, 1, self.g)
+        return self.act(self.bn(y))
+
+    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 kxk weight and bias of the single conv equal to the block (eval-mode BN)."""
+        if self.fused is not None:
+            assert self.fused.bias is not None
+            return self.fused.weight.detach().float(), self.fused.bias.detach().float()
+        assert self.bn is not None
+        with torch.no_grad():
+            return fold_bn(self.squeezed_kernel(), None, self.bn)
+
+    def reparameterize(self) -> bool:
+        """Replace branches and BN by one kxk conv with bias; ``False`` if already fused."""
+        if self.fused is not None:
+            return False
+        assert self.bn is not None
+        dtype = self.bn.weight.dtype
+        w, b = self.fused_weight_bias()
+        self.fused = conv_from_weight_bias(w, b, self.s, self.g, dtype)
+        self.branches = self.bn = None
+        return True

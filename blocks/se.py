@@ -110,6 +110,8 @@ class DynamicSE(nn.Module):
         temperature: sharpness of the soft mask, ``> 0`` (larger is closer to a hard mask).
     """
 
+    unit_centers: torch.Tensor
+
     def __init__(self, c: int, min_ratio: int = 4, max_ratio: int = 16, temperature: float = 4.0):
         super().__init__()
         check_positive(c, "c")

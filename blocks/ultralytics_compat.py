@@ -74,8 +74,9 @@ def build_repvit_stage(stock: nn.Module, choice: Any) -> nn.Module:
 def build_c3k2_rvb_se_stage(stock: nn.Module, choice: Any) -> nn.Module:
     """C3k2_RVB_SE with the stock stage's channels, depth and hidden ratio."""
     c1, c2, n = stock_channels(stock)
+    e = (stock.c + 0.5) / c2  # int(c2 * e) == stock.c exactly, whatever float rounding does
     return blocks.C3k2_RVB_SE(c1, c2, n=n, se=choice.se, se_reduction=choice.se_reduction,
-                       kernels=tuple(choice.kernels), e=stock.c / c2, se_module=se_factory(choice))
+                              kernels=tuple(choice.kernels), e=e, se_module=se_factory(choice))
 
 
 def _orepa_like(conv: nn.Module) -> nn.Module:

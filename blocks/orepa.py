@@ -5,8 +5,11 @@ outputs, OREPA keeps only *linear* branches without their own BatchNorm (each br
 learnable per-output-channel scaling vector instead, the paper's "linear scaling") and
 squeezes them in weight space at every forward pass into ONE kxk kernel. Training then costs
 one conv2d + one BatchNorm on the feature map, no matter how many branches there are: the
-branch computations act on kernels (a few KB), not on activations, so the training step
-saves roughly one activation tensor per branch of memory and time compared with RepVGG.
+branch computations act on kernels, not on activations, so the training step saves roughly
+one activation tensor per extra branch compared with RepVGG. The price is kernel-sized work
+(``c2 * c1 / g * k^2`` per branch, independent of the input size), so the saving shows when
+``batch * H * W`` is large compared with ``c1 / g * k^2`` (early, high-resolution stages,
+real batch sizes); at batch 1 on small maps with many channels the two are close.
 
 Our branches (all produce a ``(c2, c1 // g, k, k)`` kernel; groups respected everywhere):
 
@@ -81,38 +84,51 @@ def dct_prior_basis(channels: int, k: int) -> torch.Tensor:
 
 
 class _Branch(nn.Module):
-    """One linear OREPA branch: a kernel generator with a per-output-channel scale."""
+    """One linear OREPA branch: ``_compose(weight)`` builds its kernel, scaled per output channel.
+
+    ``weight`` is the branch's output-side factor (its first dimension is ``c2``). The scale
+    multiplies ``weight`` *before* ``_compose`` expands it to a kxk kernel, so autograd saves
+    small tensors (or parameters, which exist anyway) rather than full kernels wherever the
+    composition allows it.
+    """
+
+    weight: nn.Parameter
 
     def __init__(self, c2: int, scale: float):
         super().__init__()
         self.scale = nn.Parameter(torch.full((c2,), float(scale)))
 
-    def kernel(self) -> torch.Tensor:  # pragma: no cover - abstract
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
+        """The ``(c2, c1 // g, k, k)`` kernel of the branch for output-side factor ``weight``."""
+        return weight
+
+    def kernel(self) -> torch.Tensor:
         """Unscaled ``(c2, c1 // g, k, k)`` kernel of the branch."""
-        raise NotImplementedError
+        return self._compose(self.weight)
 
     def scaled_kernel(self) -> torch.Tensor:
         """The branch kernel times its per-output-channel scale."""
-        return self.kernel() * self.scale.view(-1, 1, 1, 1)
+        return self._compose(self.weight * self.scale.view(-1, 1, 1, 1))
 
 
 class _Origin(_Branch):
+    """A plain kxk kernel."""
+
     def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
         super().__init__(c2, scale)
         self.weight = _kaiming(c2, c1 // g, k, k)
 
-    def kernel(self) -> torch.Tensor:
-        return self.weight
-
 
 class _Pointwise(_Branch):
+    """A 1x1 kernel zero-padded to kxk."""
+
     def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
         super().__init__(c2, scale)
         self.k = k
         self.weight = _kaiming(c2, c1 // g, 1, 1)
 
-    def kernel(self) -> torch.Tensor:
-        return pad_kernel(self.weight, self.k)
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
+        return pad_kernel(weight, self.k)
 
 
 class _Sequence(_Branch):
@@ -127,12 +143,12 @@ class _Sequence(_Branch):
         self.delta = nn.Parameter(torch.zeros(c1, c1 // g))
         self.weight = _kaiming(c2, c1 // g, k, k)
 
-    def kernel(self) -> torch.Tensor:
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
         first = self.identity + self.delta  # (mid, c1 // g), mid = c1
         mid, cin = first.shape
-        c2, _, k, _ = self.weight.shape
+        c2, _, k, _ = weight.shape
         first = first.view(self.g, mid // self.g, cin)
-        second = self.weight.view(self.g, c2 // self.g, mid // self.g, k, k)
+        second = weight.view(self.g, c2 // self.g, mid // self.g, k, k)
         return torch.einsum("gmi,gomhw->goihw", first, second).reshape(c2, cin, k, k)
 
 
@@ -144,8 +160,8 @@ class _Average(_Branch):
         self.k = k
         self.weight = _kaiming(c2, c1 // g, 1, 1)
 
-    def kernel(self) -> torch.Tensor:
-        return self.weight.expand(-1, -1, self.k, self.k) / (self.k * self.k)
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
+        return (weight / (self.k * self.k)).expand(-1, -1, self.k, self.k)
 
 
 class _Prior(_Branch):
@@ -158,24 +174,24 @@ class _Prior(_Branch):
         self.register_buffer("basis", dct_prior_basis(c2, k), persistent=False)
         self.weight = _kaiming(c2, c1 // g, 1, 1)
 
-    def kernel(self) -> torch.Tensor:
-        return self.weight * self.basis[:, None, :, :]
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.basis[:, None, :, :]
 
 
 class _Separable(_Branch):
-    """Depthwise kxk (one filter per input channel) then a grouped 1x1, as one kernel."""
+    """Depthwise kxk (one filter per input channel) then a grouped 1x1 (``weight``), as one kernel."""
 
     def __init__(self, c1: int, c2: int, k: int, g: int, scale: float):
         super().__init__(c2, scale)
         self.g = g
         self.depthwise = _kaiming(c1, 1, k, k)
-        self.pointwise = _kaiming(c2, c1 // g, 1, 1)
+        self.weight = _kaiming(c2, c1 // g, 1, 1)
 
-    def kernel(self) -> torch.Tensor:
-        c1, _, k, _ = self.depthwise.shape
-        c2, cin, _, _ = self.pointwise.shape
+    def _compose(self, weight: torch.Tensor) -> torch.Tensor:
+        _, _, k, _ = self.depthwise.shape
+        c2, cin, _, _ = weight.shape
         dw = self.depthwise.view(self.g, 1, cin, k, k)
-        pw = self.pointwise.view(self.g, c2 // self.g, cin, 1, 1)
+        pw = weight.view(self.g, c2 // self.g, cin, 1, 1)
         return (pw * dw).reshape(c2, cin, k, k)
 
 
@@ -200,7 +216,8 @@ class OREPAConv(Reparameterizable):
     module docstring) are combined in weight space at each forward, so the feature map sees
     ONE conv2d and ONE BatchNorm. This is why OREPA trains with less memory and time than a
     RepVGG-style block of the same shape: no per-branch activations or per-branch BatchNorms
-    are stored for the backward pass. Inference form (after :meth:`reparameterize`): the
+    are stored for the backward pass (the kernel-sized work it adds instead is independent of
+    the input size; see the module docstring for when it pays off). Inference form (after :meth:`reparameterize`): the
     squeezed kernel with the BN folded in, i.e. one ``nn.Conv2d`` with bias, then the
     activation.
 

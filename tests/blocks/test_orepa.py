@@ -63,7 +63,7 @@ def _branch_reference(name: str, branch: nn.Module, x: torch.Tensor, k: int, s: 
         return F.avg_pool2d(y, k, s, p, count_include_pad=True)
     if name == "separable":
         y = F.conv2d(x, branch.depthwise, None, s, p, 1, x.shape[1])
-        return F.conv2d(y, branch.pointwise, None, 1, 0, 1, g)
+        return F.conv2d(y, branch.weight, None, 1, 0, 1, g)
     raise AssertionError(name)
 
 
@@ -129,11 +129,14 @@ def test_walker_counts_then_zero() -> None:
 
 
 def _saved_activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of distinct tensors autograd keeps for backward in one training forward."""
+    """Bytes of distinct non-parameter tensors autograd keeps for backward in one training forward."""
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
     seen: dict[tuple[int, int], int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -148,8 +151,9 @@ def test_orepa_saves_less_for_backward_than_repconv() -> None:
     repconv = _saved_activation_bytes(RepConv(8, 8, 3), x)
     feature_map = x.numel() * x.element_size()
     # RepConv keeps x, the kxk and 1x1 conv outputs (for their BNs) and the sum (for SiLU);
-    # OREPA keeps x, one conv output and the BN output, plus kernel-sized tensors.
-    assert repconv - orepa > 0.9 * feature_map
+    # OREPA keeps x, one conv output and the BN output, plus two kernel-sized tensors.
+    assert 4 * feature_map <= repconv < 4.01 * feature_map  # (+ BN batch statistics)
+    assert repconv - orepa > 0.95 * feature_map
 
 
 @pytest.mark.parametrize(

@@ -91,5 +91,5 @@ class TrialFailure:
 
     @property
     def counts_as_finished(self) -> bool:
-        """A failure of the architecture itself (not of the worker): it is not run again."""
-        return self.kind in ("build", "nan", "oom")
+        """Every failure but a dead worker is final for that trial: it is not run again."""
+        return self.kind != "worker_died"

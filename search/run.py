@@ -1,0 +1,120 @@
+"""``python -m search.run --space spaces/yolo26.yaml``: the architecture search.
+
+Samples architectures from the space, measures each one's fused latency before training,
+trains and validates it in its own process, and records everything in an Optuna study
+(SQLite by default; PostgreSQL with ``--storage``). Rerunning the same command resumes the
+study and runs only the missing trials. Ends with the Pareto table and where its files are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from search.space import SearchSpace, SpaceError
+from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
+
+
+def positive_float(name: str) -> object:
+    """argparse ``type=`` for a positive finite float."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def study_name(text: str) -> str:
+    """argparse ``type=`` for a study name usable as a file name."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", text):
+        raise argparse.ArgumentTypeError(f"--study must be letters, digits, '_', '.', '-' (1-100 chars), got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``search.run``."""
+    p = OneLineParser(prog="python -m search.run", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", required=True, help="search-space YAML (see spaces/README.md)")
+    p.add_argument("--data", help="Ultralytics data YAML (default: the space's, else the embedded synthetic set)")
+    p.add_argument("--trials", type=positive_int("--trials", 1, 100000), default=12,
+                   help="target number of finished trials in the study (default 12)")
+    p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000))
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096))
+    p.add_argument("--batch", type=positive_int("--batch", 1, 1024))
+    p.add_argument("--device", type=device_arg, default="auto")
+    p.add_argument("--study", type=study_name, help="study name (default: the space file's name)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
+    p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
+    p.add_argument("--backend", choices=["optuna", "ray"], default="optuna")
+    p.add_argument("--workers", type=positive_int("--workers", 1, 1024), default=1)
+    p.add_argument("--ray-address", help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
+    p.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"))
+    p.add_argument("--trial-timeout", type=positive_float("--trial-timeout"), help="seconds; a slower trial is FAIL")
+    p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
+    return p
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated command line plus the loaded space."""
+
+    args: argparse.Namespace
+    space: SearchSpace
+    study: str
+    storage: str
+    root: Path
+
+
+def validate(argv: list[str] | None) -> RunConfig:
+    """Parse and check everything that can be checked before torch is imported (exit 2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        space = SearchSpace.load(args.space)
+    except SpaceError as e:
+        fail(str(e))
+    data = args.data or space.spec.train.data
+    if data is not None:
+        if not Path(data).is_file():
+            fail(f"--data: no such file {data!r}")
+        args.data = str(Path(data).resolve())
+    if args.ray_address and args.backend != "ray":
+        fail("--ray-address needs --backend ray")
+    if args.storage is not None and not args.storage.startswith(("sqlite:///", "postgresql", "mysql")):
+        fail(f"--storage must be an SQLAlchemy URL (sqlite:///..., postgresql://...), got {args.storage!r}")
+    root = Path(args.studies_dir).resolve()
+    name = args.study or Path(args.space).stem
+    from search.study import absolute_sqlite_url, default_storage_url
+
+    storage = absolute_sqlite_url(args.storage) if args.storage else default_storage_url(name, root)
+    return RunConfig(args=args, space=space, study=name, storage=storage, root=root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    cfg = validate(argv)
+    from trainers.cli import quiet_ultralytics
+
+    quiet_ultralytics()
+    from search.driver import run_search
+
+    try:
+        return run_search(cfg)
+    except KeyboardInterrupt:
+        log("interrupted: finished trials are in the study; run the same command again to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Run one trial in its own process, so a crash, an OOM kill or a hang cannot take the study down.
+
+The child is ``python -m trainers.trial``; its stdout is one JSON line (the result), its
+stderr (progress) is passed through with a prefix and kept in the trial's ``trial.log``. The
+child dies with its parent (``PR_SET_PDEATHSIG`` on Linux), and past the timeout its whole
+process group is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+from trainers.architecture import Architecture
+from trainers.results import TrialFailure, TrialResult, TrialSettings
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def trial_command(arch_file: Path, settings: TrialSettings) -> list[str]:
+    """The ``python -m trainers.trial`` command line of a trial."""
+    cmd = [sys.executable, "-m", "trainers.trial", "--arch", str(arch_file), "--data", settings.data,
+           "--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch),
+           "--device", settings.device, "--out", settings.out, "--latency-imgsz", str(settings.latency_imgsz),
+           "--latency-device", settings.latency_device, "--seed", str(settings.seed)]
+    if settings.latency_cache:
+        cmd += ["--latency-cache", settings.latency_cache]
+    if settings.nan_at_batch:
+        cmd += ["--nan-at-batch", str(settings.nan_at_batch)]
+    return cmd
+
+
+def _pump(stream: IO[str], prefix: str, log_file: IO[str], tail: list[str]) -> None:
+    for line in stream:
+        log_file.write(line)
+        log_file.flush()
+        tail.append(line.rstrip())
+        del tail[:-20]
+        sys.stderr.write(prefix + line)
+        sys.stderr.flush()
+
+
+def run_trial_process(arch: Architecture, settings: TrialSettings, prefix: str = "",
+                      timeout: float | None = None) -> TrialResult | TrialFailure:
+    """Train and score ``arch`` in a child process; its failure modes come back as :class:`TrialFailure`."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    arch_file = out / "architecture.json"
+    arch_file.write_text(arch.to_json() + "\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "YOLO_OFFLINE": "1"}
+    tail: list[str] = []
+    with open(out / "trial.log", "a") as log_file:
+        proc = subprocess.Popen(trial_command(arch_file, settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, preexec_fn=_die_with_parent)
+        pump = threading.Thread(target=_pump, args=(proc.stderr, prefix, log_file, tail), daemon=True)
+        pump.start()
+        try:
+            stdout, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return TrialFailure("timeout", f"trial outlived --trial-timeout {timeout:g} s and was killed", arch.hash)
+        finally:
+            pump.join(timeout=5)
+    return parse_trial_output(stdout, proc.returncode, tail, arch.hash)
+
+
+def parse_trial_output(stdout: str, returncode: int, tail: list[str], arch_hash: str) -> TrialResult | TrialFailure:
+    """The result line of a trial process, or a failure saying how it ended."""
+    lines = [ln for ln in stdout.splitlines() if ln.strip().startswith("{")]
+    if lines:
+        data = json.loads(lines[-1])
+        return TrialResult.from_dict(data) if data.get("ok") else TrialFailure.from_dict(data)
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+    last = " | ".join(tail[-3:])
+    kind = "oom" if returncode == -signal.SIGKILL and "memory" in last.lower() else "error"
+    return TrialFailure(kind, f"trial process {how} without a result; last output: {last}"[:500], arch_hash)

@@ -1,0 +1,150 @@
+"""The Optuna study of a search: storage, sampler, metric names, attrs, heartbeats, finished counts.
+
+One study per search, two (or more) directions from the space's objectives, ``metric_names``
+set so optuna-dashboard labels them. Trials record why they ended in user attrs
+(``fail_kind``, ``fail_reason``, ``prune_reason``), so a trial that failed because its worker
+died (no ``fail_kind``) is not counted as finished and is run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+HEARTBEAT_INTERVAL_S = 2
+GRACE_PERIOD_S = 10
+NOT_FINISHED_FAILS = ("worker_died",)
+
+
+def default_storage_url(study_name: str, root: Path = Path("studies")) -> str:
+    """``sqlite:///<abs>/studies/<study>.db`` (absolute, so Ray workers find it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / f'{study_name}.db').resolve()}"
+
+
+def absolute_sqlite_url(url: str) -> str:
+    """Make a relative ``sqlite:///path`` absolute (Ray Tune changes the working directory)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = Path(url[len(prefix):]).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def make_storage(url: str) -> RDBStorage:
+    """An RDB storage with heartbeats; stale trials are failed and re-enqueued once."""
+    return RDBStorage(
+        absolute_sqlite_url(url),
+        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=GRACE_PERIOD_S,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+    )
+
+
+def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.BaseSampler:
+    """``tpe`` (multi-objective, constant liar for parallel workers), ``nsga2`` (population sized
+    from the budget: its default of 50 would be random search at our sizes) or ``random``."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=max(3, min(10, n_trials // 3)))
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(50, n_trials // 3)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"sampler must be one of ['tpe', 'nsga2', 'random'], got {name!r}")
+
+
+def open_study(name: str, storage: RDBStorage, objectives: tuple[tuple[str, str], ...],
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or resume (``load_if_exists``) the study; refuse one whose directions differ."""
+    directions = [d for _, d in objectives]
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
+                                load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != directions:
+        raise ValueError(f"study {name!r} exists with directions {have}, the space asks for {directions}")
+    study.set_metric_names([m for m, _ in objectives])
+    return study
+
+
+def is_finished(t: FrozenTrial) -> bool:
+    """COMPLETE, PRUNED, or FAIL for a reason of the architecture itself (not a dead worker)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and t.user_attrs.get("fail_kind", "worker_died") not in NOT_FINISHED_FAILS
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Number of finished trials (see :func:`is_finished`)."""
+    return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+
+
+def count_running(study: optuna.Study, waiting: bool = True) -> int:
+    """Trials running right now (and enqueued ones, when ``waiting``)."""
+    states = (TrialState.RUNNING, TrialState.WAITING) if waiting else (TrialState.RUNNING,)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def worker_identity() -> dict[str, Any]:
+    """Host and process of this worker, recorded on each trial it runs."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail at once RUNNING trials whose worker on this host is gone, and re-enqueue their params.
+
+    Other hosts' stale trials are failed by Optuna's heartbeat grace period
+    (``fail_stale_trials``), whose callback re-enqueues them too. Returns the failed numbers.
+    """
+    optuna.storages.fail_stale_trials(study)
+    me = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+        if host == me and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker died (pid {pid} gone)")
+            if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+                failed.append(t.number)
+    return failed
+
+
+@contextlib.contextmanager
+def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+    """Send Optuna heartbeats for ``trial_id`` from a thread while the body runs (ask/tell drivers)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_INTERVAL_S):
+            with contextlib.suppress(Exception):
+                storage.record_heartbeat(trial_id)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -110,12 +110,8 @@ def _pre_training(trial: optuna.Trial, arch: Architecture, ctx: SearchSettings) 
     return metrics
 
 
-def run_objective(study: optuna.Study, trial: optuna.Trial, ctx: SearchSettings, prefix: str = "") -> Outcome:
-    """Do everything for one trial and return how it ends (the caller tells the study)."""
-    from search.runner import run_trial_process
-
-    for key, value in {**worker_identity(), "versions": versions()}.items():
-        trial.set_user_attr(key, value)
+def sample_architecture(trial: optuna.Trial, ctx: SearchSettings) -> Architecture | Outcome:
+    """Sample the trial's architecture and record it, or the failure to build one."""
     try:
         arch = architecture_of_trial(trial, ctx.space)
     except ValueError as e:
@@ -123,6 +119,24 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, ctx: SearchSettings,
     trial.set_user_attr("hash", arch.hash)
     trial.set_user_attr("architecture", arch.to_dict())
     trial.set_user_attr("blocks", arch.blocks_summary())
+    return arch
+
+
+def run_objective(study: optuna.Study, trial: optuna.Trial, ctx: SearchSettings, prefix: str = "",
+                  arch: Architecture | None = None) -> Outcome:
+    """Do everything for one trial and return how it ends (the caller tells the study).
+
+    ``arch``: already sampled (by a driver that asks in another process); else sampled here.
+    """
+    from search.runner import run_trial_process
+
+    for key, value in {**worker_identity(), "versions": versions()}.items():
+        trial.set_user_attr(key, value)
+    if arch is None:
+        sampled = sample_architecture(trial, ctx)
+        if isinstance(sampled, Outcome):
+            return sampled
+        arch = sampled
     prev = earlier_trial(study, arch.hash, trial.number)
     if prev is not None:
         return _reuse(trial, prev, ctx.space)

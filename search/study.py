@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,13 @@ def absolute_sqlite_url(url: str) -> str:
 
 
 def make_storage(url: str) -> RDBStorage:
-    """An RDB storage with heartbeats; stale trials are failed and re-enqueued once."""
+    """An RDB storage with heartbeats; stale trials are failed and re-enqueued (up to 3 times)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _rdb_storage(url)
+
+
+def _rdb_storage(url: str) -> RDBStorage:
     return RDBStorage(
         absolute_sqlite_url(url),
         engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},

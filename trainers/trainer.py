@@ -79,10 +79,8 @@ def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str 
             raise NonFiniteLoss(f"non-finite loss {float(loss.detach().sum())} at epoch {trainer.epoch + 1}, "
                                 f"batch {state['batch']}")
 
-    def on_train_epoch_end(trainer: Any) -> None:
-        lock.release()
-
     def on_fit_epoch_end(trainer: Any) -> None:
+        lock.release()  # held from the epoch's start through its validation
         metrics = trainer.metrics or {}
         if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event for best.pt
             return
@@ -100,7 +98,6 @@ def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str 
         "on_train_epoch_start": on_train_epoch_start,
         "on_train_batch_start": on_train_batch_start,
         "on_train_batch_end": on_train_batch_end,
-        "on_train_epoch_end": on_train_epoch_end,
         "on_fit_epoch_end": on_fit_epoch_end,
         "on_train_end": on_train_end,
     }

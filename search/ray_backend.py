@@ -1,0 +1,117 @@
+"""``--backend ray``: the same objective, ``--workers`` trials at once through Ray Tune.
+
+A small :class:`~ray.tune.search.Searcher` drives Optuna's ask/tell in this process (so the
+study's sampler sees every trial, and sampling happens in one place); each Ray trial runs
+:func:`search.objective.run_objective` in a Ray worker, writing user attrs straight into the
+same Optuna storage; the searcher tells the outcome. Dashboard and export work unchanged.
+Every path handed to Ray is absolute (Ray changes trials' working directory).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search.objective import Outcome, SearchSettings, run_objective, sample_architecture
+from search.study import count_finished, make_storage
+from trainers.architecture import Architecture
+from trainers.cli import log
+
+
+def ray_trial(config: dict[str, Any], ctx: SearchSettings, study_name: str, storage_url: str) -> dict[str, Any]:
+    """Ray Tune trainable: run the objective of the Optuna trial named in ``config``."""
+    storage = make_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    trial = optuna.trial.Trial(study, config["optuna_trial_id"])
+    arch = Architecture.from_dict(config["architecture"])
+    outcome = run_objective(study, trial, ctx, prefix=f"[ray trial {config['number']}] ", arch=arch)
+    return {"state": outcome.state.name, "values": outcome.values, "note": outcome.note,
+            "map50_95": outcome.values[0] if outcome.values else None}
+
+
+def make_searcher(study: optuna.Study, ctx: SearchSettings, target: int) -> Any:
+    """A Ray Tune searcher that asks Optuna for trials until ``target`` are finished."""
+    from ray.tune.search import Searcher
+
+    class OptunaAskTell(Searcher):
+        """Optuna ask/tell as a Ray Tune searcher."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[str, optuna.Trial] = {}
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+            if count_finished(study) + len(self.live) >= target:
+                return Searcher.FINISHED if not self.live else None
+            trial = study.ask()
+            arch = sample_architecture(trial, ctx)
+            if isinstance(arch, Outcome):
+                study.tell(trial, state=arch.state)
+                return None
+            self.live[trial_id] = trial
+            log(f"[ray] trial {trial.number} [{arch.hash}] {arch.blocks_summary()} sent to a worker")
+            return {"optuna_trial_id": trial._trial_id, "number": trial.number, "architecture": arch.to_dict()}
+
+        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+            trial = self.live.pop(trial_id, None)
+            if trial is None:
+                return
+            if error or not result or "state" not in result:
+                trial.set_user_attr("fail_kind", "worker_died")
+                trial.set_user_attr("fail_reason", "Ray worker failed or died before reporting")
+                study.tell(trial, state=TrialState.FAIL)
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                return
+            state = TrialState[result["state"]]
+            study.tell(trial, result["values"] if state == TrialState.COMPLETE else None,
+                       state=None if state == TrialState.COMPLETE else state)
+            log(f"[ray] trial {trial.number}: {state.name} {result.get('note', '')} | "
+                f"{count_finished(study)}/{target} finished")
+
+    return OptunaAskTell()
+
+
+def trial_resources(workers: int) -> dict[str, float]:
+    """Per-trial resources: a GPU fraction each when CUDA is present, CPUs split otherwise."""
+    import ray
+    import torch
+
+    cpus = float(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    gpus = float(ray.cluster_resources().get("GPU", 0)) if torch.cuda.is_available() else 0.0
+    res = {"cpu": max(1.0, cpus // workers) if cpus >= workers else cpus / workers}
+    if gpus:
+        res["gpu"] = min(1.0, gpus / workers)
+    return res
+
+
+def run_ray(cfg: Any, ctx: SearchSettings, study: optuna.Study) -> None:
+    """Run the missing trials of the study through Ray Tune with ``--workers`` at once."""
+    import ray
+    from ray import tune
+
+    a = cfg.args
+    if count_finished(study) >= a.trials:
+        return
+    env = {"YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if a.ray_address:
+        ray.init(address=a.ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": env},
+                 log_to_driver=True)
+    try:
+        trainable = tune.with_resources(
+            tune.with_parameters(ray_trial, ctx=ctx, study_name=study.study_name, storage_url=cfg.storage),
+            trial_resources(a.workers),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=make_searcher(study, ctx, a.trials), num_samples=-1,
+                                        max_concurrent_trials=a.workers),
+            run_config=tune.RunConfig(name=f"{cfg.study}_ray", storage_path=str(cfg.root / "ray"), verbose=0),
+        )
+        tuner.fit()
+    finally:
+        ray.shutdown()

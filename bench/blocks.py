@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import importlib
 import os
 import platform
 import statistics
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -41,6 +44,11 @@ from torch.utils.flop_counter import FlopCounterMode
 _ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0] or ".").resolve() == _ROOT / "bench":
     sys.path[0] = str(_ROOT)
+
+
+def _blocks_package() -> ModuleType:
+    """The ``blocks`` package (imported by name: this file's own module name shadows it)."""
+    return importlib.import_module("blocks")
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,7 @@ class Timing:
 
 def block_factories(c: int) -> list[tuple[str, Callable[[], nn.Module]]]:
     """``(name, factory)`` for every block to measure at ``c`` channels; absent modules are skipped."""
-    import blocks
-
+    blocks = _blocks_package()
     wanted: list[tuple[str, str, Callable[[type], nn.Module]]] = [
         ("RepConv 3x3", "RepConv", lambda cls: cls(c, c, 3)),
         ("RepVGGDW 3x3", "RepVGGDW", lambda cls: cls(c, 3)),
@@ -78,14 +85,14 @@ def block_factories(c: int) -> list[tuple[str, Callable[[], nn.Module]]]:
         ("RepViTBlock", "RepViTBlock", lambda cls: cls(c, c)),
         ("C3k2_RVB_SE", "C3k2_RVB_SE", lambda cls: cls(c, c)),
     ]
-    found = []
+    found: list[tuple[str, Callable[[], nn.Module]]] = []
     for label, name, make in wanted:
         try:
             cls = getattr(blocks, name)
         except (ImportError, AttributeError):  # written by someone else, maybe not there yet
             print(f"# skipped {name}: not importable", file=sys.stderr)
             continue
-        found.append((label, lambda cls=cls, make=make: make(cls)))
+        found.append((label, functools.partial(make, cls)))
     return found
 
 
@@ -123,28 +130,43 @@ def time_cuda_graph(module: nn.Module, x: torch.Tensor, warmup: int, repeats: in
         for _ in range(max(3, warmup)):  # warm-up on a side stream before capture, as required
             module(x)
     torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.cuda.graph(graph):
-        module(x)
+    run = _graph_replay(module, x)
+    if run is None:  # capture fails on ops that sync with the host: time eager, and say so
+        print(f"# {type(module).__name__}: CUDA graph capture failed, timed eagerly", file=sys.stderr)
+
+        def run() -> None:
+            with torch.no_grad():
+                module(x)
+
     for _ in range(warmup):
-        graph.replay()
+        run()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
     for _ in range(repeats):
         start.record()
-        graph.replay()
+        run()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
     return Timing.of(times)
 
 
+def _graph_replay(module: nn.Module, x: torch.Tensor) -> Callable[[], None] | None:
+    """``replay`` of a CUDA graph holding one ``module(x)``, or ``None`` if capture fails."""
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.no_grad(), torch.cuda.graph(graph):
+            module(x)
+    except RuntimeError:
+        torch.cuda.synchronize()
+        return None
+    return graph.replay
+
+
 def fused_copy(module: nn.Module) -> nn.Module:
     """An eval-mode deep copy of ``module`` with every re-parameterizable part fused (in float32)."""
-    from blocks import reparameterize_model
-
     twin = copy.deepcopy(module).eval()
-    reparameterize_model(twin)
+    _blocks_package().reparameterize_model(twin)
     return twin
 
 
@@ -247,12 +269,12 @@ def print_machine(args: argparse.Namespace) -> None:
 
 def print_blocks(rows: list[BlockRow]) -> None:
     """Latency / params / FLOPs table."""
-    print(f"\n{'block':28} {'params unfused':>14} {'fused':>10} {'GFLOPs unf':>10} {'fused':>7} "
+    print(f"\n{'block':28} {'params unfused':>14} {'fused':>10} {'MFLOPs unf':>10} {'fused':>9} "
           f"{'unfused ms median/p90 (cv)':>29} {'fused ms median/p90 (cv)':>29} {'speedup':>7}")
     for r in rows:
         speedup = r.latency[0].median_ms / r.latency[1].median_ms
-        print(f"{r.name:28} {r.params[0]:14,d} {r.params[1]:10,d} {r.flops[0] / 1e9:10.3f} "
-              f"{r.flops[1] / 1e9:7.3f} {r.latency[0].cell():>29} {r.latency[1].cell():>29} {speedup:6.2f}x")
+        print(f"{r.name:28} {r.params[0]:14,d} {r.params[1]:10,d} {r.flops[0] / 1e6:10.1f} "
+              f"{r.flops[1] / 1e6:9.1f} {r.latency[0].cell():>29} {r.latency[1].cell():>29} {speedup:6.2f}x")
 
 
 def print_training(results: list[tuple[str, int, Timing, int]], args: argparse.Namespace) -> None:
@@ -296,10 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     print_machine(args)
     factories = block_factories(args.channels)
     print_blocks([measure_block(name, make, args) for name, make in factories])
-    from blocks import OREPAConv, RepConv
-
-    c = args.channels
-    pair = [("RepConv 3x3", lambda: RepConv(c, c, 3)), ("OREPAConv 3x3", lambda: OREPAConv(c, c, 3))]
+    blocks, c = _blocks_package(), args.channels
+    pair = [("RepConv 3x3", lambda: blocks.RepConv(c, c, 3)), ("OREPAConv 3x3", lambda: blocks.OREPAConv(c, c, 3))]
     training = [
         (name, batch, *measure_training(make, batch, args)) for batch in args.train_batches for name, make in pair
     ]

@@ -175,3 +175,14 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
 def test_prior_basis_rejects_k1() -> None:
     with pytest.raises(ValueError, match=r"k must be >= 3 for a non-constant prior basis, got 1"):
         dct_prior_basis(4, 1)
+
+
+def test_fuse_keeps_the_parameter_dtype() -> None:
+    m = randomize_(OREPAConv(4, 6, 3, 2, 2)).to(torch.float64).eval()
+    x = _x(4).double()
+    with torch.no_grad():
+        expected = m(x)
+    m.reparameterize()
+    assert m.fused.weight.dtype == torch.float64 and m.fused.bias.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), expected, rtol=1e-4, atol=1e-5)

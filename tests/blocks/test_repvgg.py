@@ -171,3 +171,17 @@ def test_act_argument() -> None:
 def test_bad_arguments_raise(factory, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         factory()
+
+
+@pytest.mark.parametrize(
+    "factory", [lambda: RepConv(4, 4, 3), lambda: RepVGGDW(4, 3), lambda: MultiScaleRepVGGDW(4, (3, 5))]
+)
+def test_fuse_keeps_the_parameter_dtype(factory) -> None:
+    m = randomize_(factory()).to(torch.float64).eval()
+    x = _x(4).double()
+    with torch.no_grad():
+        expected = m(x)
+    m.reparameterize()  # folded in float32, cast back once
+    assert m.fused.weight.dtype == torch.float64 and m.fused.bias.dtype == torch.float64
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), expected, rtol=1e-4, atol=1e-5)

@@ -83,7 +83,7 @@ def existing_file(name: str) -> Any:
     def parse(text: str) -> Path:
         p = Path(text)
         if not p.is_file():
-            raise argparse.ArgumentTypeError(f"{name}: no such file {text!r}")
+            raise argparse.ArgumentTypeError(f"no such file {text!r}")
         return p
 
     return parse

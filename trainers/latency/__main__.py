@@ -1,0 +1,50 @@
+"""``python -m trainers.latency --arch ARCH.json --imgsz S [--device ...] [--unfused]``.
+
+Prints the LatencyReport of the architecture (untrained: latency does not depend on the
+weights) as one JSON line. ``--unfused`` measures the training form, with no fusing at all.
+Bad input: one line on stderr, exit 2, checked before torch is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, positive_int
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    p = OneLineParser(prog="python -m trainers.latency", description=__doc__)
+    p.add_argument("--arch", type=existing_file("--arch"), required=True)
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=640)
+    p.add_argument("--device", type=device_arg, default="auto")
+    p.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=1)
+    p.add_argument("--threads", type=positive_int("--threads", 1, 1024), default=2)
+    p.add_argument("--nc", type=positive_int("--nc", 1, 10000), default=80)
+    p.add_argument("--unfused", action="store_true", help="measure the training form (no fusing at all)")
+    args = p.parse_args(argv)
+    if args.imgsz % 32:
+        fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
+    from trainers.trial import read_architecture
+
+    try:
+        arch = read_architecture(args.arch)
+    except ValueError as e:
+        fail(str(e))
+    from trainers.cli import quiet_ultralytics
+
+    quiet_ultralytics()
+    from trainers.latency.measure import measure_architecture_latency
+
+    try:
+        report, _ = measure_architecture_latency(arch, args.imgsz, args.device, args.dtype, args.batch, nc=args.nc,
+                                                 fused=not args.unfused, threads=args.threads)
+    except ValueError as e:  # e.g. a CUDA device on a machine without one
+        fail(str(e))
+    emit_json(report.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from trainers.latency import LatencyReport
+from trainers.latency.report import LatencyReport
 
 FAILURE_KINDS = ("build", "oom", "nan", "error", "timeout", "worker_died")
 

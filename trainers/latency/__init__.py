@@ -16,4 +16,5 @@ def __getattr__(name: str) -> Any:
     """Import ``name`` from :mod:`trainers.latency.measure` on first use."""
     if name not in __all__:
         raise AttributeError(f"module 'trainers.latency' has no attribute {name!r}")
-    return getattr(importlib.import_module("trainers.latency.measure"), name)
+    module = "trainers.latency.report" if name == "LatencyReport" else "trainers.latency.measure"
+    return getattr(importlib.import_module(module), name)

@@ -16,7 +16,6 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,42 +25,9 @@ from torch import nn
 from trainers.architecture import Architecture
 from trainers.device_lock import device_lock
 from trainers.inference import fused_copy
+from trainers.latency.report import LatencyReport
 
 DEFAULT_CPU_THREADS = 2
-
-
-@dataclass(frozen=True)
-class LatencyReport:
-    """One latency figure and everything needed to read it."""
-
-    median_ms: float
-    p90_ms: float
-    mean_ms: float
-    cv: float
-    n: int
-    mode: str
-    device: str
-    dtype: str
-    batch: int
-    imgsz: int
-    threads: int
-    torch: str
-    fused: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyReport:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-
-    def label(self) -> str:
-        """A one-line label: ``1.42 ms median (p90 1.45, cv 0.4%) graph fp16 b1 640px on NVIDIA H100, torch 2.x``."""
-        return (f"{self.median_ms:.2f} ms median (p90 {self.p90_ms:.2f}, cv {100 * self.cv:.1f}%, n={self.n}) "
-                f"{self.mode} {self.dtype} b{self.batch} {self.imgsz}px on {self.device} "
-                f"({self.threads} threads), torch {self.torch}")
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -1,0 +1,158 @@
+"""``python -m search.run`` end to end on tiny studies: real SQLite files, real training, real Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+REPO = Path(__file__).resolve().parents[2]
+COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
+
+TINY_SPACE = """
+base: yolo26.yaml
+scale: n
+stages:
+  p3_backbone:
+    block: [C3k2, RepViT, OREPA]
+    kernels: [[3], [3, 5]]
+latency: {imgsz: 64, device: cpu}
+train: {epochs: 1, imgsz: 64, batch: 4}
+"""
+
+FIXED_SPACE = """
+stages:
+  p3_backbone: {block: C3k2}
+latency: {imgsz: 64, device: cpu}
+train: {epochs: 1, imgsz: 64, batch: 4}
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of coco8 (Ultralytics writes label caches next to the data)."""
+    if not COCO8.is_dir():
+        pytest.skip("../shared/datasets/coco8 is not present")
+    dst = tmp_path_factory.mktemp("data") / "coco8"
+    shutil.copytree(COCO8, dst)
+    return dst / "coco8.yaml"
+
+
+def run_search(tmp: Path, space_text: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    space = tmp / "space.yaml"
+    space.write_text(space_text)
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--studies-dir", str(tmp / "studies"), *args]
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
+
+
+def load(tmp: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}")
+
+
+def trial_dirs(tmp: Path, name: str) -> list[Path]:
+    return sorted((tmp / "studies" / name).glob("trial_*"))
+
+
+@pytest.mark.slow
+def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data: Path) -> None:
+    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu",
+                   "--seed", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "tiny")
+    assert study.metric_names == ["map50_95", "latency_ms"]
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    first = study.trials[0]
+    assert first.user_attrs["baseline"] is True
+    assert set(first.user_attrs["architecture"]["stages"]["p3_backbone"]) == {"block", "downsample"}
+    for t in study.trials:
+        if t.state != TrialState.COMPLETE:
+            continue
+        assert len(t.values) == 2 and 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0
+        attrs = t.user_attrs
+        for key in ("architecture", "hash", "params", "gflops", "latency", "epoch_map", "versions", "device", "weights"):
+            assert key in attrs, key
+        assert attrs["latency"]["imgsz"] == 64 and attrs["latency"]["median_ms"] == pytest.approx(t.values[1])
+        assert len(attrs["epoch_map"]) == 1
+    assert "Pareto front" in r.stdout and "Hypervolume" in r.stdout
+    assert (tmp_path / "studies" / "tiny" / "pareto.json").is_file()
+    assert not (tmp_path / "runs").exists()
+    trained = trial_dirs(tmp_path, "tiny")
+
+    again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "3 of 3 trials finished" in again.stderr
+    assert len(load(tmp_path, "tiny").trials) == len(study.trials)
+    assert trial_dirs(tmp_path, "tiny") == trained
+
+
+@pytest.mark.slow
+def test_same_architecture_is_reused_not_retrained(tmp_path: Path, data: Path) -> None:
+    r = run_search(tmp_path, FIXED_SPACE, "--data", str(data), "--trials", "2", "--study", "fixed")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "fixed")
+    t0, t1 = study.trials[:2]
+    assert t1.user_attrs["reused_from"] == t0.number and t1.values == t0.values
+    assert len(trial_dirs(tmp_path, "fixed")) == 1
+
+
+@pytest.mark.slow
+def test_latency_budget_prunes_before_training(tmp_path: Path, data: Path) -> None:
+    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "2", "--study", "budget",
+                   "--latency-budget-ms", "0.001")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "budget")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    for t in study.trials:
+        assert "budget" in t.user_attrs["prune_reason"] and t.user_attrs["metrics"]["latency_ms"] > 0.001
+    assert trial_dirs(tmp_path, "budget") == []
+
+
+@pytest.mark.slow
+def test_ray_backend_writes_into_the_same_storage(tmp_path: Path, data: Path) -> None:
+    pytest.importorskip("ray")
+    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "2", "--study", "ray", "--backend", "ray",
+                   "--workers", "2", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "ray")
+    assert study.metric_names == ["map50_95", "latency_ms"]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2
+    assert any(t.user_attrs.get("baseline") for t in complete)
+    assert all("latency" in t.user_attrs and "architecture" in t.user_attrs for t in complete)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--trials", "0"], "--trials"),
+        (["--trials", "many"], "--trials"),
+        (["--sampler", "cmaes"], "--sampler"),
+        (["--backend", "dask"], "--backend"),
+        (["--data", "/nonexistent/data.yaml"], "--data"),
+        (["--latency-budget-ms", "-3"], "--latency-budget-ms"),
+        (["--study", "../escape"], "--study"),
+        (["--storage", "redis://x"], "--storage"),
+        (["--ray-address", "auto"], "--ray-address"),
+        (["--device", "gpu7"], "--device"),
+    ],
+)
+def test_bad_cli_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    r = run_search(tmp_path, TINY_SPACE, *args, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_bad_space_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    r = run_search(tmp_path, "stages: {p3_backbone: {block: [Nope]}}", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "stages.p3_backbone.block[0]" in r.stderr

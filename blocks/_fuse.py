@@ -64,7 +64,7 @@ def fold_bn(
 
 def pad_kernel(weight: torch.Tensor, k: int) -> torch.Tensor:
     """Zero-pad a square odd kernel to size ``k`` x ``k``, centred (padding ``(k - k0) // 2``)."""
-    k0 = weight.shape[-1]
+    k0 = int(weight.shape[-1])  # int(): under ONNX tracing a shape entry is a tensor
     check_odd_kernel(k0, "kernel size")
     check_odd_kernel(k, "target kernel size")
     if k0 > k:

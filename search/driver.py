@@ -63,6 +63,16 @@ def search_settings(cfg: Any) -> SearchSettings:
                           trial_timeout=a.trial_timeout)
 
 
+def record_study_settings(study: optuna.Study, cfg: Any, ctx: SearchSettings) -> None:
+    """Keep the space's objectives, constraints and settings on the study (retrain/export read them)."""
+    spec, t = ctx.space.spec, ctx.trial
+    study.set_user_attr("space", str(Path(cfg.args.space).resolve()))
+    study.set_user_attr("objectives", [list(o) for o in spec.objectives])
+    study.set_user_attr("constraints", [str(c) for c in spec.constraints])
+    study.set_user_attr("latency", {"imgsz": t.latency_imgsz, "device": t.latency_device, "dtype": t.latency_dtype})
+    study.set_user_attr("train", {"data": t.data, "epochs": t.epochs, "imgsz": t.imgsz, "batch": t.batch})
+
+
 def ensure_baseline(study: optuna.Study, ctx: SearchSettings) -> None:
     """Enqueue the stock model as the study's first trial (once per study)."""
     if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
@@ -126,6 +136,7 @@ def run_search(cfg: Any) -> int:
     sampler = make_sampler(a.sampler, a.seed, a.trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg.study, storage, cfg.space.spec.objectives, sampler)
+    record_study_settings(study, cfg, ctx)
     recovered = recover_dead_trials(study)
     if recovered:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")

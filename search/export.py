@@ -1,0 +1,196 @@
+"""``python -m search.export``: ship a Pareto model as fused weights and ONNX, verified, with a model card.
+
+    python -m search.export --storage sqlite:///studies/yolo26.db --study yolo26 --pick knee --out studies/ship
+
+Writes ``model.pt`` (safe format, ``weights_only=True``), ``best.pt`` (the Ultralytics
+checkpoint: a pickle), ``model.onnx``, ``model_card.md`` and ``model_card.json``. Before it
+finishes it checks and prints: onnxruntime vs fused torch (max abs diff <= 1e-3), the
+``model.pt`` round trip, fused vs trained mAP50-95 on the val set (within 1e-3), and one Conv
+per rep block in the ONNX graph. A failed check: exit 1, files kept, the check named.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from search.pick import PickError, Picked, add_pick_args, check_pick_args, pick
+from trainers.cli import OneLineParser, fail, log, positive_int
+
+ORT_TOL, MAP_TOL = 1e-3, 1e-3
+
+
+def weights_of(chosen: Picked, explicit: str | None) -> Path:
+    """``--weights``, else the retrained checkpoint recorded on the study, else the trial's best."""
+    if explicit:
+        return Path(explicit)
+    if chosen.trial is None:
+        raise PickError("--arch needs --weights PATH (an Ultralytics checkpoint of that architecture)")
+    retrained = chosen.study.user_attrs.get(f"retrained:{chosen.trial.number}")
+    return Path(retrained["path"] if retrained else chosen.trial.user_attrs["weights"])
+
+
+def load_trained(path: Path, expected_hash: str) -> Any:
+    """Load an Ultralytics checkpoint written by our trainer; it must hold the chosen architecture."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from trainers.build import architecture_of
+
+    if not path.is_file():
+        raise PickError(f"--weights: no such file {str(path)!r}")
+    try:
+        model, _ = load_checkpoint(str(path), device="cpu")
+    except Exception as e:
+        raise PickError(f"{path}: not a readable Ultralytics checkpoint ({type(e).__name__})") from None
+    got = architecture_of(model).hash
+    if got != expected_hash:
+        raise PickError(f"{path}: holds architecture {got}, not the chosen {expected_hash}")
+    return model.float().eval()
+
+
+def rep_blocks_one_conv(fused: Any) -> dict[str, Any]:
+    """Each fused rep block (RepConv, RepVGGDW, MultiScaleRepVGGDW, OREPAConv) holds exactly one Conv2d."""
+    from torch import nn
+
+    import blocks
+
+    kinds = (blocks.RepConv, blocks.RepVGGDW, blocks.MultiScaleRepVGGDW, blocks.OREPAConv)
+    reps = [m for m in fused.modules() if isinstance(m, kinds)]
+    bad = [type(m).__name__ for m in reps if sum(isinstance(c, nn.Conv2d) for c in m.modules()) != 1]
+    return {"rep_blocks": len(reps), "not_one_conv": bad}
+
+
+def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None, val_imgsz: int) -> dict[str, Any]:
+    """All export checks, each ``{"ok": bool, "detail": str, ...figures}``."""
+    import torch
+
+    import blocks
+    from search.onnx_io import conv_calls, conv_layers, conv_nodes, export_onnx, onnxruntime_max_diff
+    from trainers.exported import load_exported
+
+    checks: dict[str, Any] = {}
+    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    diff = onnxruntime_max_diff(fused, out / "model.onnx", x)
+    checks["onnxruntime_vs_torch"] = {"ok": diff <= ORT_TOL, "max_abs_diff": diff,
+                                      "detail": f"max abs diff {diff:.2e} (limit {ORT_TOL:g})"}
+    with torch.no_grad():
+        loaded_diff = float((load_exported(out / "model.pt")(x)[0] - fused(x)[0]).abs().max())
+    checks["model_pt_roundtrip"] = {"ok": loaded_diff <= 1e-5, "max_abs_diff": loaded_diff,
+                                    "detail": f"load_exported vs fused: max abs diff {loaded_diff:.2e}"}
+    if any(isinstance(m, blocks.OREPAConv) for m in trained.modules()):
+        # OREPA's training form computes its kernel at run time: the TorchScript exporter cannot trace it
+        unfused_convs, how = conv_calls(trained, imgsz), "convs run by torch: unfused OREPA does not export"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            unfused_convs, how = conv_nodes(export_onnx(trained, Path(tmp) / "unfused.onnx", imgsz)), "ONNX"
+    fused_convs, reps = conv_nodes(out / "model.onnx"), rep_blocks_one_conv(fused)
+    ok = fused_convs == conv_layers(fused) and not reps["not_one_conv"]
+    checks["one_conv_per_rep_block"] = {
+        "ok": ok, "fused_conv_nodes": fused_convs, "unfused_conv_nodes": unfused_convs, **reps,
+        "detail": f"ONNX Conv nodes fused {fused_convs} (Conv2d layers {conv_layers(fused)}), unfused {unfused_convs};"
+                  f" ({how}); {reps['rep_blocks']} rep blocks, each one Conv: {not reps['not_one_conv']}"}
+    if data is None:
+        checks["fused_vs_trained_map"] = {"ok": True, "detail": "skipped: no data YAML known (give --data)"}
+    else:
+        from trainers.evaluate import evaluate
+
+        with tempfile.TemporaryDirectory() as tmp:
+            a = evaluate(trained, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "trained")
+            b = evaluate(fused, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "fused")
+        delta = abs(a["map50_95"] - b["map50_95"])
+        checks["fused_vs_trained_map"] = {"ok": delta <= MAP_TOL, "trained": a["map50_95"], "fused": b["map50_95"],
+                                          "detail": f"mAP50-95 trained {a['map50_95']:.4f} vs fused "
+                                                    f"{b['map50_95']:.4f} (|delta| {delta:.2e}, limit {MAP_TOL:g})"}
+    return checks
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m search.export", description=__doc__)
+    add_pick_args(p)
+    p.add_argument("--weights", help="checkpoint to export (default: retrained, else the trial's best.pt)")
+    p.add_argument("--data", help="data YAML for the mAP check (default: the one the trial trained on)")
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), help="export/latency size (default: study's)")
+    p.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 all checks pass, 1 a check failed, 2 bad input."""
+    args = _parser().parse_args(argv)
+    if (problem := check_pick_args(args)) is not None:
+        fail(problem)
+    if args.data and not Path(args.data).is_file():
+        fail(f"--data: no such file {args.data!r}")
+    from trainers.cli import quiet_ultralytics
+
+    quiet_ultralytics()
+    try:
+        chosen = pick(args)
+        trained = load_trained(weights_of(chosen, args.weights), chosen.arch.hash)
+    except (PickError, ValueError) as e:
+        fail(str(e))
+    return export_model(chosen, trained, args)
+
+
+def export_model(chosen: Picked, trained: Any, args: Any) -> int:
+    """Write the five files, run the checks, print each figure; the exit code."""
+    from search.model_card import write_model_card
+    from search.objective import versions
+    from search.onnx_io import export_onnx
+    from trainers.exported import save_exported
+    from trainers.inference import fused_copy
+    from trainers.latency import measure_latency
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    attrs = chosen.trial.user_attrs if chosen.trial is not None else {}
+    study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
+    imgsz = args.imgsz or study_attrs.get("latency", {}).get("imgsz", 640)
+    data = args.data or attrs.get("data")
+    val_imgsz = attrs.get("train_imgsz", study_attrs.get("train", {}).get("imgsz", 640))
+    fused = fused_copy(trained)
+    weights = weights_of(chosen, args.weights)
+    save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz})
+    shutil.copyfile(weights, out / "best.pt")
+    export_onnx(fused, out / "model.onnx", imgsz)
+    log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
+    checks = run_checks(trained, fused, out, imgsz, data, val_imgsz)
+    latency = measure_latency(trained, imgsz=imgsz, device=study_attrs.get("latency", {}).get("device", "auto"))
+    retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
+    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule,
+            "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),
+                        "retrained_map50_95": retrained["map50_95"] if retrained else None,
+                        "retrained_epochs": retrained["epochs"] if retrained else None,
+                        "params": attrs.get("params"), "gflops": attrs.get("gflops"),
+                        "latency_ms": round(latency.median_ms, 4)},
+            "latency": latency.to_dict(), "checks": checks, "data": data, "weights": str(weights),
+            "versions": versions(), "commands": reproduce_commands(chosen, args, data)}
+    write_model_card(out, card)
+    for name, check in checks.items():
+        log(f"check {name}: {'PASS' if check['ok'] else 'FAIL'}: {check['detail']}")
+    log(f"latency: {latency.label()}")
+    log(f"wrote {out}/model.pt, best.pt, model.onnx, model_card.md, model_card.json")
+    failed = [n for n, c in checks.items() if not c["ok"]]
+    if failed:
+        log(f"export FAILED check(s): {', '.join(failed)} (files kept in {out})")
+        return 1
+    return 0
+
+
+def reproduce_commands(chosen: Picked, args: Any, data: str | None) -> list[str]:
+    """The commands that reproduce this model."""
+    src = f"--storage {args.storage} --study {args.study} --trial {chosen.trial.number}" if chosen.trial else \
+        f"--arch {args.arch}"
+    cmds = []
+    if chosen.study is not None and "space" in chosen.study.user_attrs:
+        cmds.append(f"python -m search.run --space {chosen.study.user_attrs['space']} --study {args.study}")
+    cmds.append(f"python -m search.retrain {src} --data {data} --epochs E --out DIR")
+    cmds.append(f"python -m search.export {src} --out {args.out}")
+    return cmds
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ Ultralytics checkpoint pickles whole modules and cannot be loaded safely).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def save_exported(model: nn.Module, arch: Architecture, path: str | Path, extra:
 def read_exported(path: str | Path) -> dict[str, Any]:
     """Load and check a ``model.pt`` payload with ``weights_only=True``; :class:`ExportFormatError` if it is not one."""
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols before it refuses them
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ExportFormatError(f"{path}: no such file") from None
     except Exception as e:  # truncated, corrupted or unsafe (pickled code) files all land here

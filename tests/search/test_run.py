@@ -2,62 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
-
-REPO = Path(__file__).resolve().parents[2]
-COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
-
-TINY_SPACE = """
-base: yolo26.yaml
-scale: n
-stages:
-  p3_backbone:
-    block: [C3k2, RepViT, OREPA]
-    kernels: [[3], [3, 5]]
-latency: {imgsz: 64, device: cpu}
-train: {epochs: 1, imgsz: 64, batch: 4}
-"""
-
-FIXED_SPACE = """
-stages:
-  p3_backbone: {block: C3k2}
-latency: {imgsz: 64, device: cpu}
-train: {epochs: 1, imgsz: 64, batch: 4}
-"""
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of coco8 (Ultralytics writes label caches next to the data)."""
-    if not COCO8.is_dir():
-        pytest.skip("../shared/datasets/coco8 is not present")
-    dst = tmp_path_factory.mktemp("data") / "coco8"
-    shutil.copytree(COCO8, dst)
-    return dst / "coco8.yaml"
-
-
-def run_search(tmp: Path, space_text: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    space = tmp / "space.yaml"
-    space.write_text(space_text)
-    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--studies-dir", str(tmp / "studies"), *args]
-    env = {**os.environ, "YOLO_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
-
-
-def load(tmp: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}")
-
-
-def trial_dirs(tmp: Path, name: str) -> list[Path]:
-    return sorted((tmp / "studies" / name).glob("trial_*"))
+from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
 
 @pytest.mark.slow

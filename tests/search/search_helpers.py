@@ -1,0 +1,49 @@
+"""Helpers of the search tests: tiny spaces, running ``search.run``, reading its study."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+
+REPO = Path(__file__).resolve().parents[2]
+COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
+
+TINY_SPACE = """
+base: yolo26.yaml
+scale: n
+stages:
+  p3_backbone:
+    block: [C3k2, RepViT, OREPA]
+    kernels: [[3], [3, 5]]
+latency: {imgsz: 64, device: cpu}
+train: {epochs: 1, imgsz: 64, batch: 4}
+"""
+
+FIXED_SPACE = """
+stages:
+  p3_backbone: {block: C3k2}
+latency: {imgsz: 64, device: cpu}
+train: {epochs: 1, imgsz: 64, batch: 4}
+"""
+
+
+def run_search(tmp: Path, space_text: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    space = tmp / "space.yaml"
+    space.write_text(space_text)
+    cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--studies-dir", str(tmp / "studies"), *args]
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
+
+
+def load(tmp: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}")
+
+
+def trial_dirs(tmp: Path, name: str) -> list[Path]:
+    return sorted((tmp / "studies" / name).glob("trial_*"))
+
+

@@ -1,0 +1,99 @@
+"""Ship a model: retrain a Pareto trial, export it, verify the exports, reject bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from search_helpers import TINY_SPACE, load, run_search
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "YOLO_OFFLINE": "1"})
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
+    tmp = tmp_path_factory.mktemp("ship")
+    r = run_search(tmp, TINY_SPACE, "--data", str(data), "--trials", "2", "--study", "ship", "--seed", "3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp
+
+
+def storage(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'studies' / 'ship.db'}"
+
+
+def test_retrain_records_retrained_on_the_study(study_dir: Path, data: Path) -> None:
+    out = study_dir / "retrained"
+    r = cli("search.retrain", "--storage", storage(study_dir), "--study", "ship", "--pick", "most-accurate",
+            "--data", str(data), "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu",
+            "--out", str(out), cwd=study_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["ok"] and Path(result["weights"]).is_file()
+    assert (out / "result.json").is_file()
+    study = load(study_dir, "ship")
+    records = {k: v for k, v in study.user_attrs.items() if k.startswith("retrained:")}
+    assert len(records) == 1
+    (record,) = records.values()
+    assert record["epochs"] == 1 and record["path"] == result["weights"] and record["map50_95"] == result["map50_95"]
+
+
+def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
+    out = study_dir / "export"
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--imgsz", "64",
+            "--out", str(out), cwd=study_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("model.pt", "best.pt", "model.onnx", "model_card.md", "model_card.json"):
+        assert (out / name).is_file(), name
+    card = json.loads((out / "model_card.json").read_text())
+    assert all(c["ok"] for c in card["checks"].values()), card["checks"]
+    assert card["checks"]["onnxruntime_vs_torch"]["max_abs_diff"] <= 1e-3
+    assert "PASS" in r.stderr and "one_conv_per_rep_block" in r.stderr
+
+    payload = torch.load(out / "model.pt", weights_only=True)
+    assert set(payload) >= {"architecture", "nc", "names", "state_dict"}
+
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from search.onnx_io import FirstOutput
+    from trainers import load_exported
+    from trainers.inference import fused_copy
+
+    trained, _ = load_checkpoint(str(out / "best.pt"), device="cpu")
+    fused = fused_copy(trained.float())
+    loaded = load_exported(out / "model.pt")
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(FirstOutput(loaded)(x), FirstOutput(fused)(x), rtol=1e-4, atol=1e-5)
+        want = FirstOutput(fused)(x[:1]).numpy()
+    import onnxruntime as ort
+
+    (got,) = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": x[:1].numpy()})
+    assert np.abs(got - want).max() <= 1e-3
+
+
+def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Path) -> None:
+    bad = study_dir / "bad.pt"
+    bad.write_bytes(b"\x80\x04garbage" * 10)
+    r = cli("trainers.exported", str(bad), cwd=study_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a model.pt export" in r.stderr
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
+            str(bad), "--out", str(study_dir / "x"), cwd=study_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "99", "--out",
+            str(study_dir / "x"), cwd=study_dir)
+    assert r.returncode == 2 and "no such trial" in r.stderr and r.stderr.count("\n") == 1
+    r = cli("search.retrain", "--storage", storage(study_dir), "--study", "nope", "--pick", "knee", "--data",
+            str(bad), "--epochs", "1", "--out", str(study_dir / "y"), cwd=study_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1

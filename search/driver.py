@@ -28,6 +28,7 @@ from search.study import (
     make_storage,
     open_study,
     recover_dead_trials,
+    trial_id,
 )
 from trainers.cli import log
 from trainers.results import TrialSettings
@@ -77,7 +78,8 @@ def ensure_baseline(study: optuna.Study, ctx: SearchSettings) -> None:
     """Enqueue the stock model as the study's first trial (once per study)."""
     if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
         return
-    study.enqueue_trial(ctx.space.baseline_params(), user_attrs={"baseline": True, "is_baseline": True})
+    study.enqueue_trial(ctx.space.baseline_params(), user_attrs={"baseline": True, "is_baseline": True},
+                        skip_if_exists=True)
 
 
 class Progress:
@@ -114,7 +116,7 @@ def worker_loop(study: optuna.Study, storage: Any, ctx: SearchSettings, target: 
             prefix = progress.prefix()
         log(f"{prefix}start {describe(trial)}")
         try:
-            with heartbeat(storage, trial._trial_id):
+            with heartbeat(storage, trial_id(storage, study, trial.number)):
                 outcome = run_objective(study, trial, ctx, prefix=prefix)
         except BaseException as e:
             trial.set_user_attr("fail_kind", "worker_died")
@@ -137,7 +139,7 @@ def run_search(cfg: Any) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg.study, storage, cfg.space.spec.objectives, sampler)
     record_study_settings(study, cfg, ctx)
-    recovered = recover_dead_trials(study)
+    recovered = recover_dead_trials(study, storage)
     if recovered:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")
     ensure_baseline(study, ctx)
@@ -156,6 +158,7 @@ def run_search(cfg: Any) -> int:
             t.start()
         for t in threads:
             t.join()
+    recover_dead_trials(study, storage)
     return report(study, cfg, ctx)
 
 

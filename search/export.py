@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search.pick import PickError, Picked, add_pick_args, check_pick_args, pick
+from search.pick import Picked, PickError, add_pick_args, check_pick_args, pick
 from trainers.cli import OneLineParser, fail, log, positive_int
 
 ORT_TOL, MAP_TOL = 1e-3, 1e-3

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from search.objective import Outcome, SearchSettings, run_objective, sample_architecture
 from search.study import count_finished, make_storage
+from search.study import trial_id as storage_trial_id
 from trainers.architecture import Architecture
 from trainers.cli import log
 
@@ -25,7 +26,7 @@ def ray_trial(config: dict[str, Any], ctx: SearchSettings, study_name: str, stor
     """Ray Tune trainable: run the objective of the Optuna trial named in ``config``."""
     storage = make_storage(storage_url)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    trial = optuna.trial.Trial(study, config["optuna_trial_id"])
+    trial = optuna.trial.Trial(study, storage_trial_id(storage, study, config["number"]))
     arch = Architecture.from_dict(config["architecture"])
     outcome = run_objective(study, trial, ctx, prefix=f"[ray trial {config['number']}] ", arch=arch)
     return {"state": outcome.state.name, "values": outcome.values, "note": outcome.note,
@@ -53,7 +54,7 @@ def make_searcher(study: optuna.Study, ctx: SearchSettings, target: int) -> Any:
                 return None
             self.live[trial_id] = trial
             log(f"[ray] trial {trial.number} [{arch.hash}] {arch.blocks_summary()} sent to a worker")
-            return {"optuna_trial_id": trial._trial_id, "number": trial.number, "architecture": arch.to_dict()}
+            return {"number": trial.number, "architecture": arch.to_dict()}
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
             trial = self.live.pop(trial_id, None)

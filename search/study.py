@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import random
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -44,9 +47,16 @@ def absolute_sqlite_url(url: str) -> str:
 
 def make_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats; stale trials are failed and re-enqueued (up to 3 times)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _rdb_storage(url)
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return _rdb_storage(url)
+        except sqlalchemy.exc.SQLAlchemyError:  # workers racing to create the schema: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def _rdb_storage(url: str) -> RDBStorage:
@@ -118,7 +128,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_dead_trials(study: optuna.Study) -> list[int]:
+def trial_id(storage: RDBStorage, study: optuna.Study, number: int) -> int:
+    """The storage id of trial ``number`` (what heartbeats and storage writes take)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def recover_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
     """Fail at once RUNNING trials whose worker on this host is gone, and re-enqueue their params.
 
     Other hosts' stale trials are failed by Optuna's heartbeat grace period
@@ -130,8 +145,10 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
         if host == me and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker died (pid {pid} gone)")
-            if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+            tid = trial_id(storage, study, t.number)
+            storage.set_trial_user_attr(tid, "fail_kind", "worker_died")
+            storage.set_trial_user_attr(tid, "fail_reason", f"worker died (pid {pid} on {host} gone)")
+            if storage.set_trial_state_values(tid, TrialState.FAIL):
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
                 failed.append(t.number)
     return failed

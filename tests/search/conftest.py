@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,18 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dst = tmp_path_factory.mktemp("data") / "coco8"
     shutil.copytree(COCO8, dst)
     return dst / "coco8.yaml"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """A throwaway PostgreSQL server for the whole test session (``.ci/run`` installs it when missing)."""
+    from pg_server import PostgresServer, pg_bin
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL server binaries are not installed (.ci/run installs Debian's postgresql)")
+    pytest.importorskip("psycopg2")
+    root = Path(tempfile.mkdtemp(prefix="repnas-pg-"))
+    server = PostgresServer(root).start()
+    yield server.url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -69,9 +69,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "coco8" / "coco8.yaml"))
     args = p.parse_args()
-    from pg_server import PostgresServer
-
     import torch
+    from pg_server import PostgresServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     data_dir = tmp / "data"

@@ -55,6 +55,7 @@ def fold_bn(
     """
     w = weight.detach().float()
     b = torch.zeros(w.shape[0], device=w.device) if bias is None else bias.detach().float()
+    assert bn.running_var is not None and bn.running_mean is not None, "BatchNorm without running stats"
     std = (bn.running_var.float() + bn.eps).sqrt()
     gamma = bn.weight.detach().float() if bn.weight is not None else torch.ones_like(std)
     beta = bn.bias.detach().float() if bn.bias is not None else torch.zeros_like(std)
@@ -140,10 +141,11 @@ class ConvBN(Reparameterizable):
         w, b = self.fused_weight_bias()
         conv = self.conv
         fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],  # type: ignore[index]
             groups=conv.groups, bias=True,
         ).to(conv.weight.device)
         fused.weight.data.copy_(w.to(fused.weight.dtype))
+        assert fused.bias is not None
         fused.bias.data.copy_(b.to(fused.bias.dtype))
         self.conv = fused
         self.bn = None

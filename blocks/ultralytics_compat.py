@@ -49,17 +49,17 @@ def se_factory(choice: Any) -> SEFactory | None:
     return SEFactory(choice.se_kind, choice.se_reduction, choice.se_min_ratio, choice.se_max_ratio)
 
 
-def stock_channels(stock: nn.Module) -> tuple[int, int, int]:
+def stock_channels(stock: Any) -> tuple[int, int, int]:
     """``(c1, c2, n)`` of an Ultralytics C2f-family module (``C3k2``)."""
     return stock.cv1.conv.in_channels, stock.cv2.conv.out_channels, len(stock.m)
 
 
-def build_c3k2_stage(stock: nn.Module, choice: Any) -> nn.Module:
+def build_c3k2_stage(stock: Any, choice: Any) -> nn.Module:
     """The stock C3k2, unchanged (the baseline)."""
     return stock
 
 
-def build_repvit_stage(stock: nn.Module, choice: Any) -> nn.Module:
+def build_repvit_stage(stock: Any, choice: Any) -> nn.Module:
     """RepViT blocks in place of the C3k2, same depth; SE in every other block (as in the paper)."""
     c1, c2, n = stock_channels(stock)
     factory = se_factory(choice)
@@ -71,7 +71,7 @@ def build_repvit_stage(stock: nn.Module, choice: Any) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def build_c3k2_rvb_se_stage(stock: nn.Module, choice: Any) -> nn.Module:
+def build_c3k2_rvb_se_stage(stock: Any, choice: Any) -> nn.Module:
     """C3k2_RVB_SE with the stock stage's channels, depth and hidden ratio."""
     c1, c2, n = stock_channels(stock)
     e = (stock.c + 0.5) / c2  # int(c2 * e) == stock.c exactly, whatever float rounding does
@@ -79,12 +79,12 @@ def build_c3k2_rvb_se_stage(stock: nn.Module, choice: Any) -> nn.Module:
                               kernels=tuple(choice.kernels), e=e, se_module=se_factory(choice))
 
 
-def _orepa_like(conv: nn.Module) -> nn.Module:
+def _orepa_like(conv: Any) -> nn.Module:
     c = conv.conv
     return blocks.OREPAConv(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0], g=c.groups)
 
 
-def build_orepa_stage(stock: nn.Module, choice: Any) -> nn.Module:
+def build_orepa_stage(stock: Any, choice: Any) -> nn.Module:
     """The stock C3k2 whose bottleneck convs (every ``Bottleneck.cv1/cv2`` inside) are OREPAConv."""
     for module in list(stock.m.modules()):
         if type(module).__name__ == "Bottleneck":
@@ -93,7 +93,7 @@ def build_orepa_stage(stock: nn.Module, choice: Any) -> nn.Module:
     return stock
 
 
-def build_downsample(stock: nn.Module, name: str) -> nn.Module:
+def build_downsample(stock: Any, name: str) -> nn.Module:
     """The stride-2 conv before a stage: stock ``Conv``, ``RepConv`` or ``OREPA``."""
     if name == "Conv":
         return stock
@@ -102,13 +102,13 @@ def build_downsample(stock: nn.Module, name: str) -> nn.Module:
     return cls(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0])
 
 
-def build_stage(stock: nn.Module, choice: Any) -> nn.Module:
+def build_stage(stock: Any, choice: Any) -> nn.Module:
     """Resolve the stage's block through the registry and build its module."""
     module_name, func = stage_block(choice.block).builder.split(":")
     return getattr(importlib.import_module(module_name), func)(stock, choice)
 
 
-def adopt_layer_attrs(new: nn.Module, old: nn.Module) -> nn.Module:
+def adopt_layer_attrs(new: Any, old: Any) -> Any:
     """Give ``new`` the layer attributes Ultralytics' forward and logging read from ``old``."""
     if new is old:
         old.np = sum(p.numel() for p in old.parameters())

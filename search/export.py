@@ -29,7 +29,7 @@ def weights_of(chosen: Picked, explicit: str | None) -> Path:
         return Path(explicit)
     if chosen.trial is None:
         raise PickError("--arch needs --weights PATH (an Ultralytics checkpoint of that architecture)")
-    retrained = chosen.study.user_attrs.get(f"retrained:{chosen.trial.number}")
+    retrained = chosen.study.user_attrs.get(f"retrained:{chosen.trial.number}") if chosen.study else None
     return Path(retrained["path"] if retrained else chosen.trial.user_attrs["weights"])
 
 

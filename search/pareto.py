@@ -91,7 +91,8 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None) -> li
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The front as a fixed-width text table."""
-    head = f"{'trial':>5} {'hash':<12} {'mAP50-95':>8} {'lat ms':>8} {'params M':>8} {'dmAP pt':>7} {'lat x':>6}  blocks"
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>8} {'lat ms':>8} {'params M':>8} {'dmAP pt':>7} {'lat x':>6}"
+            "  blocks")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['trial']:>5} {r['hash']:<12} {r['map50_95']:>8.4f} {r['latency_ms']:>8.2f} "
@@ -108,7 +109,8 @@ def write_report(study: optuna.Study, folder: Path, objectives: Sequence[tuple[s
     baseline = baseline_trial(study)
     rows = front_rows(front, baseline)
     summary = {"study": study.study_name, "front": rows, "hypervolume": front_hypervolume(front, baseline),
-               "baseline_trial": baseline.number if baseline else None, "plots": _write_plots(study, folder, objectives)}
+               "baseline_trial": baseline.number if baseline else None,
+               "plots": _write_plots(study, folder, objectives)}
     (folder / "pareto.json").write_text(json.dumps(summary, indent=1, default=str))
     (folder / "pareto.txt").write_text(format_table(rows) + "\n")
     return summary
@@ -130,7 +132,8 @@ def _write_plots(study: optuna.Study, folder: Path, objectives: Sequence[tuple[s
 
         matplotlib.use("Agg")
         ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
-        ax.figure.savefig(folder / "pareto.png", dpi=120, bbox_inches="tight")
+        figure: Any = ax.get_figure(root=True)
+        figure.savefig(folder / "pareto.png", dpi=120, bbox_inches="tight")
         written.append(str(folder / "pareto.png"))
     except Exception:
         pass

@@ -44,7 +44,7 @@ def make_searcher(study: optuna.Study, ctx: SearchSettings, target: int) -> Any:
             super().__init__()
             self.live: dict[str, optuna.Trial] = {}
 
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        def suggest(self, trial_id: str) -> Any:
             if count_finished(study) + len(self.live) >= target:
                 return Searcher.FINISHED if not self.live else None
             trial = study.ask()

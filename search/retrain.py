@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_trial(chosen.arch, settings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
-    if isinstance(result, TrialResult) and chosen.trial is not None:
+    if isinstance(result, TrialResult) and chosen.trial is not None and chosen.study is not None:
         # Optuna refuses to update a finished trial, so the record sits on the study, keyed by the trial
         chosen.study.set_user_attr(f"retrained:{chosen.trial.number}", {
             "map50_95": result.map50_95, "map50": result.map50, "epochs": result.epochs, "data": settings.data,

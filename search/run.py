@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from search.space import SearchSpace, SpaceError
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
 
 
-def positive_float(name: str) -> object:
+def positive_float(name: str) -> Callable[[str], float]:
     """argparse ``type=`` for a positive finite float."""
 
     def parse(text: str) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import random
+import socket
 import threading
 import time
 import warnings
@@ -85,7 +85,7 @@ def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.
 def open_study(name: str, storage: RDBStorage, objectives: tuple[tuple[str, str], ...],
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create or resume (``load_if_exists``) the study; refuse one whose directions differ."""
-    directions = [d for _, d in objectives]
+    directions: list[Any] = [d for _, d in objectives]
     study = optuna.create_study(study_name=name, storage=storage, directions=directions, sampler=sampler,
                                 load_if_exists=True)
     have = [d.name.lower() for d in study.directions]

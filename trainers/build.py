@@ -16,7 +16,7 @@ from torch import nn
 from trainers.architecture import STAGE_LAYERS, Architecture
 
 
-def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> nn.Module:
+def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     """Build the detector for ``arch`` with ``nc`` classes (training form, unfused)."""
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
     from ultralytics.utils.torch_utils import initialize_weights
@@ -27,7 +27,7 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> nn.M
     cfg = yaml_model_load(f"{stem}{arch.scale}.yaml")
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
-    model = DetectionModel(cfg, nc=nc, verbose=verbose)
+    model: Any = DetectionModel(cfg, nc=nc, verbose=verbose)
     for name, choice in arch.stages:
         idx, ds = STAGE_LAYERS[name]
         old = model.model[idx]
@@ -47,7 +47,7 @@ def architecture_of(model: nn.Module) -> Architecture:
     return Architecture.baseline()
 
 
-def model_from_yaml(cfg: Any, nc: int, verbose: bool = False) -> nn.Module:
+def model_from_yaml(cfg: Any, nc: int, verbose: bool = False) -> Any:
     """Rebuild a model from an Ultralytics ``model.yaml`` dict that records an architecture."""
     if isinstance(cfg, dict) and "architecture" in cfg:
         return build_model(Architecture.from_dict(cfg["architecture"]), nc=nc, verbose=verbose)

@@ -94,5 +94,6 @@ def device_arg(text: str) -> str:
     import re
 
     if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|\d+", text):
-        raise argparse.ArgumentTypeError(f"--device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index, got {text!r}")
+        allowed = "'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index"
+        raise argparse.ArgumentTypeError(f"--device must be {allowed}, got {text!r}")
     return text

@@ -20,7 +20,7 @@ DEFAULT_LOCK_DIR = Path("studies") / ".locks"
 
 def lock_path(device: str, lock_dir: str | Path | None = None) -> Path:
     """The lock file of ``device`` (e.g. ``cpu``, ``cuda:0``) under ``lock_dir``."""
-    root = Path(lock_dir or os.environ.get("REPNAS_LOCK_DIR", DEFAULT_LOCK_DIR))
+    root = Path(lock_dir or os.environ.get("REPNAS_LOCK_DIR") or DEFAULT_LOCK_DIR)
     return root / (re.sub(r"[^A-Za-z0-9_.-]", "_", device) + ".lock")
 
 

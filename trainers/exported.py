@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from trainers.architecture import Architecture
 
@@ -23,7 +22,7 @@ class ExportFormatError(ValueError):
     """A file is not a readable ``model.pt`` export."""
 
 
-def save_exported(model: nn.Module, arch: Architecture, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+def save_exported(model: Any, arch: Architecture, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write the fused ``model``'s weights with its architecture, class count and names."""
     names = getattr(model, "names", None) or {}
     payload = {
@@ -57,7 +56,7 @@ def read_exported(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_exported(path: str | Path) -> nn.Module:
+def load_exported(path: str | Path) -> Any:
     """Rebuild, fuse and load a ``model.pt`` export; returns the fused model in eval mode."""
     from trainers.build import build_model
     from trainers.inference import fused_copy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,14 +11,14 @@ from torch import nn
 from blocks import reparameterize_model
 
 
-def fused_copy(model: nn.Module, ultralytics_fuse: bool = True, ours: bool = True) -> nn.Module:
+def fused_copy(model: nn.Module, ultralytics_fuse: bool = True, ours: bool = True) -> Any:
     """A float32, eval-mode deep copy of ``model`` with its conv+BN and rep branches folded.
 
     ``ultralytics_fuse`` runs Ultralytics' ``model.fuse()`` (its Conv+BN, Detect's unused
     branch); ``ours`` runs :func:`blocks.reparameterize_model`. Folding happens in float32;
     cast afterwards.
     """
-    fused = copy.deepcopy(model).float().eval()
+    fused: Any = copy.deepcopy(model).float().eval()
     for p in fused.parameters():
         p.requires_grad_(False)
     if ultralytics_fuse and hasattr(fused, "fuse"):

@@ -84,11 +84,11 @@ def run_trial(arch: Architecture, settings: TrialSettings, latency: Any = None) 
         t0 = time.time()
         trainer.train()
         train_seconds = time.time() - t0
-        metrics = trainer.metrics or {}
+        metrics: dict[str, Any] = trainer.metrics or {}
         map50_95, map50 = float(metrics.get(MAP_KEY, math.nan)), float(metrics.get(MAP50_KEY, math.nan))
         if not (math.isfinite(map50_95) and math.isfinite(map50)):
             return TrialFailure("error", f"validation gave no finite mAP ({metrics})", arch.hash)
-        model = trainer.model
+        model: Any = trainer.model
         return TrialResult(
             arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50,
             params=count_params(model), gflops=round(gflops(model, settings.latency_imgsz), 4), latency=latency,

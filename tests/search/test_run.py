@@ -26,7 +26,8 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
             continue
         assert len(t.values) == 2 and 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0
         attrs = t.user_attrs
-        for key in ("architecture", "hash", "params", "gflops", "latency", "epoch_map", "versions", "device", "weights"):
+        keys = ("architecture", "hash", "params", "gflops", "latency", "epoch_map", "versions", "device", "weights")
+        for key in keys:
             assert key in attrs, key
         assert attrs["latency"]["imgsz"] == 64 and attrs["latency"]["median_ms"] == pytest.approx(t.values[1])
         assert len(attrs["epoch_map"]) == 1

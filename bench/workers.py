@@ -76,7 +76,7 @@ def main() -> None:
     data_dir = tmp / "data"
     shutil.copytree(Path(args.data).parent, data_dir)
     data = str(data_dir / Path(args.data).name)
-    server = PostgresServer(tmp / "pg").start()
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="bench-pg-"))).start()  # its own dir: postgres owns it
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}; "
           f"PostgreSQL at {server.url}; {args.trials} trials per study (1 epoch, 64 px, coco8)")

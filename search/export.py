@@ -33,6 +33,28 @@ def weights_of(chosen: Picked, explicit: str | None) -> Path:
     return Path(retrained["path"] if retrained else chosen.trial.user_attrs["weights"])
 
 
+def trusted_roots(chosen: Picked) -> list[Path]:
+    """Folders whose checkpoints this project wrote: the study's trial run folders and its retrain outputs."""
+    if chosen.study is None:
+        return []
+    roots = set()
+    for t in chosen.study.get_trials(deepcopy=False):
+        if "weights" in t.user_attrs:
+            roots.add(Path(t.user_attrs["weights"]).resolve().parents[2])  # <study dir>/trial_*/weights/best.pt
+    for key, value in chosen.study.user_attrs.items():
+        if key.startswith("retrained:"):
+            roots.add(Path(value["path"]).resolve().parents[1])
+    return sorted(roots)
+
+
+def check_trusted(path: Path, chosen: Picked) -> None:
+    """Refuse to unpickle a checkpoint from outside the study's own run folders (``--arch`` mode: the user's file)."""
+    roots = trusted_roots(chosen)
+    if chosen.study is not None and not any(path.resolve().is_relative_to(r) for r in roots):
+        raise PickError(f"--weights {str(path)!r} is outside the study's run folders {[str(r) for r in roots]}: "
+                        "Ultralytics checkpoints are pickles, only the study's own are loaded")
+
+
 def load_trained(path: Path, expected_hash: str) -> Any:
     """Load an Ultralytics checkpoint written by our trainer; it must hold the chosen architecture."""
     from ultralytics.nn.tasks import load_checkpoint
@@ -129,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_ultralytics()
     try:
         chosen = pick(args)
-        trained = load_trained(weights_of(chosen, args.weights), chosen.arch.hash)
+        weights = weights_of(chosen, args.weights)
+        check_trusted(weights, chosen)
+        trained = load_trained(weights, chosen.arch.hash)
     except (PickError, ValueError) as e:
         fail(str(e))
     return export_model(chosen, trained, args)

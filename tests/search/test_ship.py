@@ -90,7 +90,12 @@ def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Pat
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a model.pt export" in r.stderr
     r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
             str(bad), "--out", str(study_dir / "x"), cwd=study_dir)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "outside the study's run folders" in r.stderr
+    inside = study_dir / "studies" / "ship" / "corrupt.pt"
+    inside.write_bytes(bad.read_bytes())
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
+            str(inside), "--out", str(study_dir / "x"), cwd=study_dir)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a readable" in r.stderr
     r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "99", "--out",
             str(study_dir / "x"), cwd=study_dir)
     assert r.returncode == 2 and "no such trial" in r.stderr and r.stderr.count("\n") == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,8 @@ class _Reader:
         return value
 
     def choice(self, value: Any, field: str, allowed: tuple[Any, ...]) -> Any:
-        if isinstance(value, bool) or value not in allowed:
+        # The type must match too: 3.0 == 3 and True == 1, but neither is a kernel size.
+        if type(value) not in {type(a) for a in allowed} or value not in allowed:
             raise self.fail(field, f"must be one of {list(allowed)}, got {_short(value)}")
         return value
 
@@ -137,25 +139,65 @@ class _Reader:
         return out
 
 
+def _bounded_repr() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A repr of at most 60 characters that never walks the whole value.
+
+    A YAML alias bomb is a few hundred bytes as a file but gigabytes as a full ``repr``.
+    """
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping.
+
+    PyYAML keeps the last one silently, so a repeated stage would drop the first. Keys merged in
+    with ``<<: *anchor`` may still be overridden: the check runs on the mapping as written.
+    """
+
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: set[tuple[str, str]] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key.value!r}",
+                                                            key.start_mark)
+                seen.add((key.tag, key.value))
+        return node
 
 
 def load_space(path: str | Path) -> SpaceFile:
     """Read and validate a search-space YAML file; raise :class:`SpaceError` on any problem."""
     source = str(path)
+    if not source:
+        raise SpaceError("''", "", "empty path, expected a search-space YAML file")
     p = Path(path)
     if not p.is_file():
         raise SpaceError(source, "", "file not found" if not p.exists() else "not a regular file")
     try:
-        data = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        raw = p.read_bytes()
+    except OSError as e:  # no permission, an I/O error
+        raise SpaceError(source, "", f"cannot read: {e.strerror or e}") from None
+    try:
+        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as e:
         raise SpaceError(source, "", f"not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpaceError(source, "", f"broken YAML{where}: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise SpaceError(source, "", "broken YAML: nested too deeply") from None
     return parse_space(data, source)
 
 
@@ -275,7 +317,7 @@ def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
     if imgsz % 32:
         raise r.fail("latency.imgsz", f"must be a multiple of 32 (the model's largest stride), got {imgsz}")
     device = d.get("device", "auto")
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|\d+", device):
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+", device):
         raise r.fail("latency.device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index, got {_short(device)}")
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
     return LatencySettings(imgsz=imgsz, device=device, dtype=dtype)

@@ -94,12 +94,27 @@ def validate(argv: list[str] | None) -> RunConfig:
         fail("--ray-address needs --backend ray")
     if args.storage is not None and not args.storage.startswith(("sqlite:///", "postgresql", "mysql")):
         fail(f"--storage must be an SQLAlchemy URL (sqlite:///..., postgresql://...), got {args.storage!r}")
-    root = Path(args.studies_dir).resolve()
     name = args.study or Path(args.space).stem
+    storage, root = _study_storage(args, name)
+    return RunConfig(args=args, space=space, study=name, storage=storage, root=root)
+
+
+def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
+    """The storage URL and the absolute studies folder, or exit 2 naming the flag whose path cannot be used."""
     from search.study import absolute_sqlite_url, default_storage_url
 
-    storage = absolute_sqlite_url(args.storage) if args.storage else default_storage_url(name, root)
-    return RunConfig(args=args, space=space, study=name, storage=storage, root=root)
+    flag = "--studies-dir"
+    try:  # a parent that is a file, no permission, a NUL byte: one line, not a traceback
+        root = Path(args.studies_dir).resolve()
+        if args.storage:
+            flag = "--storage"
+            url = absolute_sqlite_url(args.storage)
+            if url.startswith("sqlite:///") and ":memory:" not in url:  # an absolute path's folder too
+                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            return url, root
+        return default_storage_url(name, root), root
+    except (OSError, ValueError) as e:
+        fail(f"{flag}: cannot create the study's folder: {e}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,7 +93,7 @@ def device_arg(text: str) -> str:
     """argparse ``type=`` for ``cpu``, ``cuda``, ``cuda:N``, ``N`` or ``auto``."""
     import re
 
-    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+|\d+", text):
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+", text):
         allowed = "'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index"
         raise argparse.ArgumentTypeError(f"--device must be {allowed}, got {text!r}")
     return text

@@ -94,7 +94,14 @@ def validate(argv: list[str] | None) -> RunConfig:
         fail("--ray-address needs --backend ray")
     if args.storage is not None and not args.storage.startswith(("sqlite:///", "postgresql", "mysql")):
         fail(f"--storage must be an SQLAlchemy URL (sqlite:///..., postgresql://...), got {args.storage!r}")
+    if args.imgsz is not None and args.imgsz % 32:
+        fail(f"--imgsz must be a multiple of 32 (the model's largest stride), got {args.imgsz}")
     name = args.study or Path(args.space).stem
+    if args.study is None:
+        try:
+            study_name(name)
+        except argparse.ArgumentTypeError:
+            fail(f"the space file name {name!r} is not a usable study name: give --study NAME")
     storage, root = _study_storage(args, name)
     return RunConfig(args=args, space=space, study=name, storage=storage, root=root)
 

@@ -113,7 +113,8 @@ class _Reader:
             raise self.fail(field, f"must be a mapping, got {type(value).__name__} {_short(value)}")
         for key in value:
             if key not in allowed:
-                raise self.fail(f"{field}.{key}" if field else str(key),
+                shown = _short(key)[1:-1] if isinstance(key, str) else _short(key)  # bounded, control chars escaped
+                raise self.fail(f"{field}.{shown}" if field else shown,
                                 f"unknown key, allowed: {list(allowed)}{did_you_mean(key, allowed)}")
         return value
 
@@ -317,6 +318,8 @@ def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
     if imgsz % 32:
         raise r.fail("latency.imgsz", f"must be a multiple of 32 (the model's largest stride), got {imgsz}")
     device = d.get("device", "auto")
+    if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
+        device = str(device)  # a bare GPU index written as a number
     if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+", device):
         raise r.fail("latency.device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index, got {_short(device)}")
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))

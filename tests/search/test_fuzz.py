@@ -67,7 +67,15 @@ def one_line(err: str) -> str:
 
 
 def _boundary(outer: str, inner: str) -> bool:
-    """``inner`` is ``outer`` or a field inside it (``stages.p3`` contains ``stages.p3.block[0]``)."""
+    """``inner`` is ``outer`` or a field inside it (``stages.p3`` contains ``stages.p3.block[0]``).
+
+    Unknown keys are shown escaped (``repr``) and cut at 60 characters (ending in ``...``).
+    """
+    escaped = repr(outer)[1:-1]
+    if "..." in inner and "..." not in escaped:
+        head, _, tail = inner.partition("...")
+        return escaped.startswith(head) and escaped.endswith(tail)
+    outer = repr(outer)[1:-1] if repr(outer)[1:-1] != outer and not inner.startswith(outer) else outer
     return inner == outer or (inner.startswith(outer) and inner[len(outer)] in ".[")
 
 

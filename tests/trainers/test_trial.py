@@ -1,0 +1,449 @@
+"""One trial end to end: ``run_trial`` on a copy of coco8 (CPU, 64 px), its failures and its CLI.
+
+The trials run in a fresh, empty working directory with the device locks redirected to
+``tmp_path``, so a test can check that a trial writes nothing outside its ``out`` folder
+(no ``runs/``). The fused-vs-unfused checks load the ``best.pt`` of a trained rep trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from trainers.architecture import Architecture, StageChoice
+from trainers.latency.report import LatencyReport
+from trainers.results import TrialFailure, TrialResult, TrialSettings
+from trainers.trial import run_trial
+
+REPO = Path(__file__).resolve().parents[2]
+COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
+IMGSZ = 64
+EVAL_IMGSZ = 256  # the mAP comparison: boxes of a one-epoch model (20-140 px) mostly fit inside the image
+
+REP_ARCH = Architecture.create({
+    "p3_backbone": StageChoice(block="RepViT", kernels=(3, 5), se="in_blocks"),
+    "p4_backbone": StageChoice(block="OREPA", downsample="RepConv"),
+    "p5_out": StageChoice(block="C3k2_RVB_SE", se="after_concat", kernels=(3,), downsample="OREPA"),
+})
+
+# A stand-in report for trials whose latency is not the point (skips the measurement).
+DUMMY_LATENCY = LatencyReport(median_ms=1.0, p90_ms=1.0, mean_ms=1.0, cv=0.0, n=1, mode="eager", device="cpu",
+                              dtype="float32", batch=1, imgsz=IMGSZ, threads=2, torch=torch.__version__, fused=True)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished trial and where it ran."""
+
+    arch: Architecture
+    result: TrialResult | TrialFailure
+    out: Path
+    cwd: Path
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def coco8_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of coco8 (Ultralytics writes ``labels/*.cache`` next to the data); its YAML."""
+    if not (COCO8 / "coco8.yaml").is_file():
+        pytest.skip(f"{COCO8} is not present")
+    dst = tmp_path_factory.mktemp("data") / "coco8"
+    shutil.copytree(COCO8, dst)
+    return dst / "coco8.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _locks_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device locks under ``tmp_path``, not ``studies/.locks`` of the current directory."""
+    monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+
+
+def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: object) -> Trained:
+    """``run_trial`` from an empty working directory, locks under ``root``; settings at 64 px on the CPU."""
+    cwd, out = root / "cwd", root / "out" / "trial"
+    cwd.mkdir(parents=True)
+    settings = TrialSettings(**{"data": str(data), "out": str(out), "epochs": 1, "imgsz": IMGSZ, "batch": 4,
+                                "device": "cpu", "latency_imgsz": IMGSZ, "latency_device": "cpu", **kw})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setenv("REPNAS_LOCK_DIR", str(root / "locks"))
+        mp.setenv("YOLO_OFFLINE", "1")
+        t0 = time.time()
+        result = run_trial(arch, settings)
+    return Trained(arch, result, out, cwd, time.time() - t0)
+
+
+@pytest.fixture(scope="module")
+def baseline_trial(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -> Iterator[Trained]:
+    """The stock YOLO26n trained one epoch on coco8 at 64 px."""
+    runs_before = (REPO / "runs").exists()
+    yield _run_in_empty_dir(tmp_path_factory.mktemp("baseline"), Architecture.baseline(), coco8_copy)
+    assert (REPO / "runs").exists() == runs_before
+
+
+@pytest.fixture(scope="module")
+def rep_trial(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -> Trained:
+    """RepViT + OREPA + C3k2_RVB_SE stages trained one epoch on coco8 at 64 px."""
+    return _run_in_empty_dir(tmp_path_factory.mktemp("rep"), REP_ARCH, coco8_copy)
+
+
+def baseline_params() -> int:
+    """Parameters of the stock YOLO26n at 80 classes (training form)."""
+    from trainers.build import build_model
+    from trainers.inference import count_params
+
+    return count_params(build_model(Architecture.baseline(), nc=80))
+
+
+def _assert_sane_result(trial: Trained) -> None:
+    from trainers.build import build_model
+    from trainers.inference import count_params, gflops
+
+    r = trial.result
+    assert isinstance(r, TrialResult), r
+    assert r.arch_hash == trial.arch.hash
+    assert r.architecture == trial.arch.to_dict()
+    assert 0.0 <= r.map50_95 <= 1.0 and 0.0 <= r.map50 <= 1.0
+    assert r.map50 >= r.map50_95
+    model = build_model(trial.arch, nc=80)  # coco8 has 80 classes
+    assert r.params == count_params(model) > 0
+    assert r.gflops > 0
+    assert r.gflops == pytest.approx(gflops(model, IMGSZ), rel=1e-3, abs=1e-4)
+    assert 0 < r.train_seconds < trial.seconds
+    assert r.device == "cpu"
+    assert r.epochs == 1
+    assert len(r.epoch_map) == r.epochs and all(0.0 <= m <= 1.0 for m in r.epoch_map)
+
+    weights = Path(r.weights)
+    assert weights.is_file() and weights.name == "best.pt"
+    assert weights.is_relative_to(trial.out.resolve())
+    assert "runs" not in weights.parts
+
+    lat = r.latency
+    assert isinstance(lat, LatencyReport)
+    assert 0 < lat.median_ms <= lat.p90_ms and lat.mean_ms > 0 and lat.cv >= 0
+    assert lat.n >= 20  # the default CPU repeats
+    assert (lat.mode, lat.dtype, lat.batch, lat.imgsz, lat.fused) == ("eager", "float32", 1, IMGSZ, True)
+    assert "cpu" in lat.device and lat.threads >= 1 and lat.torch == torch.__version__
+
+    assert TrialResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert r.to_dict()["ok"] is True
+    # nothing outside the out folder: the working directory is still empty (no runs/, no studies/)
+    assert sorted(p.name for p in trial.cwd.iterdir()) == []
+
+
+def test_baseline_trial_returns_every_field_sane(baseline_trial: Trained) -> None:
+    _assert_sane_result(baseline_trial)
+
+
+def test_rep_trial_returns_every_field_sane(rep_trial: Trained) -> None:
+    _assert_sane_result(rep_trial)
+    assert rep_trial.result.params != baseline_params()  # type: ignore[union-attr]
+
+
+def test_rep_checkpoint_rebuilds_the_searched_architecture(rep_trial: Trained) -> None:
+    from trainers.build import architecture_of
+
+    model = _load_best(rep_trial)
+    assert architecture_of(model) == REP_ARCH
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules()), "best.pt should hold the training form"
+
+
+# --------------------------------------------------------------------------- fused vs unfused
+
+
+def _load_best(trial: Trained) -> nn.Module:
+    assert isinstance(trial.result, TrialResult), trial.result
+    ckpt = torch.load(trial.result.weights, map_location="cpu", weights_only=False)
+    model = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    return model.float().eval()
+
+
+def _images(data: Path, split: str, imgsz: int) -> torch.Tensor:
+    """coco8's ``split`` images letterboxed to ``imgsz`` as Ultralytics does, RGB in [0, 1]."""
+    import cv2
+    import numpy as np
+    from ultralytics.data.augment import LetterBox
+
+    files = sorted((data.parent / "images" / split).glob("*.jpg"))
+    assert files
+    boxes = [LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(f))) for f in files]
+    x = np.stack([b[..., ::-1].transpose(2, 0, 1) for b in boxes]).astype("float32") / 255.0
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _calibrate_bn_(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Recompute every BatchNorm's running statistics on ``images`` (no weight changes), in place.
+
+    After one epoch the running statistics are still close to their initial mean 0 / var 1, so
+    activations shrink with depth and the detector's output does not depend on its input (and
+    a broken fuse could look correct). Statistics measured on real images fix both.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+def _raise_class_scores_(model: nn.Module, shift: float, classes: int = 3) -> nn.Module:
+    """Add ``shift`` to the logit biases of the first ``classes`` classes in both heads, in place.
+
+    After one epoch class scores are near their prior (~1e-5), below the validator's 0.001
+    threshold: no detection survives and both mAPs are 0 whatever the fuse does. Raising a
+    few classes only keeps the candidates few, so NMS stays far within its time limit (past
+    it Ultralytics drops the remaining images' detections).
+    """
+    head = model.model[-1]  # type: ignore[index]
+    with torch.no_grad():
+        for attr in ("cv3", "one2one_cv3"):
+            for branch in getattr(head, attr, ()):
+                branch[-1].bias[:classes] += shift
+    return model
+
+
+@pytest.fixture(scope="module")
+def calibrated(rep_trial: Trained, coco8_copy: Path) -> nn.Module:
+    """The rep trial's ``best.pt`` with BatchNorm statistics measured on coco8 and class scores raised."""
+    images = torch.cat([_images(coco8_copy, "train", EVAL_IMGSZ), _images(coco8_copy, "val", EVAL_IMGSZ)])
+    return _raise_class_scores_(_calibrate_bn_(_load_best(rep_trial), images), shift=5.0)
+
+
+@pytest.mark.parametrize("form", ["checkpoint", "calibrated"])
+def test_fused_raw_outputs_match_unfused_on_val_images(rep_trial: Trained, calibrated: nn.Module,
+                                                       coco8_copy: Path, form: str) -> None:
+    from trainers.inference import count_params, fused_copy
+
+    model = _load_best(rep_trial) if form == "checkpoint" else calibrated
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fused_copy(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert count_params(fused) < count_params(model)
+    x = _images(coco8_copy, "val", IMGSZ)
+    with torch.no_grad():
+        expected, got = model(x)[0], fused(x)[0]
+    assert expected.shape == got.shape == (len(x), 4 + 80, 84)  # 8x8 + 4x4 + 2x2 anchors at 64 px
+    if form == "calibrated":  # the output depends on the image, so a wrong fuse cannot hide
+        assert expected.std(dim=0).max() > 1e-2
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "fused_copy changed the model"
+
+
+def _inside(label_line: str, margin: float = 0.01) -> bool:
+    """Whether a saved ``cls x y w h conf`` box stays off the image border.
+
+    Saved boxes are clipped to the image but the validator matches unclipped predictions, so
+    a box that crossed the border would not match its own label.
+    """
+    x, y, w, h = (float(v) for v in label_line.split()[1:5])
+    return min(x - w / 2, y - h / 2) > margin and max(x + w / 2, y + h / 2) < 1 - margin
+
+
+def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int) -> Path:
+    """A copy of ``data`` whose val labels are ``model``'s ``keep`` most confident detections inside the image.
+
+    Predictions come from the validator ``evaluate`` runs (``save_txt`` with confidences), so
+    ``model`` scores a high mAP against them; a fused copy must score the same.
+    """
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    shutil.copytree(data.parent, dst)
+    save = dst.parent / "pseudo_val"
+    args = {"data": str(dst / data.name), "imgsz": EVAL_IMGSZ, "batch": 16, "device": "cpu", "plots": False,
+            "verbose": False, "save_json": False, "half": False, "workers": 0, "save_txt": True, "save_conf": True,
+            "project": str(save.parent), "name": save.name, "exist_ok": True}
+    DetectionValidator(args=args)(model=copy.deepcopy(model))  # its AutoBackend fuses in place
+    rows = sorted(((float(line.split()[5]), f.stem, " ".join(line.split()[:5]))
+                   for f in (save / "labels").glob("*.txt") for line in f.read_text().splitlines()
+                   if _inside(line)), reverse=True)
+    assert len(rows) > keep
+    labels = dst / "labels" / "val"
+    for f in labels.glob("*.txt"):
+        f.write_text("")
+    for _, stem, line in rows[:keep]:
+        with open(labels / f"{stem}.txt", "a") as fh:
+            fh.write(line + "\n")
+    for cache in (dst / "labels").glob("*.cache"):
+        cache.unlink()
+    return dst / data.name
+
+
+def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: Path, tmp_path: Path) -> None:
+    """mAP50-95 of the trained rep model vs its fused copy, within 1e-3, on two label sets.
+
+    After one epoch at 64 px coco8's own mAP is ~0, which would let a broken fuse pass; so the
+    val images are also labelled with the model's own 12 most confident detections, against
+    which the unfused model scores a high mAP that a fused copy only matches with the same
+    boxes, scores and classes. A copy with one slightly wrong kernel scores visibly lower.
+    """
+    from trainers.evaluate import evaluate
+    from trainers.inference import fused_copy
+
+    fused = fused_copy(calibrated)
+    pseudo = _pseudo_labelled_copy(calibrated, coco8_copy, tmp_path / "pseudo" / "coco8", keep=12)
+    scores = {}
+    for name, data in (("coco8", coco8_copy), ("pseudo", pseudo)):
+        a = evaluate(calibrated, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "unfused")
+        b = evaluate(fused, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "fused")
+        assert all(0.0 <= v <= 1.0 for v in (*a.values(), *b.values()))
+        assert b["map50_95"] == pytest.approx(a["map50_95"], abs=1e-3), name
+        assert b["map50"] == pytest.approx(a["map50"], abs=1e-3), name
+        scores[name] = a
+    assert scores["pseudo"]["map50_95"] > 0.3, scores  # non-trivial, so the comparison can fail
+    broken = copy.deepcopy(fused)  # a fuse that got one rep block's kernel slightly wrong
+    conv = next(m for m in broken.model[4].modules() if isinstance(m, nn.Conv2d))  # type: ignore[index]
+    noise = torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        conv.weight.add_(0.1 * conv.weight.std() * noise)
+    c = evaluate(broken, str(pseudo), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / "pseudo" / "broken")
+    assert c["map50_95"] < scores["pseudo"]["map50_95"] - 0.1, (scores, c)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _failure(trial: Trained) -> TrialFailure:
+    assert isinstance(trial.result, TrialFailure), trial.result
+    assert trial.result.arch_hash == trial.arch.hash
+    assert trial.result.to_dict()["ok"] is False
+    assert TrialFailure.from_dict(json.loads(json.dumps(trial.result.to_dict()))) == trial.result
+    return trial.result
+
+
+def _fail_fast(tmp_path: Path, arch: Architecture, data: Path, **kw: object) -> Trained:
+    """A trial expected to fail, with a stand-in latency so nothing is measured first."""
+    cwd, out = tmp_path / "cwd", tmp_path / "out" / "trial"
+    cwd.mkdir()
+    settings = TrialSettings(**{"data": str(data), "out": str(out), "epochs": 1, "imgsz": IMGSZ, "batch": 4,
+                                "device": "cpu", **kw})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        t0 = time.time()
+        result = run_trial(arch, settings, latency=DUMMY_LATENCY)
+    return Trained(arch, result, out, cwd, time.time() - t0)
+
+
+def test_missing_data_yaml_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_data.yaml"
+    failure = _failure(_fail_fast(tmp_path, Architecture.baseline(), missing))
+    assert failure.kind == "error"
+    assert "no_such_data.yaml" in failure.reason and "does not exist" in failure.reason
+
+
+def test_data_yaml_with_missing_images_is_an_error_naming_them(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: images/train\nval: images/nowhere\nnames: {0: thing}\n")
+    failure = _failure(_fail_fast(tmp_path, Architecture.baseline(), broken))
+    assert failure.kind == "error"
+    assert "nowhere" in failure.reason
+
+
+def test_injected_nan_fails_at_its_first_batch(tmp_path: Path, coco8_copy: Path) -> None:
+    """Two batches an epoch, three epochs: the NaN at batch 1 ends the trial inside epoch 1, with no retry."""
+    trial = _fail_fast(tmp_path, Architecture.baseline(), coco8_copy, epochs=3, batch=2, nan_at_batch=1)
+    failure = _failure(trial)
+    assert failure.kind == "nan"
+    assert "non-finite" in failure.reason and "epoch 1, batch 1" in failure.reason
+    # no epoch finished: Ultralytics writes results.csv and last.pt at each epoch's end
+    assert not (trial.out / "results.csv").exists()
+    assert not (trial.out / "weights" / "last.pt").exists()
+
+
+def test_invalid_architecture_is_a_build_failure(tmp_path: Path, coco8_copy: Path) -> None:
+    arch = Architecture.create({"p3_backbone": StageChoice(block="RepViT", kernels=(4,))})  # even kernel
+    trial = _fail_fast(tmp_path, arch, coco8_copy)
+    failure = _failure(trial)
+    assert failure.kind == "build"
+    assert failure.reason.startswith("ValueError") and "got 4" in failure.reason
+    assert not trial.out.exists()  # nothing trained
+
+
+def test_any_build_exception_is_a_build_failure(tmp_path: Path, coco8_copy: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainers.build
+
+    def broken_build(*args: object, **kwargs: object) -> nn.Module:
+        raise RuntimeError("stage p3_backbone: channels do not match")
+
+    monkeypatch.setattr(trainers.build, "build_model", broken_build)
+    failure = _failure(_fail_fast(tmp_path, REP_ARCH, coco8_copy))
+    assert failure.kind == "build"
+    assert failure.reason == "RuntimeError: stage p3_backbone: channels do not match"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "YOLO_OFFLINE": "1", "REPNAS_LOCK_DIR": str(cwd / "locks"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "trainers.trial", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture
+def arch_file(tmp_path: Path) -> Path:
+    """One architecture JSON line, as ``search.space sample`` writes it."""
+    path = tmp_path / "arch.json"
+    path.write_text(Architecture.baseline().to_json() + "\n")
+    return path
+
+
+def test_cli_failure_prints_one_json_line_and_exits_1(tmp_path: Path, coco8_copy: Path, arch_file: Path) -> None:
+    out = tmp_path / "trial"
+    proc = _cli("--arch", str(arch_file), "--data", str(coco8_copy), "--epochs", "2", "--imgsz", "64",
+                "--batch", "2", "--device", "cpu", "--out", str(out), "--latency-imgsz", "64",
+                "--latency-device", "cpu", "--nan-at-batch", "1", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout  # Ultralytics' log went to stderr
+    data = json.loads(lines[0])
+    assert data["ok"] is False and data["kind"] == "nan" and "non-finite" in data["reason"]
+    assert data["arch_hash"] == Architecture.baseline().hash
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("--arch", "missing.json"), "no such file 'missing.json'"),
+    (("--epochs", "-1"), "--epochs must be an integer in [1, 10000], got -1"),
+    (("--imgsz", "big"), "--imgsz must be an integer"),
+    (("--device", "gpu0"), "--device must be"),
+])
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, coco8_copy: Path, arch_file: Path,
+                                               change: tuple[str, str], message: str) -> None:
+    args = {"--arch": str(arch_file), "--data": str(coco8_copy), "--epochs": "1", "--imgsz": "64"}
+    args[change[0]] = change[1]
+    t0 = time.time()
+    proc = _cli(*[x for kv in args.items() for x in kv], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.time() - t0 < 20  # rejected before torch and Ultralytics are imported
+
+
+def test_cli_unreadable_architecture_exits_2(tmp_path: Path, coco8_copy: Path) -> None:
+    bad = tmp_path / "arch.json"
+    bad.write_text("{not json\n")
+    proc = _cli("--arch", str(bad), "--data", str(coco8_copy), "--epochs", "1", "--imgsz", "64", cwd=tmp_path,
+                timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"error: --arch {bad}: not a JSON architecture line (JSONDecodeError)"]

@@ -123,7 +123,12 @@ def test_shared_waits_for_an_exclusive_hold(tmp_path: Path, holders: Callable[[s
     measuring.wait_acquired()
     epoch = SharedDeviceLock("cpu", lock_dir=tmp_path / "locks")
     started = threading.Event()
-    thread = threading.Thread(target=lambda: (epoch.acquire(), started.set()), daemon=True)
+
+    def start_epoch() -> None:
+        epoch.acquire()
+        started.set()
+
+    thread = threading.Thread(target=start_epoch, daemon=True)
     thread.start()
     assert not started.wait(0.5), "shared lock taken while an exclusive hold exists"
     released = measuring.release()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,8 @@ from trainers.latency import LatencyCache, LatencyReport, measure_architecture_l
 
 REPO = Path(__file__).resolve().parents[2]
 IMGSZ = 64
-FAST = {"warmup": 1, "repeats": 5, "min_seconds": 0.0}  # enough to check the report, quick on 2 shared cores
+REPEATS = 5
+FAST: dict[str, Any] = {"warmup": 1, "repeats": REPEATS, "min_seconds": 0.0}  # quick on 2 shared cores
 REPORT_KEYS = {f.name for f in fields(LatencyReport)}
 
 
@@ -55,7 +57,7 @@ def test_fused_report_has_every_field_and_leaves_the_model_alone(tiny: nn.Module
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     threads, training = torch.get_num_threads(), tiny.training
     report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", threads=1, **FAST)
-    _assert_consistent(report, FAST["repeats"])
+    _assert_consistent(report, REPEATS)
     assert report.fused is True and report.threads == 1
     assert torch.get_num_threads() == threads  # the thread count is restored
     # the model measured was a copy: still the training form, same weights, same mode
@@ -67,7 +69,7 @@ def test_fused_report_has_every_field_and_leaves_the_model_alone(tiny: nn.Module
 
 def test_unfused_report_says_so(tiny: nn.Module) -> None:
     report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", fused=False, threads=1, **FAST)
-    _assert_consistent(report, FAST["repeats"])
+    _assert_consistent(report, REPEATS)
     assert report.fused is False
 
 
@@ -90,7 +92,7 @@ def test_architecture_latency_is_cached_per_setting(tmp_path: Path) -> None:
     cache = LatencyCache(tmp_path / "cache" / "latency.json")
     first, hit = measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=cache, threads=1, **FAST)
     assert hit is False
-    _assert_consistent(first, FAST["repeats"])
+    _assert_consistent(first, REPEATS)
     again, hit = measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=cache, threads=1, **FAST)
     assert hit is True and again == first
     # another image size, or the unfused form, is another setting: measured, not looked up

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -70,7 +71,7 @@ def _locks_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("YOLO_OFFLINE", "1")
 
 
-def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: object) -> Trained:
+def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: Any) -> Trained:
     """``run_trial`` from an empty working directory, locks under ``root``; settings at 64 px on the CPU."""
     cwd, out = root / "cwd", root / "out" / "trial"
     cwd.mkdir(parents=True)
@@ -177,7 +178,7 @@ def _images(data: Path, split: str, imgsz: int) -> torch.Tensor:
 
     files = sorted((data.parent / "images" / split).glob("*.jpg"))
     assert files
-    boxes = [LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(f))) for f in files]
+    boxes: list[Any] = [LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(f))) for f in files]
     x = np.stack([b[..., ::-1].transpose(2, 0, 1) for b in boxes]).astype("float32") / 255.0
     return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -323,7 +324,7 @@ def _failure(trial: Trained) -> TrialFailure:
     return trial.result
 
 
-def _fail_fast(tmp_path: Path, arch: Architecture, data: Path, **kw: object) -> Trained:
+def _fail_fast(tmp_path: Path, arch: Architecture, data: Path, **kw: Any) -> Trained:
     """A trial expected to fail, with a stand-in latency so nothing is measured first."""
     cwd, out = tmp_path / "cwd", tmp_path / "out" / "trial"
     cwd.mkdir()

@@ -8,6 +8,7 @@ than the number of workers. A trial interrupted by Ctrl-C or a dying worker is f
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -130,6 +131,7 @@ def worker_loop(study: optuna.Study, storage: Any, ctx: SearchSettings, target: 
 
 def run_search(cfg: Any) -> int:
     """Run (or resume) the search described by a validated :class:`search.run.RunConfig`."""
+    os.environ["REPNAS_LOCK_DIR"] = str(cfg.root / ".locks")  # one device lock per machine for this study root
     ctx = search_settings(cfg)
     a = cfg.args
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

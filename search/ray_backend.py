@@ -96,7 +96,7 @@ def run_ray(cfg: Any, ctx: SearchSettings, study: optuna.Study) -> None:
     a = cfg.args
     if count_finished(study) >= a.trials:
         return
-    env = {"YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {"YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "REPNAS_LOCK_DIR": os.environ.get("REPNAS_LOCK_DIR", "")}
     if a.ray_address:
         ray.init(address=a.ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:

@@ -51,7 +51,7 @@ DEFAULT_SIZE = 160
 MIN_SIZE, MAX_SIZE = 32, 2048
 MAX_IMAGES = 1_000_000
 
-MAX_OBJECTS = 6
+MIN_OBJECTS, MAX_OBJECTS = 1, 6  # objects drawn per image (fewer when no free spot is found)
 OBJECT_FRACTION = (0.14, 0.40)  # object diameter as a fraction of the image side
 MAX_COVERED = 0.35  # an object's box may be covered at most this much by an earlier one's box
 MIN_CONTRAST = 90  # summed |RGB| difference between an object and the background under it
@@ -201,7 +201,7 @@ def render_image(rng: Rng, size: int) -> tuple[Image.Image, list[tuple[int, Box]
     draw = ImageDraw.Draw(image)
     _draw_clutter(rng, draw, size)
     objects: list[tuple[int, Box]] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))):
         spot = _place(rng, size, [b for _, b in objects])
         if spot is None:
             continue
@@ -299,7 +299,7 @@ def _publish(tmp: Path, out: Path, spec: SynthSpec) -> None:
 
 def generate_synth(out: Path | str, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL,
                    size: int = DEFAULT_SIZE, progress: Callable[[str], None] = log) -> Path:
-    """Write the dataset to ``out`` unless it already holds it; return the data YAML's path.
+    """Write the dataset to ``out`` unless it already holds it; return the data YAML's absolute path.
 
     The files are written to a temporary sibling folder and moved into place when complete,
     so an interrupted run leaves no half dataset behind. A folder holding one of our datasets
@@ -307,7 +307,7 @@ def generate_synth(out: Path | str, seed: int = 0, n_train: int = DEFAULT_N_TRAI
     refused with ``ValueError``, as are out-of-range parameters.
     """
     spec = SynthSpec(seed=seed, n_train=n_train, n_val=n_val, size=size).validate()
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # absolute: trials may run in another working directory
     if is_complete(out, spec):
         progress(f"synth: reusing the complete dataset in {out} (seed {seed}, {n_train}+{n_val} images, {size} px)")
         return out / YAML_NAME
@@ -326,7 +326,7 @@ def generate_synth(out: Path | str, seed: int = 0, n_train: int = DEFAULT_N_TRAI
 
 
 def ensure_synth(out: Path | str, progress: Callable[[str], None] = log) -> Path:
-    """The default dataset in ``out`` (generated on first use); returns the data YAML's path."""
+    """The default dataset in ``out`` (generated on first use); returns the data YAML's absolute path."""
     return generate_synth(out, progress=progress)
 
 
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = generate_synth(args.out, **asdict(spec))
     except ValueError as e:
         fail(str(e))
-    print(path.resolve())
+    print(path)
     return 0
 
 

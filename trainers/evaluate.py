@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ def evaluate(model: nn.Module, data: str, imgsz: int, batch: int = 16, device: s
 
     args: dict[str, Any] = {"data": data, "imgsz": imgsz, "batch": batch, "device": device, "plots": False,
                             "verbose": False, "save_json": False, "half": False, "workers": 0}
-    if save_dir is not None:
-        args.update(project=str(Path(save_dir).parent), name=Path(save_dir).name, exist_ok=True)
-    validator = DetectionValidator(args=args)
-    metrics = validator(model=copy.deepcopy(model).float())
+    with tempfile.TemporaryDirectory() as tmp:  # never Ultralytics' default ./runs
+        where = Path(save_dir) if save_dir is not None else Path(tmp) / "val"
+        args.update(project=str(where.parent), name=where.name, exist_ok=True)
+        metrics = DetectionValidator(args=args)(model=copy.deepcopy(model).float())
     return {"map50_95": float(metrics["metrics/mAP50-95(B)"]), "map50": float(metrics["metrics/mAP50(B)"])}

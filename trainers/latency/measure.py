@@ -27,7 +27,7 @@ from trainers.device_lock import device_lock
 from trainers.inference import fused_copy
 from trainers.latency.report import LatencyReport
 
-DEFAULT_CPU_THREADS = 2
+DEFAULT_CPU_THREADS = 1  # one thread: on a small shared CPU, more threads wait on each other and the spread explodes
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -143,10 +143,11 @@ class LatencyCache:
         self.path = Path(path)
 
     @staticmethod
-    def key(arch_hash: str, device: str, imgsz: int, dtype: str, batch: int, fused: bool = True) -> str:
-        """The cache key of one measurement setting."""
+    def key(arch_hash: str, device: str, imgsz: int, dtype: str, batch: int, fused: bool = True,
+            threads: int = DEFAULT_CPU_THREADS) -> str:
+        """The cache key of one measurement setting (CPU thread count included; 0 on CUDA)."""
         return "|".join([arch_hash, device, str(imgsz), dtype, str(batch), torch.__version__,
-                         "fused" if fused else "unfused"])
+                         "fused" if fused else "unfused", f"threads{threads}"])
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -173,7 +174,7 @@ class LatencyCache:
 def measure_architecture_latency(arch: Architecture, imgsz: int = 640, device: str = "auto",
                                  dtype: str = "auto", batch: int = 1, nc: int = 80,
                                  cache: LatencyCache | None = None, fused: bool = True,
-                                 **kwargs: Any) -> tuple[LatencyReport, bool]:
+                                 threads: int = DEFAULT_CPU_THREADS, **kwargs: Any) -> tuple[LatencyReport, bool]:
     """Latency of ``arch`` built untrained and fused (weights do not change latency).
 
     Returns ``(report, from_cache)``; a cached figure for the same setting is reused.
@@ -182,11 +183,12 @@ def measure_architecture_latency(arch: Architecture, imgsz: int = 640, device: s
 
     dev = resolve_device(device)
     dt = dtype if dtype != "auto" else ("float16" if dev.type == "cuda" else "float32")
-    key = LatencyCache.key(arch.hash, device_name(dev), imgsz, dt, batch, fused)
+    key = LatencyCache.key(arch.hash, device_name(dev), imgsz, dt, batch, fused,
+                           threads if dev.type == "cpu" else 0)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit, True
     report = measure_latency(build_model(arch, nc=nc), imgsz=imgsz, device=str(dev), dtype=dt, batch=batch,
-                             fused=fused, **kwargs)
+                             fused=fused, threads=threads, **kwargs)
     if cache is not None:
         cache.put(key, report)
     return report, False

@@ -1,0 +1,156 @@
+"""``Architecture``: canonical choices, JSON round trip, a stable 12-hex hash (also across processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+
+REPO = Path(__file__).resolve().parents[2]
+
+REP = Architecture.create({
+    "p2_backbone": StageChoice(block="OREPA", downsample="OREPA"),
+    "p3_backbone": StageChoice(block="RepViT", se="in_blocks", se_kind="dynamic", se_min_ratio=4, se_max_ratio=8,
+                               kernels=(3, 5, 7), downsample="RepConv"),
+    "p4_backbone": StageChoice(block="C3k2_RVB_SE", se="after_concat", se_reduction=8, kernels=(3, 5)),
+    "p4_out": StageChoice(block="RepViT", kernels=(3,), downsample="OREPA"),
+}, scale="s")
+
+
+def test_baseline_is_every_stage_stock_c3k2_with_a_plain_conv() -> None:
+    base = Architecture.baseline()
+    assert base.is_baseline and not REP.is_baseline
+    assert [n for n, _ in base.stages] == list(STAGE_LAYERS)
+    for name, choice in base.stages:
+        assert choice.block == "C3k2" and choice.se == "none"
+        assert choice.downsample == ("Conv" if STAGE_LAYERS[name][1] is not None else None)
+    assert base.blocks_summary() == "/".join(["C3k2"] * len(STAGE_LAYERS))
+
+
+@pytest.mark.parametrize("arch", [Architecture.baseline(), REP], ids=["baseline", "rep"])
+def test_json_round_trip(arch: Architecture) -> None:
+    line = arch.to_json()
+    assert "\n" not in line
+    data = json.loads(line)
+    assert data["hash"] == arch.hash and data["scale"] == arch.scale and data["base"] == "yolo26.yaml"
+    assert set(data["stages"]) == set(STAGE_LAYERS)
+    assert Architecture.from_json(line) == arch
+    assert Architecture.from_dict(arch.to_dict()) == arch  # without the hash key too
+    assert Architecture.from_dict(json.loads(json.dumps(arch.to_dict()))).hash == arch.hash
+
+
+def test_to_dict_holds_only_the_applicable_choices() -> None:
+    stages = REP.to_dict()["stages"]
+    assert stages["p2_backbone"] == {"block": "OREPA", "downsample": "OREPA"}
+    assert stages["p3_backbone"] == {"block": "RepViT", "kernels": [3, 5, 7], "downsample": "RepConv",
+                                     "se": {"placement": "in_blocks", "kind": "dynamic", "min_ratio": 4,
+                                            "max_ratio": 8}}
+    assert stages["p4_backbone"] == {"block": "C3k2_RVB_SE", "kernels": [3, 5], "downsample": "Conv",
+                                     "se": {"placement": "after_concat", "kind": "fixed", "reduction": 8}}
+    assert stages["p4_neck"] == {"block": "C3k2"}  # no stride-2 conv before it: no downsample key
+    assert stages["p4_out"] == {"block": "RepViT", "kernels": [3], "downsample": "OREPA"}
+
+
+def test_hash_is_12_hex_digits_and_stable() -> None:
+    h = REP.hash
+    assert re.fullmatch(r"[0-9a-f]{12}", h)
+    assert h == REP.hash == Architecture.from_json(REP.to_json()).hash
+    rebuilt = Architecture.create(dict(REP.stages), scale="s")
+    assert rebuilt == REP and hash(rebuilt) == hash(REP) and rebuilt.hash == h
+    assert len({Architecture.baseline().hash, Architecture.baseline(scale="s").hash, REP.hash}) == 3
+
+
+@pytest.mark.parametrize("stage, choice", [
+    ("p4_backbone", StageChoice(block="C3k2", se="in_blocks", se_kind="dynamic", se_reduction=16, kernels=(3, 5))),
+    ("p4_backbone", StageChoice(block="C3k2", se="after_concat", se_min_ratio=2, se_max_ratio=32)),
+    ("p5_backbone", StageChoice(block="C3k2", kernels=(3, 5, 7, 9))),
+    ("p4_neck", StageChoice(block="C3k2", downsample="RepConv")),  # p4_neck has no stride-2 conv
+    ("p3_out", StageChoice(block="C3k2", downsample=None)),
+    ("p3_backbone", StageChoice(block="C3k2", downsample=None)),  # a missing downsample is the plain Conv
+], ids=["se-on-C3k2", "ratios-on-C3k2", "kernels-on-C3k2", "downsample-on-neck", "none-on-out", "none-is-Conv"])
+def test_choices_that_do_not_apply_leave_the_baseline_hash(stage: str, choice: StageChoice) -> None:
+    arch = Architecture.create({stage: choice})
+    assert arch == Architecture.baseline() and arch.hash == Architecture.baseline().hash
+    assert arch.is_baseline
+
+
+@pytest.mark.parametrize("variant", [
+    StageChoice(block="OREPA", kernels=(3, 5, 7), se="in_blocks", se_reduction=16),  # OREPA: no SE, no kernels
+    StageChoice(block="RepViT", se="none", se_kind="dynamic", se_reduction=16, se_min_ratio=2, kernels=(3, 5)),
+    StageChoice(block="RepViT", se="after_concat", se_reduction=8, kernels=(3, 5)),  # RepViT takes SE in blocks only
+    StageChoice(block="C3k2_RVB_SE", se="in_blocks", se_kind="fixed", se_reduction=8, se_min_ratio=2,
+                se_max_ratio=32, kernels=(3, 5)),  # fixed SE: the ratios do not apply
+    StageChoice(block="C3k2_RVB_SE", se="in_blocks", se_kind="dynamic", se_reduction=16, se_min_ratio=4,
+                se_max_ratio=16, kernels=(3, 5)),  # dynamic SE: the reduction does not apply
+], ids=["OREPA", "RepViT-se-off", "RepViT-after-concat", "fixed-SE", "dynamic-SE"])
+def test_inapplicable_options_of_rep_blocks_do_not_change_the_hash(variant: StageChoice) -> None:
+    plain = {
+        "OREPA": StageChoice(block="OREPA"),
+        "RepViT": StageChoice(block="RepViT", kernels=(3, 5)),
+    }.get(variant.block)
+    if variant.block == "C3k2_RVB_SE":
+        plain = StageChoice(block="C3k2_RVB_SE", se="in_blocks", se_kind=variant.se_kind, kernels=(3, 5),
+                            se_reduction=8 if variant.se_kind == "fixed" else 4)
+    assert plain is not None
+    a, b = Architecture.create({"p3_backbone": variant}), Architecture.create({"p3_backbone": plain})
+    assert a == b and a.hash == b.hash
+
+
+@pytest.mark.parametrize("change", [
+    {"kernels": (3, 5, 7)}, {"se_reduction": 16}, {"se": "in_blocks"}, {"downsample": "RepConv"}, {"block": "RepViT"},
+])
+def test_every_applicable_choice_changes_the_hash(change: dict[str, object]) -> None:
+    base = StageChoice(block="C3k2_RVB_SE", se="after_concat", se_reduction=8, kernels=(3, 5))
+    changed = StageChoice(**{**base.__dict__, **change})  # type: ignore[arg-type]
+    a, b = Architecture.create({"p4_backbone": base}), Architecture.create({"p4_backbone": changed})
+    assert a != b and a.hash != b.hash
+
+
+def test_hash_is_the_same_in_another_process() -> None:
+    code = ("import sys, json; from trainers.architecture import Architecture; "
+            "print(Architecture.from_dict(json.loads(sys.argv[1])).hash)")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(REP.to_dict())], capture_output=True, text=True,
+                         cwd=REPO, env=env, timeout=60, check=True)
+    assert out.stdout.strip() == REP.hash
+
+
+def test_from_dict_with_a_wrong_hash_raises() -> None:
+    data = json.loads(REP.to_json())
+    data["hash"] = "0123456789ab"
+    with pytest.raises(ValueError, match=f"hash does not match the choices: file says '0123456789ab', got '{REP.hash}'"):
+        Architecture.from_dict(data)
+    edited = json.loads(REP.to_json())
+    edited["stages"]["p3_backbone"]["kernels"] = [3, 5]  # a hand edit that forgot the hash
+    with pytest.raises(ValueError, match="hash does not match"):
+        Architecture.from_json(json.dumps(edited))
+
+
+def test_from_dict_reads_a_sample_line_and_ignores_its_measurements() -> None:
+    line = {**json.loads(REP.to_json()), "params": 123, "gflops": 4.5}
+    assert Architecture.from_dict(line) == REP
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"stages": {"p6_backbone": StageChoice()}}, r"stage must be one of \[.*'p2_backbone'.*\], got 'p6_backbone'"),
+    ({"scale": "xl"}, r"scale must be one of \['n', 's', 'm', 'l', 'x'\], got 'xl'"),
+    ({"stages": {"p3_backbone": StageChoice(block="RepVGG")}}, r"block must be one of \[.*\], got 'RepVGG'"),
+])
+def test_create_rejects_unknown_names(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Architecture.create(**kwargs)  # type: ignore[arg-type]
+
+
+def test_architecture_is_frozen_and_hashable() -> None:
+    with pytest.raises(FrozenInstanceError):
+        REP.scale = "n"  # type: ignore[misc]
+    assert len({REP, Architecture.from_json(REP.to_json()), Architecture.baseline()}) == 2
+    assert REP.stage("p3_backbone").kernels == (3, 5, 7)

@@ -1,0 +1,325 @@
+"""Search spaces in-process: the shipped files validate, bad data raises ``SpaceError`` naming the field,
+and sampling through Optuna is conditional (only applicable parameters, ties follow their target).
+
+``size()`` and ``dimensions()`` are checked against a brute-force walk of every path through
+``SearchSpace.suggest`` (a scripted trial that tries every choice of every call it receives).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from blocks.registry import stage_block
+from search.space import SearchSpace, SpaceError, load_space
+from search.space.schema import parse_space
+from trainers.architecture import STAGE_LAYERS, Architecture
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))
+DEFAULT = REPO / "spaces" / "yolo26.yaml"
+
+# Computed by hand below (test_tiny_space_size_and_dimensions_by_hand).
+TINY = """
+stages:
+  p3_backbone:
+    block: [C3k2, RepViT, C3k2_RVB_SE, OREPA]
+    se: {placement: [none, after_concat, in_blocks], kind: [fixed, dynamic], reduction: [4, 8],
+         min_ratio: [4], max_ratio: [8, 16]}
+    kernels: [[3], [3, 5]]
+    downsample: [Conv, RepConv]
+  p4_neck:
+    block: [C3k2, OREPA]
+  p3_out: {tie: p3_backbone}
+"""
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def space_of(text: str) -> SearchSpace:
+    return SearchSpace(parse_space(yaml.safe_load(textwrap.dedent(text)), "test.yaml"))
+
+
+class ScriptedTrial:
+    """A ``TrialLike`` that answers call ``i`` with choice ``script[i]`` (0 past the script) and records the calls."""
+
+    def __init__(self, script: Sequence[int]):
+        self.script = list(script)
+        self.calls: list[tuple[str, int]] = []
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        i = len(self.calls)
+        pick = self.script[i] if i < len(self.script) else 0
+        assert name not in self.params, f"{name} suggested twice in one trial"
+        self.calls.append((name, len(choices)))
+        self.params[name] = choices[pick]
+        return choices[pick]
+
+
+def every_path(space: SearchSpace) -> list[tuple[Architecture, dict[str, Any]]]:
+    """Every (architecture, params) ``suggest`` can produce: a depth-first walk over the choices of every call."""
+    out, todo = [], [[]]
+    while todo:
+        script = todo.pop()
+        trial = ScriptedTrial(script)
+        arch = space.suggest(trial)
+        taken = script + [0] * (len(trial.calls) - len(script))
+        for depth in range(len(script), len(trial.calls)):
+            todo.extend(taken[:depth] + [alt] for alt in range(1, trial.calls[depth][1]))
+        out.append((arch, trial.params))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- shipped files
+
+
+def test_spaces_are_shipped() -> None:
+    assert DEFAULT in SHIPPED
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_space_validates(path: Path) -> None:
+    spec = load_space(path)
+    assert spec.source == str(path)
+    assert spec.base == "yolo26.yaml" and spec.scale in ("n", "s", "m", "l", "x")
+    assert spec.stages and {n for n, _ in spec.stages} <= set(STAGE_LAYERS)
+    space = SearchSpace(spec)
+    assert space.size() >= 1 and space.dimensions() >= 0
+
+
+def test_default_space_contents() -> None:
+    spec = load_space(DEFAULT)
+    stages = dict(spec.stages)
+    assert list(stages) == list(STAGE_LAYERS)  # stage order is the model's, whatever the file's order
+    p3 = stages["p3_backbone"]
+    assert p3.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
+    assert p3.kernels == ((3,), (3, 5), (3, 5, 7)) and p3.ratio_bounds == ((4, 8), (4, 16))
+    assert {n: s.tie for n, s in spec.stages if s.tie} == {
+        "p4_neck": "p4_backbone", "p3_out": "p3_backbone", "p4_out": "p4_backbone", "p5_out": "p5_backbone"}
+    assert spec.objectives == (("map50_95", "maximize"), ("latency_ms", "minimize"))
+    assert [str(c) for c in spec.constraints] == ["params_m <= 4"]
+    assert spec.constraints[0].violation(3.5) == pytest.approx(-0.5)
+    assert spec.constraints[0].violation(4.25) == pytest.approx(0.25)
+    assert (spec.latency.imgsz, spec.latency.device, spec.latency.dtype) == (640, "auto", "auto")
+    assert (spec.train.data, spec.train.epochs, spec.train.imgsz, spec.train.batch) == (None, 10, 160, 16)
+    # Per backbone stage (all four have a stride-2 conv, 3 downsample choices):
+    #   C3k2 3 + OREPA 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio pairs))
+    #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159; the neck/out stages are tied.
+    space = SearchSpace(spec)
+    assert space.size() == 159**4
+    # Per stage: block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample.
+    assert space.dimensions() == 4 * 8
+
+
+# ---------------------------------------------------------------------------------------------- bad data in-process
+
+
+@pytest.mark.parametrize("data, field, match", [
+    (None, "", "file is empty"),
+    (["stages"], "", "must be a mapping, got list"),
+    ({"scale": "n"}, "stages", "missing required key"),
+    ({"stages": {"p3_backbone": {"block": "RepVGG"}}}, "stages.p3_backbone.block[0]",
+     r"must be one of \['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'\], got 'RepVGG'"),
+    ({"stages": {"p3_backbone": {"block": "RepViT", "kernels": [[3, 6]]}}}, "stages.p3_backbone.kernels[0][1]",
+     r"must be one of \[3, 5, 7, 9, 11\], got 6"),
+    ({"stages": {"p4_backbone": {"block": "RepViT", "se": {"placement": "in_blocks", "reduction": 0}}}},
+     "stages.p4_backbone.se.reduction[0]", r"must be an integer in \[1, 64\], got 0"),
+    ({"stages": {"p4_backbone": {"se": {"kind": "dynamic", "min_ratio": [8, 16], "max_ratio": 8}}}},
+     "stages.p4_backbone.se.min_ratio", r"must be < max_ratio for at least one pair, got min_ratio \[8, 16\]"),
+    ({"stages": {"p3_backbone": {"blocks": "RepViT"}}}, "stages.p3_backbone.blocks",
+     r"unknown key, allowed: \[.*\] \(did you mean 'block'\?\)"),
+    ({"stages": {"p4_neck": {"tie": "p4_backbone"}}}, "stages.p4_neck.tie",
+     r"must name an untied stage of this file \[\], got 'p4_backbone'"),
+    ({"stages": {"p3_backbone": {}}, "train": {"epochs": 0}}, "train.epochs", r"must be an integer in \[1, 10000\]"),
+    ({"stages": {"p3_backbone": {}}, "constraints": ["gflops == 5"]}, "constraints[0]",
+     "must read 'metric <= number' or 'metric >= number'"),
+    ({"stages": {"p3_backbone": {}}, "latency": {"imgsz": 650}}, "latency.imgsz", "must be a multiple of 32"),
+], ids=["empty", "list", "no-stages", "unknown-block", "even-kernel", "reduction-0", "min>max-dynamic",
+        "did-you-mean", "tie-to-absent", "epochs-0", "constraint-op", "latency-imgsz"])
+def test_parse_space_rejects(data: Any, field: str, match: str) -> None:
+    with pytest.raises(SpaceError, match=match) as info:
+        parse_space(data, "bad.yaml")
+    assert info.value.field == field and info.value.source == "bad.yaml"
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"bad.yaml: {field}: " if field else "bad.yaml: ")
+
+
+def test_min_ratio_above_max_ratio_is_fine_when_no_stage_is_dynamic() -> None:
+    spec = parse_space({"stages": {"p4_backbone": {"block": "RepViT", "se": {
+        "placement": "in_blocks", "kind": "fixed", "min_ratio": 16, "max_ratio": 8}}}})
+    assert dict(spec.stages)["p4_backbone"].se_kinds == ("fixed",)
+
+
+def test_scalars_are_one_element_choice_lists() -> None:
+    st = dict(parse_space({"stages": {"p3_backbone": {"block": "RepViT", "kernels": 5, "downsample": "OREPA"}}})
+              .stages)["p3_backbone"]
+    assert st.blocks == ("RepViT",) and st.kernels == ((5,),) and st.downsamples == ("OREPA",)
+
+
+def test_load_space_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="file not found") as info:
+        load_space(tmp_path / "nope.yaml")
+    assert info.value.source == str(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages:\n  p3_backbone: {kernels: [[2]], block: RepViT}\n")
+    with pytest.raises(SpaceError, match=r"bad\.yaml: stages\.p3_backbone\.kernels\[0\]\[0\]: must be one of"):
+        load_space(bad)
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+@pytest.fixture(scope="module")
+def default_samples() -> list[tuple[Architecture, dict[str, Any]]]:
+    """50 (architecture, trial.params) pairs from the default space, Optuna's RandomSampler seeded."""
+    space = SearchSpace.load(DEFAULT)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    out = []
+    for _ in range(50):
+        trial = study.ask()
+        out.append((space.suggest(trial), dict(trial.params)))
+    return out
+
+
+def test_samples_are_varied_and_seeded(default_samples: list[tuple[Architecture, dict[str, Any]]]) -> None:
+    assert len({a.hash for a, _ in default_samples}) >= 45
+    blocks = {s.block for a, _ in default_samples for _, s in a.stages}
+    assert blocks == {"C3k2", "RepViT", "C3k2_RVB_SE", "OREPA"}
+    space = SearchSpace.load(DEFAULT)
+    again = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=7))
+    assert [space.suggest(again.ask()) for _ in range(5)] == [a for a, _ in default_samples[:5]]
+
+
+def test_c3k2_and_orepa_stages_get_no_se_or_kernel_params(
+        default_samples: list[tuple[Architecture, dict[str, Any]]]) -> None:
+    seen = 0
+    for arch, params in default_samples:
+        for name, choice in arch.stages:
+            if choice.block in ("C3k2", "OREPA"):
+                seen += 1
+                assert choice.se == "none" and choice.kernels == (3,)
+                own = [k for k in params if k.startswith(name + ".")]
+                assert not [k for k in own if "se" in k.split(".")[-1] or k.endswith(".kernels")], (name, own)
+                assert "se" not in choice.to_dict() and "kernels" not in choice.to_dict()
+    assert seen > 50
+
+
+def test_tied_stages_equal_their_target(default_samples: list[tuple[Architecture, dict[str, Any]]]) -> None:
+    ties = {n: s.tie for n, s in load_space(DEFAULT).stages if s.tie}
+    for arch, params in default_samples:
+        for stage, target in ties.items():
+            mine, theirs = arch.stage(stage), arch.stage(target)
+            assert mine.block == theirs.block and mine.kernels == theirs.kernels and mine.se == theirs.se
+            assert (mine.se_kind, mine.se_reduction, mine.se_min_ratio, mine.se_max_ratio) == (
+                theirs.se_kind, theirs.se_reduction, theirs.se_min_ratio, theirs.se_max_ratio)
+            if STAGE_LAYERS[stage][1] is None:  # p4_neck / p3_out have no stride-2 conv of their own
+                assert mine.downsample is None
+            else:
+                assert mine.downsample == theirs.downsample
+            assert not [k for k in params if k.startswith(stage + ".")]
+
+
+def test_trial_params_are_only_the_applicable_ones(default_samples: list[tuple[Architecture, dict[str, Any]]]) -> None:
+    space = SearchSpace.load(DEFAULT)
+    for arch, params in default_samples:
+        expected = set()
+        for name, st in space.spec.stages:
+            if st.tie is not None:
+                continue
+            c = arch.stage(name)
+            spec = stage_block(c.block)
+            expected |= {f"{name}.block", f"{name}.downsample"}
+            if len([p for p in st.se_placements if p in spec.se_placements]) > 1:
+                expected.add(f"{name}.{c.block}.se")
+            if c.se != "none":
+                expected |= {f"{name}.se_kind", f"{name}.se_reduction" if c.se_kind == "fixed" else f"{name}.se_ratios"}
+            if spec.uses_kernels:
+                expected.add(f"{name}.kernels")
+        assert set(params) == expected
+        # The params alone give the architecture back (what a study's best trial is rebuilt from).
+        replay = optuna.trial.FixedTrial(params)
+        assert space.suggest(replay) == arch
+
+
+def test_baseline_params_enqueued_give_the_baseline() -> None:
+    space = SearchSpace.load(DEFAULT)
+    params = space.baseline_params()
+    assert params == {f"{s}.{k}": v for s in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone")
+                      for k, v in (("block", "C3k2"), ("downsample", "Conv"))}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(params)
+    trial = study.ask()
+    arch = space.suggest(trial)
+    assert arch == space.baseline() == Architecture.baseline() and arch.is_baseline
+    assert trial.params == params
+
+
+# ---------------------------------------------------------------------------------------------- size, dimensions
+
+
+def test_tiny_space_size_and_dimensions_by_hand() -> None:
+    space = space_of(TINY)
+    # p3_backbone (downsample: 2 choices):
+    #   C3k2 2 + OREPA 2
+    #   RepViT      2 ds * 2 kernel sets * (1 off + in_blocks * (2 reductions + 2 ratio pairs))     = 20
+    #   C3k2_RVB_SE 2 ds * 2 kernel sets * (1 off + 2 placements * (2 reductions + 2 ratio pairs)) = 36
+    # p4_neck: C3k2 or OREPA (no stride-2 conv before it) = 2; p3_out is tied to p3_backbone.
+    assert space.size() == (2 + 2 + 20 + 36) * 2 == 120
+    # p3_backbone.{block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample}
+    # and p4_neck.block.
+    assert space.dimensions() == 9
+
+
+@pytest.mark.parametrize("text", [
+    TINY,
+    """
+    stages:
+      p4_neck: {block: [RepViT, C3k2_RVB_SE], se: {placement: [after_concat, in_blocks], reduction: [4, 16]},
+                kernels: [[3], [5], [3, 7]], downsample: [Conv, RepConv, OREPA]}
+      p4_out: {tie: p4_neck}
+    """,
+    """
+    stages:
+      p5_backbone: {block: [RepViT, OREPA], se: {placement: [in_blocks], kind: dynamic, min_ratio: [2, 4],
+                                                 max_ratio: [4, 8]}}
+      p2_backbone: {block: C3k2_RVB_SE, kernels: [[3], [3, 5, 7, 9, 11]]}
+    """,
+], ids=["tiny", "neck-tied-to-out", "dynamic-only"])
+def test_size_and_dimensions_match_a_walk_of_every_choice(text: str) -> None:
+    space = space_of(text)
+    paths = every_path(space)
+    hashes = {a.hash for a, _ in paths}
+    assert len(hashes) == len(paths), "two different choice paths gave the same architecture"
+    assert space.size() == len(paths)
+    assert space.dimensions() == len({k for _, p in paths for k in p})
+
+
+@pytest.mark.parametrize("stage, expected", [
+    ("{block: [C3k2, OREPA], se: {placement: [none, in_blocks], kind: [fixed, dynamic], reduction: [4, 8]},"
+     " kernels: [[3], [3, 5]]}", {"p3_backbone.block"}),
+    ("{block: RepViT, se: {placement: [none, after_concat], kind: [fixed, dynamic], reduction: [4, 8]}}", set()),
+    ("{block: RepViT, se: {placement: in_blocks, kind: fixed, max_ratio: [8, 16]}}", set()),
+    ("{block: RepViT, se: {placement: in_blocks, kind: dynamic, reduction: [4, 8]}}", set()),
+], ids=["no-block-takes-se-or-kernels", "placement-not-for-this-block", "ratios-but-fixed", "reductions-but-dynamic"])
+def test_dimensions_count_only_parameters_that_can_be_suggested(stage: str, expected: set[str]) -> None:
+    """``dimensions()`` is the number of distinct parameter names ``suggest`` can ask for.
+
+    Bug (search/space/sampling.py, ``SearchSpace.dimensions``): it counts ``kernels`` whenever the
+    stage lists several kernel sets, ``se_kind``/``se_reduction``/``se_ratios`` whenever a placement
+    other than ``none`` is listed, and ``se_reduction`` (``se_ratios``) even when no listed SE kind
+    is ``fixed`` (``dynamic``): none of these can be suggested in the cases here.
+    """
+    space = space_of(f"stages:\n  p3_backbone: {stage}\n")
+    paths = every_path(space)
+    names = {k for _, p in paths for k in p}
+    assert names == expected
+    assert space.size() == len(paths)
+    assert space.dimensions() == len(names)

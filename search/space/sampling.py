@@ -118,16 +118,21 @@ class SearchSpace:
         return n
 
     def dimensions(self) -> int:
-        """Number of categorical parameters a trial can suggest (conditional ones included)."""
+        """Number of categorical parameters trials can suggest (conditional ones included, unreachable ones not)."""
         count = 0
         for name, st in self.spec.stages:
             if st.tie is not None:
                 continue
             count += len(st.blocks) > 1
-            count += sum(len([p for p in st.se_placements if p in stage_block(b).se_placements]) > 1
-                         for b in st.blocks)
-            se_possible = any(p != "none" for p in st.se_placements)
-            count += se_possible * ((len(st.se_kinds) > 1) + (len(st.reductions) > 1) + (len(st.ratio_bounds) > 1))
-            count += len(st.kernels) > 1
+            se_reachable = False
+            for block in st.blocks:
+                placements = [p for p in st.se_placements if p in stage_block(block).se_placements] or ["none"]
+                count += len(placements) > 1
+                se_reachable |= any(p != "none" for p in placements)
+            if se_reachable:
+                count += len(st.se_kinds) > 1
+                count += "fixed" in st.se_kinds and len(st.reductions) > 1
+                count += "dynamic" in st.se_kinds and len(st.ratio_bounds) > 1
+            count += any(stage_block(b).uses_kernels for b in st.blocks) and len(st.kernels) > 1
             count += self._has_downsample(name) and len(st.downsamples) > 1
         return count

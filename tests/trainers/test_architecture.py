@@ -126,7 +126,8 @@ def test_hash_is_the_same_in_another_process() -> None:
 def test_from_dict_with_a_wrong_hash_raises() -> None:
     data = json.loads(REP.to_json())
     data["hash"] = "0123456789ab"
-    with pytest.raises(ValueError, match=f"hash does not match the choices: file says '0123456789ab', got '{REP.hash}'"):
+    expected = f"hash does not match the choices: file says '0123456789ab', got '{REP.hash}'"
+    with pytest.raises(ValueError, match=expected):
         Architecture.from_dict(data)
     edited = json.loads(REP.to_json())
     edited["stages"]["p3_backbone"]["kernels"] = [3, 5]  # a hand edit that forgot the hash

@@ -312,10 +312,9 @@ def test_size_and_dimensions_match_a_walk_of_every_choice(text: str) -> None:
 def test_dimensions_count_only_parameters_that_can_be_suggested(stage: str, expected: set[str]) -> None:
     """``dimensions()`` is the number of distinct parameter names ``suggest`` can ask for.
 
-    Bug (search/space/sampling.py, ``SearchSpace.dimensions``): it counts ``kernels`` whenever the
-    stage lists several kernel sets, ``se_kind``/``se_reduction``/``se_ratios`` whenever a placement
-    other than ``none`` is listed, and ``se_reduction`` (``se_ratios``) even when no listed SE kind
-    is ``fixed`` (``dynamic``): none of these can be suggested in the cases here.
+    Options no picked block can use are not dimensions: ``kernels`` when no listed block takes
+    kernels, SE options when no listed block takes a listed placement, ``se_reduction``
+    (``se_ratios``) when no listed SE kind is ``fixed`` (``dynamic``). (``dimensions`` once counted them.)
     """
     space = space_of(f"stages:\n  p3_backbone: {stage}\n")
     paths = every_path(space)

@@ -47,7 +47,7 @@ class StageChoice:
         spec = stage_block(self.block)
         d = StageChoice()
         se = self.se if self.se in spec.se_placements else "none"
-        out = replace(self, se=se, kernels=tuple(self.kernels) if spec.uses_kernels else d.kernels)
+        out = replace(self, se=se, kernels=tuple(sorted(self.kernels)) if spec.uses_kernels else d.kernels)
         if se == "none":
             out = replace(out, se_kind=d.se_kind, se_reduction=d.se_reduction)
         if se == "none" or out.se_kind == "fixed":

@@ -92,7 +92,7 @@ class SearchSpace:
         for name, st in self.spec.stages:
             if st.tie is None and len(st.blocks) > 1 and "C3k2" in st.blocks:
                 params[f"{name}.block"] = "C3k2"
-            if st.tie is None and len(st.downsamples) > 1 and "Conv" in st.downsamples:
+            if st.tie is None and self._has_downsample(name) and len(st.downsamples) > 1 and "Conv" in st.downsamples:
                 params[f"{name}.downsample"] = "Conv"
         return params
 

@@ -53,14 +53,18 @@ def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     assert proc.stderr is not None
-    for line in proc.stderr:  # wait until the second trial has trained one epoch, then kill the worker
-        if re.search(r"^\[2/3\] epoch 1/8", line) or time.time() > deadline:
+    running = -1
+    for line in proc.stderr:  # wait until a trial after the baseline has trained one epoch, then kill the worker
+        if m := re.search(r"start trial (\d+)", line):
+            running = int(m.group(1))
+        if (running >= 1 and re.search(r"\] epoch 1/8", line)) or time.time() > deadline:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(1)
     before = load(tmp_path, "crash")
-    assert states(before)[:2] == ["COMPLETE", "RUNNING"], states(before)
+    assert running >= 1 and states(before)[running] == "RUNNING", (running, states(before))
+    assert all(is_finished(t) for t in before.trials[:running])
     baseline_dir = trial_dirs(tmp_path, "crash")[0]
     baseline_weights = (baseline_dir / "weights" / "best.pt").stat().st_mtime
 
@@ -69,12 +73,12 @@ def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path
     assert again.returncode == 0, again.stderr[-3000:]
     assert "lost their worker" in again.stderr
     after = load(tmp_path, "crash")
-    dead = after.trials[1]
+    dead = after.trials[running]
     assert dead.state == TrialState.FAIL and "worker died" in dead.user_attrs["fail_reason"]
     assert not is_finished(dead)
     assert "RUNNING" not in states(after)
     assert sum(is_finished(t) for t in after.trials) == 3
-    retry = [t for t in after.trials if t.user_attrs.get("retry_of") == 1]
+    retry = [t for t in after.trials if t.user_attrs.get("retry_of") == running]
     assert len(retry) == 1 and retry[0].params == dead.params and retry[0].state == TrialState.COMPLETE
     assert (baseline_dir / "weights" / "best.pt").stat().st_mtime == baseline_weights  # not redone
 

@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, help="search-space YAML (see spaces/README.md)")
     p.add_argument("--data", help="Ultralytics data YAML (default: the space's, else the embedded synthetic set)")
-    p.add_argument("--trials", type=positive_int("--trials", 1, 100000), default=12,
-                   help="target number of finished trials in the study (default 12)")
+    p.add_argument("--trials", type=positive_int("--trials", 1, 100000), default=10,
+                   help="target number of finished trials in the study (default 10)")
     p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000))
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096))
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024))

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from trainers.cli import OneLineParser, fail, log
 
@@ -43,16 +43,18 @@ CLASSES = ("circle", "square", "triangle", "cross", "ring")
 SPLITS = ("train", "val")
 YAML_NAME = "synth.yaml"
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1  # bump when the drawing changes: a stored dataset with another version is regenerated
+FORMAT_VERSION = 2  # bump when the drawing changes: a stored dataset with another version is regenerated
 
 DEFAULT_N_TRAIN = 320
 DEFAULT_N_VAL = 80
-DEFAULT_SIZE = 160
+DEFAULT_SIZE = 128  # the default training size: no resampling
 MIN_SIZE, MAX_SIZE = 32, 2048
 MAX_IMAGES = 1_000_000
 
 MIN_OBJECTS, MAX_OBJECTS = 1, 6  # objects drawn per image (fewer when no free spot is found)
 OBJECT_FRACTION = (0.14, 0.40)  # object diameter as a fraction of the image side
+CLASS_SCALE = (1.0, 1.0, 1.25, 1.0, 1.0)  # triangles fill the least of their circle: draw them larger
+MAX_ROTATION = math.radians(20)  # polygons stay near upright: their boxes stay tight
 MAX_COVERED = 0.35  # an object's box may be covered at most this much by an earlier one's box
 MIN_CONTRAST = 90  # summed |RGB| difference between an object and the background under it
 
@@ -123,19 +125,23 @@ def _contrasting_colour(rng: Rng, under: np.ndarray) -> tuple[int, int, int]:
     return best
 
 
-def _draw_clutter(rng: Rng, draw: ImageDraw.ImageDraw, size: int) -> None:
-    """Lines and irregular blobs that are not objects."""
+def _draw_lines(rng: Rng, draw: ImageDraw.ImageDraw, size: int) -> None:
+    """1-5 thin straight lines of random colours across the image: sharp edges that are not objects."""
     for _ in range(int(rng.integers(1, 6))):
         x0, y0, x1, y1 = (float(v) for v in rng.uniform(0, size, size=4))
         width = max(1, int(rng.integers(1, 3) * size / 160 + 0.5))
         draw.line((x0, y0, x1, y1), fill=_random_colour(rng), width=width)
+
+
+def _paste_soft_blobs(rng: Rng, image: Image.Image) -> None:
+    """0-3 blurred ellipses of random colours: blobs with no edge, so never mistaken for an object."""
+    size = image.size[0]
     for _ in range(int(rng.integers(0, 4))):
         cx, cy = (float(v) for v in rng.uniform(0, size, size=2))
-        n = int(rng.integers(6, 11))
-        angles = np.sort(rng.uniform(0, 2 * math.pi, size=n))
-        radii = rng.uniform(0.01, 0.05, size=n) * size  # below the smallest object (0.07)
-        points = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)]
-        draw.polygon(points, fill=_random_colour(rng))
+        rx, ry = (float(v) for v in rng.uniform(0.04, 0.15, size=2) * size)
+        mask = Image.new("L", image.size, 0)
+        ImageDraw.Draw(mask).ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=int(rng.integers(90, 220)))
+        image.paste(_random_colour(rng), (0, 0, size, size), mask.filter(ImageFilter.GaussianBlur(0.5 * max(rx, ry))))
 
 
 def _rotated(points: Sequence[tuple[float, float]], angle: float, cx: float, cy: float) -> list[tuple[float, float]]:
@@ -158,6 +164,12 @@ def _shape_outline(cls: int, r: float, angle: float, cx: float, cy: float) -> li
     return _rotated(pts, angle, cx, cy)
 
 
+def _rotation(rng: Rng, cls: int) -> float:
+    """A rotation in radians within :data:`MAX_ROTATION` of upright; triangles also point down half the time."""
+    jitter = float(rng.uniform(-MAX_ROTATION, MAX_ROTATION))
+    return jitter + (math.pi if cls == 2 and rng.random() < 0.5 else 0.0)
+
+
 def _draw_object(rng: Rng, draw: ImageDraw.ImageDraw, cls: int, cx: float, cy: float, r: float,
                  colour: tuple[int, int, int]) -> Box:
     """Draw one object of class ``cls`` centred at ``(cx, cy)``; return its tight box."""
@@ -166,7 +178,7 @@ def _draw_object(rng: Rng, draw: ImageDraw.ImageDraw, cls: int, cx: float, cy: f
         width = max(2, int(round(r * rng.uniform(0.25, 0.4)))) if cls == 4 else 0
         draw.ellipse(box, fill=None if width else colour, outline=colour, width=width or 1)
         return box
-    points = _shape_outline(cls, r, float(rng.uniform(0, 2 * math.pi)), cx, cy)
+    points = _shape_outline(cls, r, _rotation(rng, cls), cx, cy)
     draw.polygon(points, fill=colour)
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     return min(xs), min(ys), max(xs), max(ys)
@@ -184,10 +196,13 @@ def _covered_fraction(box: Box, others: Sequence[Box]) -> float:
     return worst
 
 
-def _place(rng: Rng, size: int, placed: Sequence[Box]) -> tuple[float, float, float] | None:
-    """Centre and radius of a new object inside the image and not hiding (or hidden by) ``placed``."""
+def _place(rng: Rng, size: int, placed: Sequence[Box], scale: float) -> tuple[float, float, float] | None:
+    """Centre and radius of a new object inside the image and not hiding (or hidden by) ``placed``.
+
+    The radius is drawn from :data:`OBJECT_FRACTION` times ``scale``.
+    """
     for _ in range(30):
-        r = float(rng.uniform(*OBJECT_FRACTION)) * size / 2
+        r = float(rng.uniform(*OBJECT_FRACTION)) * scale * size / 2
         cx, cy = (float(v) for v in rng.uniform(r, size - r, size=2))
         if _covered_fraction((cx - r, cy - r, cx + r, cy + r), placed) <= MAX_COVERED:
             return cx, cy, r
@@ -198,15 +213,16 @@ def render_image(rng: Rng, size: int) -> tuple[Image.Image, list[tuple[int, Box]
     """One synthetic RGB image and its objects ``(class, box in pixels)``; uses only ``rng``."""
     background = _gradient_background(rng, size)
     image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8), "RGB")
+    _paste_soft_blobs(rng, image)
     draw = ImageDraw.Draw(image)
-    _draw_clutter(rng, draw, size)
+    _draw_lines(rng, draw, size)
     objects: list[tuple[int, Box]] = []
     for _ in range(int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))):
-        spot = _place(rng, size, [b for _, b in objects])
+        cls = int(rng.integers(0, len(CLASSES)))
+        spot = _place(rng, size, [b for _, b in objects], CLASS_SCALE[cls])
         if spot is None:
             continue
         cx, cy, r = spot
-        cls = int(rng.integers(0, len(CLASSES)))
         under = background[min(int(cy), size - 1), min(int(cx), size - 1)]
         objects.append((cls, _draw_object(rng, draw, cls, cx, cy, r, _contrasting_colour(rng, under))))
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 10), size=(size, size, 3))

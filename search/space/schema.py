@@ -80,9 +80,9 @@ class TrainSettings:
     """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset."""
 
     data: str | None = None
-    epochs: int = 10
-    imgsz: int = 160
-    batch: int = 16
+    epochs: int = 12
+    imgsz: int = 128
+    batch: int = 8
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,7 @@ def test_default_space_contents() -> None:
     assert spec.constraints[0].violation(3.5) == pytest.approx(-0.5)
     assert spec.constraints[0].violation(4.25) == pytest.approx(0.25)
     assert (spec.latency.imgsz, spec.latency.device, spec.latency.dtype) == (640, "auto", "auto")
-    assert (spec.train.data, spec.train.epochs, spec.train.imgsz, spec.train.batch) == (None, 10, 160, 16)
+    assert (spec.train.data, spec.train.epochs, spec.train.imgsz, spec.train.batch) == (None, 12, 128, 8)
     # Per backbone stage (all four have a stride-2 conv, 3 downsample choices):
     #   C3k2 3 + OREPA 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio pairs))
     #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159; the neck/out stages are tied.

@@ -10,6 +10,7 @@ stderr, a shared device lock while an epoch trains.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -87,9 +88,8 @@ def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str 
         row = {"epoch": trainer.epoch + 1, "map50_95": float(metrics.get(MAP_KEY, math.nan)),
                "map50": float(metrics.get(MAP50_KEY, math.nan)), "seconds": round(time.time() - state["t0"], 1)}
         epochs_log.append(row)
-        sys.stderr.write(f"{label}epoch {row['epoch']}/{trainer.epochs} mAP50-95 {row['map50_95']:.3f} "
-                         f"({row['seconds']:.0f} s)\n")
-        sys.stderr.flush()
+        line = f"{label}epoch {row['epoch']}/{trainer.epochs} mAP50-95 {row['map50_95']:.3f} ({row['seconds']:.0f} s)\n"
+        os.write(sys.stderr.fileno(), line.encode())  # the fd itself: Ultralytics may swap sys.stderr
 
     def on_train_end(trainer: Any) -> None:
         lock.release()

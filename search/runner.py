@@ -66,16 +66,20 @@ def run_trial_process(arch: Architecture, settings: TrialSettings, prefix: str =
         proc = subprocess.Popen(trial_command(arch_file, settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, preexec_fn=_die_with_parent)
         pump = threading.Thread(target=_pump, args=(proc.stderr, prefix, log_file, tail), daemon=True)
+        stdout: list[str] = []
+        reader = threading.Thread(target=lambda: stdout.append(proc.stdout.read() if proc.stdout else ""), daemon=True)
         pump.start()
+        reader.start()  # stdout and stderr each have one reader: communicate() would steal stderr lines
         try:
-            stdout, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             return TrialFailure("timeout", f"trial outlived --trial-timeout {timeout:g} s and was killed", arch.hash)
         finally:
+            reader.join(timeout=5)
             pump.join(timeout=5)
-    return parse_trial_output(stdout, proc.returncode, tail, arch.hash)
+    return parse_trial_output("".join(stdout), proc.returncode, tail, arch.hash)
 
 
 def parse_trial_output(stdout: str, returncode: int, tail: list[str], arch_hash: str) -> TrialResult | TrialFailure:

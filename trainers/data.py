@@ -10,14 +10,18 @@
 
 Every image comes from its own ``numpy`` generator seeded with ``(seed, split, index)``
 and is drawn with PIL only, so the same parameters give byte-identical files and the train
-and val images differ. Each image holds 1-6 filled or hollow shapes (five classes, class
-given by shape only: colour, size, position and rotation are random) on a gradient
-background with noise, lines and irregular blobs that are not objects; objects may overlap
-a little and later ones occlude earlier ones.
+and val images differ. Each image holds 3-10 filled or hollow shapes (five classes; the class
+is given by shape only: colour, size and position are random, polygons are rotated up to 20
+degrees, triangles point up or down) on a gradient background with noise, thin lines and
+soft blobs that are not objects; objects may overlap a little and later ones occlude earlier
+ones.
 
-The defaults are sized for the search budget: a stock YOLO26n trained for the space's
-default epochs at 160 px reaches mAP50-95 >= 0.5 in about two minutes on two CPU cores
-(``bench/synth_train.py`` measures it).
+The defaults (320 train / 80 val images of 128 px, about 6.6 objects each) are sized for the
+search budget on two CPU cores. ``bench/synth_train.py`` measures a stock YOLO26n on them:
+with gradient accumulation off (``nbs`` = batch 8) and AdamW at lr0 0.003, 16 epochs at 128 px
+reach mAP50-95 0.49-0.54 (two seeds) in about 150 s on a shared machine, 12 epochs 0.36-0.43.
+With Ultralytics' default ``nbs=64`` (8 batches accumulated per step) the same 12 epochs
+reach about 0.01: a short schedule needs one optimizer step per batch.
 
 This module imports numpy and PIL only; it never imports torch or Ultralytics.
 """

@@ -9,12 +9,12 @@
     manifest.json           the parameters; written last, so its presence means "complete"
 
 Every image comes from its own ``numpy`` generator seeded with ``(seed, split, index)``
-and is drawn with PIL only, so the same parameters give byte-identical files and the train
-and val images differ. Each image holds 3-10 filled or hollow shapes (five classes; the class
-is given by shape only: colour, size and position are random, polygons are rotated up to 20
-degrees, triangles point up or down) on a gradient background with noise, thin lines and
-soft blobs that are not objects; objects may overlap a little and later ones occlude earlier
-ones.
+and is drawn with PIL only, so the same parameters give byte-identical files (with the same
+numpy, Pillow and zlib) and the train and val images differ. Each image holds 3-10 filled or
+hollow shapes (five classes; the class is given by shape only: colour, size and position are
+random, polygons are rotated up to 20 degrees, triangles point up or down) on a gradient
+background with noise, thin lines and soft blobs that are not objects; objects may overlap a
+little and later ones occlude earlier ones.
 
 The defaults (320 train / 80 val images of 128 px, about 6.6 objects each) are sized for the
 search budget on two CPU cores. ``bench/synth_train.py`` measures a stock YOLO26n on them:
@@ -379,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = generate_synth(args.out, **asdict(spec))
     except ValueError as e:
         fail(str(e))
+    except OSError as e:  # unwritable folder, full disk: not bad input, but still one line
+        fail(f"cannot write the dataset to {str(args.out)!r}: {e}", code=1)
     print(path)
     return 0
 

@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer.train()
     wall = time.time() - t0
     load1 = os.getloadavg()
-    metrics = trainer.metrics or {}
+    metrics: dict[str, Any] = trainer.metrics or {}
     result = {
         "data": str(data), "n_train": s.n_train, "n_val": s.n_val, "size": s.size, "epochs": args.epochs,
         "imgsz": args.imgsz, "batch": args.batch, "stock": args.stock, "extra": args.extra, "wall_s": round(wall, 1),

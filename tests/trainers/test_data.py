@@ -120,7 +120,7 @@ def test_ultralytics_accepts_the_dataset(tiny: Path, monkeypatch: pytest.MonkeyP
     assert Path(data["train"]) == (tiny / "images" / "train").resolve()
     assert Path(data["val"]) == (tiny / "images" / "val").resolve()
     for split in ("train", "val"):
-        images = sorted(str(p) for p in Path(data[split]).glob("*.png"))
+        images: list[str | Path] = sorted(str(p) for p in Path(data[split]).glob("*.png"))
         for im_file, lb_file in zip(images, img2label_paths(images)):
             im, lb, shape, _, _, nm, nf, ne, nc, msg = verify_image_label(
                 (im_file, lb_file, "", False, len(CLASSES), 0, 0, False))

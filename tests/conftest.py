@@ -7,7 +7,6 @@ test imports Ultralytics), so no test waits for a download or a network timeout.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +20,10 @@ COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
 
 @pytest.fixture
 def coco8_copy(tmp_path: Path) -> Path:
-    """A private copy of ``../shared/datasets/coco8`` under ``tmp_path``; returns its data YAML.
+    """A private copy of ``../shared/datasets/coco8`` (or, without it, a tiny synthetic set); its data YAML."""
+    from tests.detection_data import private_detection_data
 
-    Ultralytics writes ``labels/*.cache`` next to a dataset, so tests never train on the shared
-    folder itself. Skips when the dataset is not present.
-    """
-    if not (COCO8 / "coco8.yaml").is_file():
-        pytest.skip(f"{COCO8} is not present")
-    dst = tmp_path / "coco8"
-    shutil.copytree(COCO8, dst)
-    return dst / "coco8.yaml"
+    return private_detection_data(tmp_path)
 
 
 @pytest.fixture

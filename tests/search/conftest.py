@@ -7,17 +7,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from search_helpers import COCO8
 
 
 @pytest.fixture(scope="session")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of coco8 (Ultralytics writes label caches next to the data)."""
-    if not COCO8.is_dir():
-        pytest.skip("../shared/datasets/coco8 is not present")
-    dst = tmp_path_factory.mktemp("data") / "coco8"
-    shutil.copytree(COCO8, dst)
-    return dst / "coco8.yaml"
+    """A private copy of coco8, or a tiny synthetic set without ../shared (Ultralytics writes caches there)."""
+    from tests.detection_data import private_detection_data
+
+    return private_detection_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.detection_data import class_count
 from trainers.architecture import Architecture, StageChoice
 from trainers.latency.report import LatencyReport
 from trainers.results import TrialFailure, TrialResult, TrialSettings
@@ -52,16 +53,15 @@ class Trained:
     out: Path
     cwd: Path
     seconds: float
+    nc: int
 
 
 @pytest.fixture(scope="module")
 def coco8_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private copy of coco8 (Ultralytics writes ``labels/*.cache`` next to the data); its YAML."""
-    if not (COCO8 / "coco8.yaml").is_file():
-        pytest.skip(f"{COCO8} is not present")
-    dst = tmp_path_factory.mktemp("data") / "coco8"
-    shutil.copytree(COCO8, dst)
-    return dst / "coco8.yaml"
+    """A private copy of coco8 (or a tiny synthetic set without ../shared); its YAML."""
+    from tests.detection_data import private_detection_data
+
+    return private_detection_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: Any) -> 
         mp.setenv("YOLO_OFFLINE", "1")
         t0 = time.time()
         result = run_trial(arch, settings)
-    return Trained(arch, result, out, cwd, time.time() - t0)
+    return Trained(arch, result, out, cwd, time.time() - t0, class_count(data))
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +98,12 @@ def rep_trial(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -> Tra
     return _run_in_empty_dir(tmp_path_factory.mktemp("rep"), REP_ARCH, coco8_copy)
 
 
-def baseline_params() -> int:
-    """Parameters of the stock YOLO26n at 80 classes (training form)."""
+def baseline_params(nc: int) -> int:
+    """Parameters of the stock YOLO26n at ``nc`` classes (training form)."""
     from trainers.build import build_model
     from trainers.inference import count_params
 
-    return count_params(build_model(Architecture.baseline(), nc=80))
+    return count_params(build_model(Architecture.baseline(), nc=nc))
 
 
 def _assert_sane_result(trial: Trained) -> None:
@@ -116,7 +116,7 @@ def _assert_sane_result(trial: Trained) -> None:
     assert r.architecture == trial.arch.to_dict()
     assert 0.0 <= r.map50_95 <= 1.0 and 0.0 <= r.map50 <= 1.0
     assert r.map50 >= r.map50_95
-    model = build_model(trial.arch, nc=80)  # coco8 has 80 classes
+    model = build_model(trial.arch, nc=trial.nc)
     assert r.params == count_params(model) > 0
     assert r.gflops > 0
     assert r.gflops == pytest.approx(gflops(model, IMGSZ), rel=1e-3, abs=1e-4)
@@ -149,7 +149,7 @@ def test_baseline_trial_returns_every_field_sane(baseline_trial: Trained) -> Non
 
 def test_rep_trial_returns_every_field_sane(rep_trial: Trained) -> None:
     _assert_sane_result(rep_trial)
-    assert rep_trial.result.params != baseline_params()  # type: ignore[union-attr]
+    assert rep_trial.result.params != baseline_params(rep_trial.nc)  # type: ignore[union-attr]
 
 
 def test_rep_checkpoint_rebuilds_the_searched_architecture(rep_trial: Trained) -> None:
@@ -236,7 +236,7 @@ def test_fused_raw_outputs_match_unfused_on_val_images(rep_trial: Trained, calib
     x = _images(coco8_copy, "val", IMGSZ)
     with torch.no_grad():
         expected, got = model(x)[0], fused(x)[0]
-    assert expected.shape == got.shape == (len(x), 4 + 80, 84)  # 8x8 + 4x4 + 2x2 anchors at 64 px
+    assert expected.shape == got.shape == (len(x), 4 + class_count(coco8_copy), 84)  # 8x8 + 4x4 + 2x2 anchors
     if form == "calibrated":  # the output depends on the image, so a wrong fuse cannot hide
         assert expected.std(dim=0).max() > 1e-2
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)

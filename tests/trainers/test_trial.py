@@ -176,7 +176,7 @@ def _images(data: Path, split: str, imgsz: int) -> torch.Tensor:
     import numpy as np
     from ultralytics.data.augment import LetterBox
 
-    files = sorted((data.parent / "images" / split).glob("*.jpg"))
+    files = sorted(p for p in (data.parent / "images" / split).iterdir() if p.suffix in (".jpg", ".png"))
     assert files
     boxes: list[Any] = [LetterBox((imgsz, imgsz), auto=False)(image=cv2.imread(str(f))) for f in files]
     x = np.stack([b[..., ::-1].transpose(2, 0, 1) for b in boxes]).astype("float32") / 255.0

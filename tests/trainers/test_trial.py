@@ -53,7 +53,7 @@ class Trained:
     out: Path
     cwd: Path
     seconds: float
-    nc: int
+    nc: int = 80
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: Any) -> 
         mp.setenv("YOLO_OFFLINE", "1")
         t0 = time.time()
         result = run_trial(arch, settings)
-    return Trained(arch, result, out, cwd, time.time() - t0, class_count(data))
+    return Trained(arch, result, out, cwd, time.time() - t0, nc=class_count(data))
 
 
 @pytest.fixture(scope="module")

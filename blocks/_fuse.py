@@ -14,6 +14,7 @@ from torch import nn
 __all__ = [
     "ConvBN",
     "Reparameterizable",
+    "check_conv_args",
     "check_groups",
     "check_odd_kernel",
     "check_positive",
@@ -42,6 +43,15 @@ def check_groups(c1: int, c2: int, g: int) -> None:
     check_positive(g, "g")
     if c1 % g or c2 % g:
         raise ValueError(f"g must divide c1 and c2 (c1={c1}, c2={c2}), got g={g}")
+
+
+def check_conv_args(c1: int, c2: int, k: int, s: int, g: int) -> None:
+    """Validate a conv block's channels, odd kernel, stride and groups (``ValueError`` naming the argument)."""
+    check_positive(c1, "c1")
+    check_positive(c2, "c2")
+    check_odd_kernel(k, "k")
+    check_positive(s, "s")
+    check_groups(c1, c2, g)
 
 
 def fold_bn(

@@ -44,9 +44,8 @@ from torch import nn
 
 from blocks._fuse import (
     Reparameterizable,
-    check_groups,
+    check_conv_args,
     check_odd_kernel,
-    check_positive,
     fold_bn,
     identity_kernel,
     pad_kernel,
@@ -233,11 +232,7 @@ class OREPAConv(Reparameterizable):
 
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, g: int = 1, act: bool | nn.Module = True):
         super().__init__()
-        check_positive(c1, "c1")
-        check_positive(c2, "c2")
-        check_odd_kernel(k, "k")
-        check_positive(s, "s")
-        check_groups(c1, c2, g)
+        check_conv_args(c1, c2, k, s, g)
         self.c1, self.c2, self.k, self.s, self.g = c1, c2, k, s, g
         self.branches: nn.ModuleDict | None = _build_branches(c1, c2, k, g)
         self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2)

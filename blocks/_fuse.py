@@ -1,11 +1,15 @@
-"""Shared arithmetic of every fuse: conv+BN folding, kernel padding, identity kernels.
+"""Shared arithmetic of every fuse: conv+BN folding, kernel padding, identity kernels, the fused conv.
 
 Every re-parameterizable block in this package builds its inference form from these
 helpers, so the folding rule lives in exactly one place. All folding is done in float32
-(folding in fp16 loses precision); callers cast afterwards.
+(folding in fp16 loses precision); :func:`conv_from_weight_bias` casts once, at the end, to
+the dtype of the module being fused. Fusing is refused in training mode
+(:func:`check_fusable`), where BatchNorm does not compute what a fold assumes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,22 +17,50 @@ from torch import nn
 
 __all__ = [
     "ConvBN",
+    "OneConvReparameterizable",
     "Reparameterizable",
     "check_conv_args",
+    "check_fusable",
     "check_groups",
+    "check_kernel_set",
     "check_odd_kernel",
     "check_positive",
+    "conv_from_weight_bias",
+    "conv_weight_bias",
     "fold_bn",
+    "fuse_children",
     "identity_kernel",
     "pad_kernel",
+    "reparameterize_model",
 ]
+
+
+def _is_positive_odd_int(k: object) -> bool:
+    """Whether ``k`` is an ``int`` (not a ``bool``) that is positive and odd."""
+    return isinstance(k, int) and not isinstance(k, bool) and k >= 1 and k % 2 == 1
 
 
 def check_odd_kernel(k: int, name: str = "k") -> int:
     """Return ``k`` if it is a positive odd integer, else raise ``ValueError`` naming ``name``."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+    if not _is_positive_odd_int(k):
         raise ValueError(f"{name} must be a positive odd integer (1, 3, 5, ...), got {k!r}")
     return k
+
+
+def check_kernel_set(kernels: Sequence[int], name: str = "kernels") -> tuple[int, ...]:
+    """Return ``kernels`` as a tuple if it is a non-empty sequence of distinct positive odd integers.
+
+    Raises ``ValueError`` naming ``name``, the rule that is broken and the value given.
+    """
+    if isinstance(kernels, (str, bytes)) or not isinstance(kernels, Sequence) or len(kernels) == 0:
+        raise ValueError(f"{name} must be a non-empty sequence of distinct positive odd integers, got {kernels!r}")
+    values = tuple(kernels)
+    for k in values:
+        if not _is_positive_odd_int(k):
+            raise ValueError(f"{name} must hold only positive odd integers (1, 3, 5, ...), got {k!r} in {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat a kernel size, got {values!r}")
+    return values
 
 
 def check_positive(value: int, name: str) -> int:
@@ -73,6 +105,26 @@ def fold_bn(
     return w * scale.reshape(-1, 1, 1, 1), beta + (b - bn.running_mean.float()) * scale
 
 
+def conv_from_weight_bias(
+    weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, dtype: torch.dtype
+) -> nn.Conv2d:
+    """A new ``nn.Conv2d`` (padding ``k // 2``, with bias) holding ``weight`` and ``bias``.
+
+    The conv is created on ``weight``'s device with parameters of ``dtype``: callers fold in
+    float32 and pass the dtype of the module being fused, so the cast happens once, here.
+    """
+    c2, cin_per_group, k, _ = weight.shape
+    conv = nn.Conv2d(
+        cin_per_group * groups, c2, k, stride, k // 2, groups=groups, bias=True,
+        device=weight.device, dtype=dtype,
+    )
+    assert conv.bias is not None
+    with torch.no_grad():
+        conv.weight.copy_(weight.to(dtype))
+        conv.bias.copy_(bias.to(dtype))
+    return conv
+
+
 def pad_kernel(weight: torch.Tensor, k: int) -> torch.Tensor:
     """Zero-pad a square odd kernel to size ``k`` x ``k``, centred (padding ``(k - k0) // 2``)."""
     k0 = int(weight.shape[-1])  # int(): under ONNX tracing a shape entry is a tensor
@@ -100,12 +152,95 @@ class Reparameterizable(nn.Module):
     Subclasses implement :meth:`reparameterize`, which turns the module into its inference
     form in place and returns ``True``, or returns ``False`` when it is already fused
     (a second call changes nothing). ``forward`` picks its path by whether the fused
-    layer exists, never by a global flag.
+    layer exists, never by a global flag. A block that holds its own fused layer overrides
+    :meth:`is_fused`; the default suits a container whose fusing is all in its children.
     """
 
     def reparameterize(self) -> bool:  # pragma: no cover - abstract
-        """Fuse in place; return whether anything changed."""
+        """Fuse in place; return whether anything changed.
+
+        Raises ``RuntimeError`` (see :func:`check_fusable`) when something is left to fuse and
+        the module, or one below it, is in training mode; an already-fused module returns
+        ``False`` in either mode.
+        """
         raise NotImplementedError
+
+    def is_fused(self) -> bool:
+        """Whether :meth:`reparameterize` has nothing left to do (default: every such module below is fused)."""
+        return all(m.is_fused() for m in self.modules() if isinstance(m, Reparameterizable) and m is not self)
+
+
+def check_fusable(module: nn.Module) -> None:
+    """Raise ``RuntimeError`` if ``module`` or a re-parameterizable module below it would fuse in training mode.
+
+    In training mode BatchNorm normalizes with the statistics of the current batch, while a
+    fold uses the running statistics, so fusing would silently change the output. Modules
+    with nothing left to fuse (:meth:`Reparameterizable.is_fused`) are ignored, so fusing an
+    already-fused model stays a no-op in either mode.
+    """
+    for m in module.modules():
+        if isinstance(m, Reparameterizable) and m.training and not m.is_fused():
+            raise RuntimeError(
+                f"reparameterize: {type(m).__name__} is in training mode; call model.eval() before fusing "
+                "(in training mode BatchNorm uses batch statistics, which a fused conv cannot reproduce)"
+            )
+
+
+def conv_weight_bias(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 weight and bias (zeros when the conv has none) of a plain conv."""
+    w = conv.weight.detach().float()
+    if conv.bias is None:
+        return w, torch.zeros(w.shape[0], device=w.device)
+    return w, conv.bias.detach().float()
+
+
+class OneConvReparameterizable(Reparameterizable):
+    """A block whose inference form is ONE conv with bias, held in ``self.fused`` (``None`` until fused).
+
+    Subclasses give the float32 weight and bias of their branches (:meth:`branch_weight_bias`),
+    the stride and groups of the fused conv, the dtype of their parameters and how to drop the
+    branches; :meth:`reparameterize` is the same for all of them: fold in float32, cast once.
+    """
+
+    fused: nn.Conv2d | None
+
+    def branch_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        """Float32 weight and bias of the one conv equal to the branches (eval-mode BN)."""
+        raise NotImplementedError
+
+    def fused_stride_groups(self) -> tuple[int, int]:  # pragma: no cover - abstract
+        """Stride and groups of the fused conv."""
+        raise NotImplementedError
+
+    def branch_dtype(self) -> torch.dtype:  # pragma: no cover - abstract
+        """The dtype of the branches' parameters (the fused conv gets it)."""
+        raise NotImplementedError
+
+    def drop_branches(self) -> None:  # pragma: no cover - abstract
+        """Remove the training-form branches (after the fused conv exists)."""
+        raise NotImplementedError
+
+    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 weight and bias of the single conv equal to the block (its fused conv's, once fused)."""
+        if self.fused is not None:
+            return conv_weight_bias(self.fused)
+        with torch.no_grad():
+            return self.branch_weight_bias()
+
+    def is_fused(self) -> bool:
+        """Whether the fused conv has replaced the branches."""
+        return self.fused is not None
+
+    def reparameterize(self) -> bool:
+        """Replace the branches by one conv with bias (same device and dtype); ``False`` if already fused."""
+        if self.is_fused():
+            return False
+        check_fusable(self)
+        dtype = self.branch_dtype()
+        w, b = self.fused_weight_bias()
+        self.fused = conv_from_weight_bias(w, b, *self.fused_stride_groups(), dtype)
+        self.drop_branches()
+        return True
 
 
 class ConvBN(Reparameterizable):
@@ -139,27 +274,37 @@ class ConvBN(Reparameterizable):
     def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the single conv equivalent to conv+BN (eval-mode BN), in float32."""
         if self.bn is None:
-            w = self.conv.weight.detach().float()
-            b = self.conv.bias.detach().float() if self.conv.bias is not None else torch.zeros(w.shape[0])
-            return w, b.to(w.device)
+            return conv_weight_bias(self.conv)
         return fold_bn(self.conv.weight, self.conv.bias, self.bn)
 
+    def is_fused(self) -> bool:
+        """Whether the BatchNorm is already folded into the conv."""
+        return self.bn is None
+
     def reparameterize(self) -> bool:
-        """Fold the BatchNorm into the conv; ``False`` if already folded."""
-        if self.bn is None:
+        """Fold the BatchNorm into the conv (same device and dtype); ``False`` if already folded."""
+        if self.is_fused():
             return False
+        check_fusable(self)
         w, b = self.fused_weight_bias()
         conv = self.conv
-        fused = nn.Conv2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],  # type: ignore[index]
-            groups=conv.groups, bias=True,
-        ).to(conv.weight.device)
-        fused.weight.data.copy_(w.to(fused.weight.dtype))
-        assert fused.bias is not None
-        fused.bias.data.copy_(b.to(fused.bias.dtype))
-        self.conv = fused
+        self.conv = conv_from_weight_bias(w, b, conv.stride[0], conv.groups, conv.weight.dtype)
         self.bn = None
         return True
+
+
+def fuse_children(module: nn.Module) -> int:
+    """Fuse every :class:`Reparameterizable` strictly below ``module``, children first; how many changed.
+
+    No mode check: callers run :func:`check_fusable` first, once, so a refusal leaves the
+    model untouched.
+    """
+    count = 0
+    for child in list(module.children()):
+        count += fuse_children(child)
+        if isinstance(child, Reparameterizable) and child.reparameterize():
+            count += 1
+    return count
 
 
 def reparameterize_model(model: nn.Module) -> int:
@@ -168,11 +313,11 @@ def reparameterize_model(model: nn.Module) -> int:
     Works on any ``nn.Module`` (an Ultralytics ``DetectionModel`` included) and composes
     with Ultralytics' own ``model.fuse()`` in either order: Ultralytics fuses its own
     ``Conv`` layers, this walker fuses ours. Returns how many modules changed (0 on a second
-    call). The model should be in ``eval()`` mode for the result to match.
+    call). Raises ``RuntimeError`` before changing anything if a module that still has
+    something to fuse is in training mode (call ``model.eval()`` first).
     """
-    count = 0
-    for child in list(model.children()):
-        count += reparameterize_model(child)
+    check_fusable(model)
+    count = fuse_children(model)
     if isinstance(model, Reparameterizable) and model.reparameterize():
         count += 1
     return count

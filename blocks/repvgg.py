@@ -21,16 +21,18 @@ from torch import nn
 
 from blocks._fuse import (
     ConvBN,
-    Reparameterizable,
+    OneConvReparameterizable,
     check_conv_args,
+    check_kernel_set,
     check_odd_kernel,
     check_positive,
+    conv_weight_bias,
     fold_bn,
     identity_kernel,
     pad_kernel,
 )
 
-__all__ = ["MultiScaleRepVGGDW", "RepConv", "RepVGGDW", "conv_from_weight_bias", "resolve_act"]
+__all__ = ["MultiScaleRepVGGDW", "RepConv", "RepVGGDW", "resolve_act"]
 
 
 def resolve_act(act: bool | nn.Module | None) -> nn.Module:
@@ -48,35 +50,7 @@ def resolve_act(act: bool | nn.Module | None) -> nn.Module:
     raise ValueError(f"act must be a bool, None or an nn.Module, got {act!r}")
 
 
-def conv_from_weight_bias(
-    weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int, dtype: torch.dtype
-) -> nn.Conv2d:
-    """A new ``nn.Conv2d`` (padding ``k // 2``, with bias) holding ``weight`` and ``bias``.
-
-    The conv is created on ``weight``'s device with parameters of ``dtype`` (folding is done in
-    float32 by the callers; this casts once at the end).
-    """
-    c2, cin_per_group, k, _ = weight.shape
-    conv = nn.Conv2d(
-        cin_per_group * groups, c2, k, stride, k // 2, groups=groups, bias=True,
-        device=weight.device, dtype=dtype,
-    )
-    assert conv.bias is not None
-    with torch.no_grad():
-        conv.weight.copy_(weight.to(dtype))
-        conv.bias.copy_(bias.to(dtype))
-    return conv
-
-
-def _conv_weight_bias(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 weight and bias (zeros when the conv has none) of a plain conv."""
-    w = conv.weight.detach().float()
-    if conv.bias is None:
-        return w, torch.zeros(w.shape[0], device=w.device)
-    return w, conv.bias.detach().float()
-
-
-class RepConv(Reparameterizable):
+class RepConv(OneConvReparameterizable):
     """RepVGG / YOLOv6-v7 re-parameterizable conv: ``act(kxk_bn(x) + 1x1_bn(x) + bn(x))``.
 
     Training form: a kxk conv+BN (padding ``k // 2``), a 1x1 conv+BN (padding 0, same stride so
@@ -116,10 +90,8 @@ class RepConv(Reparameterizable):
             y = y + self.bn_identity(x)
         return self.act(y)
 
-    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def branch_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 kxk weight and bias of the single conv equal to all branches (eval-mode BN)."""
-        if self.fused is not None:
-            return _conv_weight_bias(self.fused)
         assert self.conv_kxk is not None
         w, b = self.conv_kxk.fused_weight_bias()
         if self.conv_1x1 is not None:
@@ -131,19 +103,21 @@ class RepConv(Reparameterizable):
             w, b = w + wi, b + bi
         return w, b
 
-    def reparameterize(self) -> bool:
-        """Replace the branches by one kxk conv with bias; ``False`` if already fused."""
-        if self.fused is not None:
-            return False
+    def fused_stride_groups(self) -> tuple[int, int]:
+        """The kxk conv's stride and groups."""
+        return self.s, self.g
+
+    def branch_dtype(self) -> torch.dtype:
+        """The kxk conv's dtype."""
         assert self.conv_kxk is not None
-        dtype = self.conv_kxk.conv.weight.dtype
-        w, b = self.fused_weight_bias()
-        self.fused = conv_from_weight_bias(w, b, self.s, self.g, dtype)
+        return self.conv_kxk.conv.weight.dtype
+
+    def drop_branches(self) -> None:
+        """Drop the kxk, 1x1 and identity branches."""
         self.conv_kxk = self.conv_1x1 = self.bn_identity = None
-        return True
 
 
-class RepVGGDW(Reparameterizable):
+class RepVGGDW(OneConvReparameterizable):
     """RepViT's depthwise token mixer: ``BN(dw_kxk_bn(x) + dw_1x1(x) + x)``.
 
     Training form: a depthwise kxk conv+BN, a depthwise 1x1 conv with bias (no BN; omitted
@@ -175,43 +149,31 @@ class RepVGGDW(Reparameterizable):
             y = y + self.conv1(x)
         return self.bn(y)
 
-    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def branch_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 depthwise kxk weight ``(c, 1, k, k)`` and bias equal to the block (eval-mode BN)."""
-        if self.fused is not None:
-            return _conv_weight_bias(self.fused)
         assert self.conv is not None and self.bn is not None
         w, b = self.conv.fused_weight_bias()
         if self.conv1 is not None:
-            w1, b1 = _conv_weight_bias(self.conv1)
+            w1, b1 = conv_weight_bias(self.conv1)
             w, b = w + pad_kernel(w1, self.k), b + b1
         w = w + identity_kernel(self.c, self.c, self.k, device=w.device)
         return fold_bn(w, b, self.bn)
 
-    def reparameterize(self) -> bool:
-        """Replace the block by one depthwise kxk conv with bias; ``False`` if already fused."""
-        if self.fused is not None:
-            return False
+    def fused_stride_groups(self) -> tuple[int, int]:
+        """Stride 1, depthwise."""
+        return 1, self.c
+
+    def branch_dtype(self) -> torch.dtype:
+        """The outer BatchNorm's dtype."""
         assert self.bn is not None
-        dtype = self.bn.weight.dtype
-        w, b = self.fused_weight_bias()
-        self.fused = conv_from_weight_bias(w, b, 1, self.c, dtype)
+        return self.bn.weight.dtype
+
+    def drop_branches(self) -> None:
+        """Drop the kxk conv+BN, the 1x1 conv and the outer BN."""
         self.conv = self.conv1 = self.bn = None
-        return True
 
 
-def _check_kernels(kernels: Sequence[int]) -> tuple[int, ...]:
-    """Return ``kernels`` as a tuple if non-empty, unique and all odd, else raise ``ValueError``."""
-    kernels = tuple(kernels)
-    if not kernels:
-        raise ValueError(f"kernels must be a non-empty sequence of odd integers, got {kernels!r}")
-    for k in kernels:
-        check_odd_kernel(k, "kernels")
-    if len(set(kernels)) != len(kernels):
-        raise ValueError(f"kernels must be unique, got {kernels!r}")
-    return kernels
-
-
-class MultiScaleRepVGGDW(Reparameterizable):
+class MultiScaleRepVGGDW(OneConvReparameterizable):
     """Mean of :class:`RepVGGDW` branches with different kernel sizes (multi-scale token mixer).
 
     ``y = mean_k RepVGGDW_k(x)``. Inference form: ONE depthwise conv with the largest kernel;
@@ -227,7 +189,7 @@ class MultiScaleRepVGGDW(Reparameterizable):
         super().__init__()
         check_positive(c, "c")
         self.c = c
-        self.kernels = _check_kernels(kernels)
+        self.kernels = check_kernel_set(kernels)
         self.branches: nn.ModuleList | None = nn.ModuleList(RepVGGDW(c, k) for k in self.kernels)
         self.fused: nn.Conv2d | None = None
 
@@ -241,10 +203,8 @@ class MultiScaleRepVGGDW(Reparameterizable):
             y = y + branch(x)
         return y / len(self.branches)
 
-    def fused_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def branch_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 depthwise weight ``(c, 1, K, K)`` (``K`` the largest kernel) and bias."""
-        if self.fused is not None:
-            return _conv_weight_bias(self.fused)
         assert self.branches is not None
         big = max(self.kernels)
         pairs = [cast(RepVGGDW, branch).fused_weight_bias() for branch in self.branches]
@@ -252,13 +212,15 @@ class MultiScaleRepVGGDW(Reparameterizable):
         b = torch.stack([bk for _, bk in pairs]).mean(0)
         return w, b
 
-    def reparameterize(self) -> bool:
-        """Replace all branches by one depthwise conv; ``False`` if already fused."""
-        if self.fused is not None:
-            return False
+    def fused_stride_groups(self) -> tuple[int, int]:
+        """Stride 1, depthwise."""
+        return 1, self.c
+
+    def branch_dtype(self) -> torch.dtype:
+        """The branches' dtype."""
         assert self.branches is not None
-        dtype = next(self.branches.parameters()).dtype
-        w, b = self.fused_weight_bias()
-        self.fused = conv_from_weight_bias(w, b, 1, self.c, dtype)
+        return next(self.branches.parameters()).dtype
+
+    def drop_branches(self) -> None:
+        """Drop every kernel-size branch."""
         self.branches = None
-        return True

@@ -24,31 +24,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from blocks._fuse import ConvBN, Reparameterizable, check_odd_kernel, check_positive, reparameterize_model
+from blocks._fuse import ConvBN, Reparameterizable, check_fusable, check_kernel_set, check_positive, fuse_children
+from blocks.registry import SE_PLACEMENTS
 from blocks.repvgg import MultiScaleRepVGGDW, RepVGGDW
 from blocks.se import EfficientSE
 
-__all__ = ["SE_PLACEMENTS", "C3k2_RVB_SE", "ChannelMixer", "RepViTBlock", "SEFactory"]
-
-SEFactory = Callable[[int], nn.Module]
-"""Builds an SE module for a given channel count, e.g. ``functools.partial(DynamicSE, min_ratio=4)``."""
-
-SE_PLACEMENTS = ("after_concat", "in_blocks", "none")
-"""Where ``C3k2_RVB_SE`` puts its SE: over the concatenation, inside every block, or nowhere."""
+__all__ = ["C3k2_RVB_SE", "ChannelMixer", "RepViTBlock"]
 
 
-def check_kernels(kernels: Sequence[int]) -> tuple[int, ...]:
-    """Return ``kernels`` as a tuple if it is a non-empty sequence of distinct positive odd ints."""
-    if isinstance(kernels, (str, bytes)) or not isinstance(kernels, Sequence) or len(kernels) == 0:
-        raise ValueError(f"kernels must be a non-empty sequence of odd kernel sizes, got {kernels!r}")
-    for k in kernels:
-        check_odd_kernel(k, "kernels")
-    if len(set(kernels)) != len(kernels):
-        raise ValueError(f"kernels must not repeat a size, got {tuple(kernels)!r}")
-    return tuple(kernels)
-
-
-def build_se(channels: int, se_reduction: int, se_module: SEFactory | None) -> nn.Module:
+def build_se(channels: int, se_reduction: int, se_module: Callable[[int], nn.Module] | None) -> nn.Module:
     """SE over ``channels``: ``se_module(channels)`` when given, else ``EfficientSE(channels, se_reduction)``."""
     if se_module is not None:
         return se_module(channels)
@@ -57,9 +41,16 @@ def build_se(channels: int, se_reduction: int, se_module: SEFactory | None) -> n
     return EfficientSE(channels, se_reduction)
 
 
-def reparameterize_children(module: nn.Module) -> bool:
-    """Fuse every re-parameterizable module below ``module`` (children first); whether any changed."""
-    return sum(reparameterize_model(child) for child in module.children()) > 0
+def reparameterize_container(module: Reparameterizable) -> bool:
+    """Fuse every re-parameterizable module below ``module`` (children first); whether any changed.
+
+    ``False`` without a mode check when all of them are fused already; otherwise
+    :func:`blocks._fuse.check_fusable` refuses a module in training mode before anything changes.
+    """
+    if module.is_fused():
+        return False
+    check_fusable(module)
+    return fuse_children(module) > 0
 
 
 class ChannelMixer(nn.Module):
@@ -118,9 +109,10 @@ class RepViTBlock(Reparameterizable):
         se_reduction: reduction of the default ``EfficientSE`` (ignored with ``se_module``).
         kernels: depthwise kernel sizes (odd, distinct); several give a multi-scale mixer at
             stride 1 and the largest is used at stride 2.
-        se_module: factory ``channels -> nn.Module`` used instead of ``EfficientSE``
-            (e.g. a ``DynamicSE`` partial). It is called, not stored, so the block pickles
-            even when it is a lambda.
+        se_module: factory ``channels -> nn.Module`` used instead of ``EfficientSE``; usually a
+            :class:`blocks.se.SEFactory` (fixed or dynamic SE, ratios clamped to the channels),
+            but any callable works. It is called, not stored, so the block pickles even when
+            it is a lambda.
     """
 
     def __init__(
@@ -131,7 +123,7 @@ class RepViTBlock(Reparameterizable):
         se: bool = True,
         se_reduction: int = 4,
         kernels: Sequence[int] = (3,),
-        se_module: SEFactory | None = None,
+        se_module: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
         check_positive(c1, "c1")
@@ -139,7 +131,7 @@ class RepViTBlock(Reparameterizable):
         if s not in (1, 2) or isinstance(s, bool):
             raise ValueError(f"s must be one of [1, 2], got {s!r}")
         check_positive(se_reduction, "se_reduction")
-        kernels = check_kernels(kernels)
+        kernels = check_kernel_set(kernels)
         self.c1, self.c2, self.s, self.kernels = c1, c2, s, kernels
         se_layer = build_se(c1, se_reduction, se_module) if se else nn.Identity()
         self.token_mixer = _token_mixer(c1, c2, s, kernels, se_layer)
@@ -152,7 +144,7 @@ class RepViTBlock(Reparameterizable):
 
     def reparameterize(self) -> bool:
         """Fuse the depthwise re-param branch and fold every conv+BN; ``False`` if already fused."""
-        return reparameterize_children(self)
+        return reparameterize_container(self)
 
     def extra_repr(self) -> str:
         return f"c1={self.c1}, c2={self.c2}, s={self.s}, kernels={self.kernels}"
@@ -178,11 +170,12 @@ class C3k2_RVB_SE(Reparameterizable):  # noqa: N801 - Ultralytics-style module n
         c1: input channels.
         c2: output channels.
         n: number of RepViT blocks (>= 1).
-        se: SE placement, one of :data:`SE_PLACEMENTS`.
+        se: SE placement, one of :data:`blocks.registry.SE_PLACEMENTS`.
         se_reduction: reduction of the default ``EfficientSE`` (ignored with ``se_module``).
         kernels: depthwise kernel sizes of the blocks.
         e: hidden width ratio, ``c_ = int(c2 * e)`` must be >= 1.
-        se_module: factory ``channels -> nn.Module`` replacing ``EfficientSE`` (not stored).
+        se_module: factory ``channels -> nn.Module`` replacing ``EfficientSE`` (not stored);
+            usually a :class:`blocks.se.SEFactory`.
     """
 
     def __init__(
@@ -194,7 +187,7 @@ class C3k2_RVB_SE(Reparameterizable):  # noqa: N801 - Ultralytics-style module n
         se_reduction: int = 4,
         kernels: Sequence[int] = (3,),
         e: float = 0.5,
-        se_module: SEFactory | None = None,
+        se_module: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
         check_positive(c1, "c1")
@@ -225,7 +218,7 @@ class C3k2_RVB_SE(Reparameterizable):  # noqa: N801 - Ultralytics-style module n
 
     def reparameterize(self) -> bool:
         """Fuse every block and fold ``cv1``/``cv2``; ``False`` if already fused."""
-        return reparameterize_children(self)
+        return reparameterize_container(self)
 
     def extra_repr(self) -> str:
         return f"c_={self.c}, n={len(self.m)}, se={self.se_placement!r}"

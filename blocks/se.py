@@ -9,13 +9,16 @@ rest of its batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from blocks._fuse import check_positive
+from blocks.registry import SE_KINDS
 
-__all__ = ["DynamicSE", "EfficientSE", "se_hidden_channels"]
+__all__ = ["DynamicSE", "EfficientSE", "SEFactory", "se_hidden_channels"]
 
 
 def se_hidden_channels(c: int, reduction: int) -> int:
@@ -163,3 +166,44 @@ class DynamicSE(nn.Module):
             f"c={self.c}, min_ratio={self.min_ratio}, max_ratio={self.max_ratio}, "
             f"hidden={self.hidden}, temperature={self.temperature}"
         )
+
+
+@dataclass(frozen=True)
+class SEFactory:
+    """Builds the SE a stage asked for, for a given channel count: ``factory(channels) -> nn.Module``.
+
+    Plain frozen data, so it is hashable, comparable and picklable (a block's ``se_module``
+    argument, see :class:`blocks.repvit.RepViTBlock`). Ratios larger than the channel count
+    are clamped to it (hidden width >= 1), so a reduction that suits wide stages does not
+    break the narrowest ones:
+
+    - ``"fixed"``: ``EfficientSE(channels, reduction=min(reduction, channels))``.
+    - ``"dynamic"``: ``hi = min(max_ratio, channels)``, ``lo = min(min_ratio, hi - 1)``
+      (``1`` when ``hi == 1``); ``DynamicSE(channels, lo, hi)``, or ``EfficientSE(channels,
+      lo)`` when no range is left (``lo >= hi``, i.e. a single channel).
+
+    Attributes:
+        kind: one of :data:`blocks.registry.SE_KINDS` (``"fixed"`` or ``"dynamic"``).
+        reduction: reduction of the fixed SE.
+        min_ratio: smallest reduction of the dynamic SE.
+        max_ratio: largest reduction of the dynamic SE.
+    """
+
+    kind: str = "fixed"
+    reduction: int = 4
+    min_ratio: int = 4
+    max_ratio: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kind not in SE_KINDS:
+            raise ValueError(f"kind must be one of {list(SE_KINDS)}, got {self.kind!r}")
+
+    def __call__(self, channels: int) -> nn.Module:
+        """The SE module for ``channels`` channels."""
+        if self.kind == "fixed":
+            return EfficientSE(channels, reduction=min(self.reduction, channels))
+        hi = min(self.max_ratio, channels)
+        lo = min(self.min_ratio, hi - 1) if hi > 1 else 1
+        if lo >= hi:
+            return EfficientSE(channels, reduction=lo)
+        return DynamicSE(channels, min_ratio=lo, max_ratio=hi)

@@ -9,13 +9,26 @@ from __future__ import annotations
 import copy
 import io
 import pickle
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from blocks import Reparameterizable, reparameterize_model
+from blocks import (
+    C3k2_RVB_SE,
+    ConvBN,
+    MultiScaleRepVGGDW,
+    OREPAConv,
+    Reparameterizable,
+    RepConv,
+    RepVGGDW,
+    RepViTBlock,
+    SEFactory,
+    reparameterize_model,
+)
 
 __all__ = [
+    "EVERY_BLOCK",
     "assert_every_param_gets_grad",
     "assert_fuse_matches",
     "assert_roundtrips",
@@ -27,6 +40,25 @@ __all__ = [
 
 RTOL = 1e-4
 ATOL = 1e-5
+
+_DYNAMIC_SE = SEFactory("dynamic", min_ratio=2, max_ratio=4)
+
+EVERY_BLOCK: dict[str, tuple[Callable[[], Reparameterizable], int]] = {
+    "ConvBN": (lambda: ConvBN(6, 8, 3, 2, 2, act=nn.SiLU()), 6),
+    "RepConv": (lambda: RepConv(6, 6, 3), 6),
+    "RepConv-s2-g2": (lambda: RepConv(6, 8, 5, 2, 2), 6),
+    "RepVGGDW": (lambda: RepVGGDW(6, 5), 6),
+    "MultiScaleRepVGGDW": (lambda: MultiScaleRepVGGDW(6, (3, 5, 7)), 6),
+    "OREPAConv": (lambda: OREPAConv(6, 8, 3, 1, 2), 6),
+    "RepViTBlock-s1-SE": (lambda: RepViTBlock(8, 8, 1, se_reduction=2, kernels=(3, 5)), 8),
+    "RepViTBlock-s1-DynamicSE": (lambda: RepViTBlock(8, 8, 1, kernels=(3,), se_module=_DYNAMIC_SE), 8),
+    "RepViTBlock-s2-SE": (lambda: RepViTBlock(6, 10, 2, se_reduction=2, kernels=(3, 5)), 6),
+    "RepViTBlock-s2-DynamicSE": (lambda: RepViTBlock(6, 10, 2, kernels=(3,), se_module=_DYNAMIC_SE), 6),
+    "C3k2_RVB_SE-none": (lambda: C3k2_RVB_SE(6, 8, 2, "none", kernels=(3, 5)), 6),
+    "C3k2_RVB_SE-after_concat": (lambda: C3k2_RVB_SE(6, 8, 2, "after_concat", 2, kernels=(3,)), 6),
+    "C3k2_RVB_SE-in_blocks": (lambda: C3k2_RVB_SE(6, 8, 2, "in_blocks", kernels=(3,), se_module=_DYNAMIC_SE), 6),
+}
+"""Every re-parameterizable block (and its SE variants): name -> (factory, input channels)."""
 
 
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:

@@ -16,6 +16,7 @@ from torch import nn
 
 from blocks import OREPAConv, RepConv
 from blocks.orepa import dct_prior_basis
+from trainers.memory import saved_tensor_bytes
 
 # (c1, c2, k, s, g): k = 1..7, strides, c1 != c2, groups, odd channel counts.
 CONFIGS = [
@@ -128,27 +129,11 @@ def test_walker_counts_then_zero() -> None:
         torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-5)
 
 
-def _saved_activation_bytes(module: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of distinct non-parameter tensors autograd keeps for backward in one training forward."""
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module.train()(x).sum()
-    return sum(seen.values())
-
-
 def test_orepa_saves_less_for_backward_than_repconv() -> None:
     """The claim of the docstring: one conv + one BN on the feature map, not one per branch."""
     x = _x(8, batch=4, h=64, w=64).requires_grad_()
-    orepa = _saved_activation_bytes(OREPAConv(8, 8, 3), x)
-    repconv = _saved_activation_bytes(RepConv(8, 8, 3), x)
+    orepa = saved_tensor_bytes(OREPAConv(8, 8, 3).train(), x)
+    repconv = saved_tensor_bytes(RepConv(8, 8, 3).train(), x)
     feature_map = x.numel() * x.element_size()
     # RepConv keeps x, the kxk and 1x1 conv outputs (for their BNs) and the sum (for SiLU);
     # OREPA keeps x, one conv output and the BN output, plus two kernel-sized tensors.

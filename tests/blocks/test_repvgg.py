@@ -163,8 +163,8 @@ def test_act_argument() -> None:
         (lambda: RepVGGDW(4, 4), r"k must be a positive odd integer .*got 4"),
         (lambda: RepVGGDW(0, 3), r"c must be a positive integer, got 0"),
         (lambda: MultiScaleRepVGGDW(4, ()), r"kernels must be a non-empty sequence .*got \(\)"),
-        (lambda: MultiScaleRepVGGDW(4, (3, 4)), r"kernels must be a positive odd integer .*got 4"),
-        (lambda: MultiScaleRepVGGDW(4, (3, 5, 3)), r"kernels must be unique, got \(3, 5, 3\)"),
+        (lambda: MultiScaleRepVGGDW(4, (3, 4)), r"kernels must hold only positive odd integers .*got 4 in \(3, 4\)"),
+        (lambda: MultiScaleRepVGGDW(4, (3, 5, 3)), r"kernels must not repeat a kernel size, got \(3, 5, 3\)"),
         (lambda: MultiScaleRepVGGDW(-2), r"c must be a positive integer, got -2"),
     ],
 )

@@ -173,11 +173,11 @@ def test_block_with_lambda_se_factory_pickles() -> None:
     [
         ({"s": 3}, r"s must be one of \[1, 2\], got 3"),
         ({"s": 0}, r"s must be one of \[1, 2\], got 0"),
-        ({"kernels": (4,)}, r"kernels must be a positive odd integer .*got 4"),
-        ({"kernels": (3, 6)}, r"kernels must be a positive odd integer .*got 6"),
-        ({"kernels": ()}, r"kernels must be a non-empty sequence of odd kernel sizes, got \(\)"),
-        ({"kernels": 3}, r"kernels must be a non-empty sequence of odd kernel sizes, got 3"),
-        ({"kernels": (3, 5, 3)}, r"kernels must not repeat a size, got \(3, 5, 3\)"),
+        ({"kernels": (4,)}, r"kernels must hold only positive odd integers .*got 4 in \(4,\)"),
+        ({"kernels": (3, 6)}, r"kernels must hold only positive odd integers .*got 6 in \(3, 6\)"),
+        ({"kernels": ()}, r"kernels must be a non-empty sequence of distinct positive odd integers, got \(\)"),
+        ({"kernels": 3}, r"kernels must be a non-empty sequence of distinct positive odd integers, got 3"),
+        ({"kernels": (3, 5, 3)}, r"kernels must not repeat a kernel size, got \(3, 5, 3\)"),
         ({"se_reduction": 0}, r"se_reduction must be a positive integer, got 0"),
         ({"se_reduction": 9}, r"se_reduction must be a positive integer <= 8 channels, got 9"),
         ({"c1": 0}, r"c1 must be a positive integer, got 0"),
@@ -236,12 +236,12 @@ def test_c3k2_se_placement(se: str, n_se: int, se_channels: int | None, se_kind:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"se": "both"}, r"se must be one of \['after_concat', 'in_blocks', 'none'\], got 'both'"),
+        ({"se": "both"}, r"se must be one of \['none', 'after_concat', 'in_blocks'\], got 'both'"),
         ({"e": 0.01}, r"e must give at least one hidden channel \(int\(c2 \* e\) >= 1, c2=8\), got 0\.01"),
         ({"n": 0}, r"n must be a positive integer, got 0"),
         ({"se_reduction": 0}, r"se_reduction must be a positive integer, got 0"),
         ({"se_reduction": 32}, r"se_reduction must be a positive integer <= 12 channels, got 32"),
-        ({"kernels": (2,)}, r"kernels must be a positive odd integer .*got 2"),
+        ({"kernels": (2,)}, r"kernels must hold only positive odd integers .*got 2 in \(2,\)"),
     ],
 )
 def test_c3k2_rejects_bad_args(kwargs: dict, match: str) -> None:

@@ -1,5 +1,5 @@
 """Tests for blocks/se.py: EfficientSE and DynamicSE (shapes, widths, gradients, batch
-independence, serialisation, no host sync, ONNX export)."""
+independence, serialisation, no host sync, ONNX export) and SEFactory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from _helpers import randomize_
 from torch import nn
 
+import blocks
 from blocks._fuse import reparameterize_model
-from blocks.se import DynamicSE, EfficientSE, se_hidden_channels
+from blocks.se import DynamicSE, EfficientSE, SEFactory, se_hidden_channels
 
 SE_KINDS = {
     "efficient": lambda c: EfficientSE(c, reduction=4),
@@ -223,3 +224,44 @@ def test_se_is_not_reparameterized(kind: str) -> None:
         assert reparameterize_model(se) == 0
         torch.testing.assert_close(se(x), ref)
     assert not hasattr(se, "reparameterize")
+
+
+# --- SEFactory --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reduction", "c", "hidden"), [(4, 16, 4), (8, 12, 1), (16, 8, 1), (4, 1, 1)])
+def test_se_factory_fixed_clamps_the_reduction_to_the_channels(reduction: int, c: int, hidden: int) -> None:
+    se = SEFactory("fixed", reduction=reduction)(c)
+    assert type(se) is EfficientSE
+    assert se.c == c and se.reduction == min(reduction, c) and se.fc1.out_channels == hidden
+
+
+@pytest.mark.parametrize(
+    ("c", "lo", "hi"),
+    [(64, 4, 16), (8, 4, 8), (4, 3, 4), (2, 1, 2)],  # hi = min(16, c); lo = min(4, hi - 1)
+)
+def test_se_factory_dynamic_clamps_the_ratio_range(c: int, lo: int, hi: int) -> None:
+    se = SEFactory("dynamic", min_ratio=4, max_ratio=16)(c)
+    assert type(se) is DynamicSE
+    assert (se.c, se.min_ratio, se.max_ratio) == (c, lo, hi)
+
+
+def test_se_factory_dynamic_on_one_channel_falls_back_to_a_fixed_se() -> None:
+    se = SEFactory("dynamic")(1)
+    assert type(se) is EfficientSE and se.c == 1 and se.reduction == 1
+
+
+def test_se_factory_defaults_pickling_and_export() -> None:
+    factory = SEFactory("dynamic", 8, 2, 6)
+    assert SEFactory() == SEFactory("fixed", 4, 4, 16)
+    assert blocks.SEFactory is SEFactory
+    clone = pickle.loads(pickle.dumps(factory))
+    assert clone == factory and hash(clone) == hash(factory)
+    assert (clone(12).min_ratio, clone(12).max_ratio) == (2, 6)
+    with pytest.raises(AttributeError):
+        factory.kind = "fixed"  # type: ignore[misc]
+
+
+def test_se_factory_rejects_an_unknown_kind() -> None:
+    with pytest.raises(ValueError, match=r"kind must be one of \['fixed', 'dynamic'\], got 'dyn'"):
+        SEFactory("dyn")

@@ -2,9 +2,9 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python bench/latency.py                        # CPU, 640 px, 1 thread, about 2 minutes
-    /work/venv/bin/python bench/latency.py --device cuda          # fp16, eager and CUDA graph
-    /work/venv/bin/python bench/latency.py --imgsz 320 --repeats 5
+    python3 bench/latency.py                        # CPU, 640 px, 1 thread, about 2 minutes
+    python3 bench/latency.py --device cuda          # fp16, eager and CUDA graph
+    python3 bench/latency.py --imgsz 320 --repeats 5
 
 Architectures (untrained: latency does not depend on the weights): the stock YOLO26n, and
 the same model with every stage a RepViT block, a C3k2_RVB_SE block (SE after the concat) or
@@ -15,15 +15,16 @@ an OREPA block (with OREPA stride-2 downsamples). Each is measured in three form
 - ``ultralytics``: Ultralytics' ``model.fuse()`` only (its Conv+BN, RepConv, Detect's spare head);
 - ``full``: that plus :func:`blocks.reparameterize_model` (what a trial's latency measures).
 
-Timing uses the internals of :mod:`trainers.latency.measure`, holding the device lock
-exclusively as ``measure_latency`` does: on CPU, float32 with ``torch.set_num_threads(--threads)``,
-``--warmup`` untimed forwards and ``--iters`` timed ones (``time.perf_counter``); on CUDA, fp16
-(folded in float32 first), both eagerly (CUDA events around each forward) and as a captured
-CUDA-graph replay. Each (form, mode) is measured ``--repeats`` times, round-robin over all
-architectures and forms (so load drift spreads over every row); a row gives the median of
-the repeats' medians, the 90th percentile over all timed forwards, the mean within-repeat
-coefficient of variation and the CV of the repeats' medians (run-to-run spread). Per
-architecture the harness's own wall time (build, fuse, warm-up, timing) is printed.
+Timing uses :mod:`trainers.latency.timing`, the loops behind ``measure_latency``, holding the
+device lock exclusively as ``measure_latency`` does: on CPU, float32 with
+``torch.set_num_threads(--threads)``, ``--warmup`` untimed forwards and ``--iters`` timed ones
+(``time_cpu``, ``time.perf_counter``); on CUDA, fp16 (folded in float32 first), both eagerly
+(``time_cuda_events`` around each forward) and as a captured CUDA-graph replay (``time_cuda``).
+Each (form, mode) is measured ``--repeats`` times, round-robin over all architectures and forms
+(so load drift spreads over every row); a row gives the median of the repeats' medians, the
+90th percentile over all timed forwards, the mean within-repeat coefficient of variation and
+the CV of the repeats' medians (run-to-run spread). Per architecture the harness's own wall
+time (build, fuse, warm-up, timing) is printed.
 
 CPU threads default to 1. With 2 threads on a 2-core machine where anything else runs, one
 thread is regularly descheduled and every parallel op waits for it at its barrier: measured
@@ -38,20 +39,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from machine import print_machine
 
-from trainers.cli import OneLineParser, device_arg, fail, log, positive_int, quiet_ultralytics  # noqa: E402
+from trainers.cli import OneLineParser, device_arg, fail, log, positive_int, quiet_ultralytics
 
 FORMS: dict[str, tuple[bool, bool]] = {  # name -> (ultralytics_fuse, ours)
     "unfused": (False, False),
@@ -62,7 +58,8 @@ FORMS: dict[str, tuple[bool, bool]] = {  # name -> (ultralytics_fuse, ours)
 
 def architectures() -> dict[str, Any]:
     """Name -> :class:`Architecture`: the stock model and one rep family in every stage."""
-    from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+    from trainers.architecture import Architecture, StageChoice
+    from trainers.yolo26 import STAGE_LAYERS
 
     def every_stage(choice: StageChoice) -> Architecture:
         return Architecture.create({name: choice for name in STAGE_LAYERS})
@@ -100,33 +97,24 @@ class Row:
 
 
 def time_cuda_eager(model: Any, x: Any, warmup: int, iters: int) -> list[float]:
-    """Milliseconds of ``iters`` eager forwards, each bracketed by CUDA events."""
+    """Milliseconds of ``iters`` eager forwards (no autograd), each bracketed by CUDA events."""
     import torch
 
+    from trainers.latency.timing import time_cuda_events
+
     with torch.no_grad():
-        for _ in range(warmup):
-            model(x)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(iters):
-            start.record()
-            model(x)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    return times
+        return time_cuda_events(lambda: model(x), warmup, iters)
 
 
 def timers(cuda: bool, args: argparse.Namespace) -> dict[str, Callable[[Any, Any], tuple[list[float], str]]]:
     """Mode name -> ``f(model, x) -> (times_ms, mode actually used)``."""
-    from trainers.latency.measure import _time_cpu, _time_cuda
+    from trainers.latency.timing import time_cpu, time_cuda
 
     if not cuda:
-        return {"eager": lambda m, x: (_time_cpu(m, x, args.warmup, args.iters, 0.0), "eager")}
+        return {"eager": lambda m, x: (time_cpu(m, x, args.warmup, args.iters), "eager")}
     return {
         "eager": lambda m, x: (time_cuda_eager(m, x, args.warmup, args.iters), "eager"),
-        "graph": lambda m, x: _time_cuda(m, x, args.warmup, args.iters),
+        "graph": lambda m, x: time_cuda(m, x, args.warmup, args.iters),
     }
 
 
@@ -142,15 +130,15 @@ class Subject:
     used: dict[str, str] = field(default_factory=dict)  # mode -> mode actually used
 
     def row(self, mode: str) -> Row:
-        """The summary row of ``mode``."""
-        runs = self.times[mode]
-        pooled = sorted(t for run in runs for t in run)
-        p90 = pooled[min(len(pooled) - 1, round(0.9 * (len(pooled) - 1)))]
-        cvs = [statistics.pstdev(run) / statistics.fmean(run) if statistics.fmean(run) > 0 else 0.0 for run in runs]
+        """The summary row of ``mode`` (per-repeat and pooled figures by :func:`trainers.latency.timing.summarize`)."""
+        from trainers.latency.timing import summarize
+
+        runs = [summarize(run) for run in self.times[mode]]
+        pooled = summarize([t for run in self.times[mode] for t in run])
         used = self.used[mode]
         label = mode if used == mode else f"{mode}->{used}"  # a failed graph capture says so
-        return Row(self.arch, self.form, label, self.params, tuple(statistics.median(run) for run in runs), p90,
-                   statistics.fmean(cvs))
+        return Row(self.arch, self.form, label, self.params, tuple(run["median_ms"] for run in runs),
+                   pooled["p90_ms"], statistics.fmean(run["cv"] for run in runs))
 
 
 def prepare(name: str, arch: Any, dev: Any, dtype: Any) -> list[Subject]:
@@ -200,22 +188,12 @@ def measure_all(archs: dict[str, Any], args: argparse.Namespace) -> tuple[list[R
     return [s.row(mode) for s in subjects for mode in s.times], walls
 
 
-def print_machine(args: argparse.Namespace) -> None:
-    """Machine, versions and settings: what the numbers were measured on."""
+def print_settings(args: argparse.Namespace) -> None:
+    """Machine, versions and settings (see :mod:`machine`): what the numbers were measured on."""
     import torch
-    import ultralytics
-
-    from trainers.latency.measure import device_name
 
     dev = torch.device(args.device)
-    print(f"# machine: {platform.platform()} | {platform.processor() or platform.machine()} | "
-          f"{os.cpu_count()} logical CPUs | load average {os.getloadavg()[0]:.2f}")
-    print(f"# python {platform.python_version()} | torch {torch.__version__} | ultralytics {ultralytics.__version__}")
-    print(f"# device: {device_name(dev)} ({dev})")
-    busy = os.getloadavg()[0]
-    if dev.type == "cpu" and busy + args.threads > (os.cpu_count() or 1) + 0.5:
-        print(f"# WARNING: load average {busy:.2f} + {args.threads} threads > {os.cpu_count()} CPUs: "
-              "threads compete, CPU timings (and their CV) are inflated")
+    print_machine(dev, args.threads)
     if dev.type == "cuda":
         print(f"# CUDA fp16 (folded in float32), batch 1, {args.imgsz} px; eager: CUDA events per forward; "
               f"graph: one captured forward replayed; warm-up {args.warmup}, {args.iters} timed, "
@@ -264,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_ultralytics()
     import torch
 
-    from trainers.latency.measure import resolve_device
+    from trainers.devices import resolve_device
 
     try:
         args.device = str(resolve_device(args.device))
@@ -280,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"--only must name architectures from {list(archs)}, got {unknown[0]!r}")
         archs = {n: a for n, a in archs.items() if n in args.only}
     torch.set_num_threads(args.threads)
-    print_machine(args)
+    print_settings(args)
     rows, walls = measure_all(archs, args)
     print_table(rows, walls)
     print(f"# load average after: {os.getloadavg()[0]:.2f}")

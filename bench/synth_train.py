@@ -25,18 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+from machine import print_machine
 
-from trainers.cli import OneLineParser, fail, log, positive_int, quiet_ultralytics  # noqa: E402
-from trainers.data import CLI_FLAGS, DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, SynthSpec  # noqa: E402
+from trainers.cli import OneLineParser, fail, log, positive_int, quiet_ultralytics
+from trainers.data import CLI_FLAGS, DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, SynthSpec
+
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,7 +95,7 @@ def train_overrides(args: argparse.Namespace, data: Path, name: str) -> dict[str
     """Trainer overrides: a trial's own (CPU, offline, no plots, nothing under ``runs/``), then ``--set``."""
     from trainers.architecture import Architecture
     from trainers.results import TrialSettings
-    from trainers.trial import _overrides as trial_overrides  # the search's exact recipe, not a copy
+    from trainers.trial import trial_overrides  # the search's exact recipe, not a copy
 
     out = args.project.resolve() / name
     settings = TrialSettings(data=str(data), out=str(out), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
@@ -106,21 +105,6 @@ def train_overrides(args: argparse.Namespace, data: Path, name: str) -> dict[str
         for key in ("close_mosaic", "warmup_epochs", "nbs", "warmup_bias_lr", "optimizer", "lr0"):
             kw.pop(key, None)
     return {**kw, **args.extra}
-
-
-def machine_line() -> str:
-    """The machine: platform, CPU model, cores and versions."""
-    import torch
-    import ultralytics
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{platform.platform()} | {cpu} | {os.cpu_count()} CPUs | torch {torch.__version__} "
-            f"| ultralytics {ultralytics.__version__}")
 
 
 def settings_line(args: argparse.Namespace) -> str:
@@ -180,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "epoch_map50_95": [round(r["map50_95"], 4) for r in rows], "load_before": load0[0], "load_after": load1[0],
         "threads": threads,
     }
-    print(f"# machine: {machine_line()}")
+    print_machine(torch.device("cpu"))
     print(f"# load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f}: other work on the machine "
           f"inflates the times")
     print(f"# data {data} ({s.n_train} train / {s.n_val} val images, {s.size} px)" if args.data is None

@@ -6,14 +6,15 @@ worker count runs that many ``python -m search.run`` processes on one study of a
 duplicated trials (lost: still RUNNING/WAITING or fewer finished than the target; duplicated:
 the same architecture trained twice, or a trial number seen twice). Prints the machine.
 
-    python bench/workers.py [--trials 8] [--workers 1 2 4] [--data DATA.yaml]
+Run from the repository root::
+
+    python3 bench/workers.py [--trials 8] [--workers 1 2 4] [--data DATA.yaml]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from machine import print_machine
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "search"))
+sys.path.insert(0, str(REPO / "tests" / "search"))  # pg_server.py, the tests' throwaway PostgreSQL server
 
 SPACE = """
 stages:
@@ -36,6 +38,7 @@ train: {epochs: 1, imgsz: 64, batch: 4}
 
 
 def run_config(n_workers: int, trials: int, url: str, data: str, tmp: Path) -> dict[str, float | int]:
+    """Run ``n_workers`` workers on one study of ``trials`` trials: wall time, trials/min, lost and duplicated."""
     import optuna
 
     from search.study import is_finished
@@ -64,12 +67,12 @@ def run_config(n_workers: int, trials: int, url: str, data: str, tmp: Path) -> d
 
 
 def main() -> None:
+    """Start PostgreSQL, run each worker count in turn and print the machine and one row per count."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=8)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "coco8" / "coco8.yaml"))
     args = p.parse_args()
-    import torch
     from pg_server import PostgresServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
@@ -77,9 +80,8 @@ def main() -> None:
     shutil.copytree(Path(args.data).parent, data_dir)
     data = str(data_dir / Path(args.data).name)
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="bench-pg-"))).start()  # its own dir: postgres owns it
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}; "
-          f"PostgreSQL at {server.url}; {args.trials} trials per study (1 epoch, 64 px, coco8)")
+    print_machine()
+    print(f"# PostgreSQL at {server.url}; {args.trials} trials per study (1 epoch, 64 px, coco8)")
     print(f"{'workers':>7} {'wall s':>8} {'finished':>8} {'trials/min':>10} {'lost':>5} {'dup':>4} {'ok':>3}")
     try:
         for n in args.workers:

@@ -1,8 +1,8 @@
 """The one list of blocks a search space may name, and what each block can be combined with.
 
-Pure data (no torch import), so a space file can be validated before heavy imports. Each
-entry names the function that builds the stage module (in :mod:`blocks.ultralytics_compat`);
-adding a block to the search is one entry here plus its builder there.
+Pure data (no torch import), so a space file can be validated before heavy imports. How a
+block enters a YOLO26 model is not known here: ``trainers.yolo26.STAGE_BUILDERS`` maps each
+name to its stage builder, so adding a block to the search is one entry here plus its builder there.
 """
 
 from __future__ import annotations
@@ -23,22 +23,20 @@ class StageBlock:
         name: the name a space file uses.
         se_placements: SE placements that apply to it (``("none",)`` when SE does not apply).
         uses_kernels: whether its depthwise kernel set is a choice.
-        builder: ``"module:function"`` building the stage module (imported lazily).
     """
 
     name: str
     se_placements: tuple[str, ...]
     uses_kernels: bool
-    builder: str
 
 
 STAGE_BLOCKS: dict[str, StageBlock] = {
     b.name: b
     for b in (
-        StageBlock("C3k2", ("none",), False, "blocks.ultralytics_compat:build_c3k2_stage"),
-        StageBlock("RepViT", ("none", "in_blocks"), True, "blocks.ultralytics_compat:build_repvit_stage"),
-        StageBlock("C3k2_RVB_SE", SE_PLACEMENTS, True, "blocks.ultralytics_compat:build_c3k2_rvb_se_stage"),
-        StageBlock("OREPA", ("none",), False, "blocks.ultralytics_compat:build_orepa_stage"),
+        StageBlock("C3k2", ("none",), False),
+        StageBlock("RepViT", ("none", "in_blocks"), True),
+        StageBlock("C3k2_RVB_SE", SE_PLACEMENTS, True),
+        StageBlock("OREPA", ("none",), False),
     )
 }
 

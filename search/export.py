@@ -162,19 +162,20 @@ def main(argv: list[str] | None = None) -> int:
 def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
     from search.model_card import write_model_card
-    from search.objective import versions
     from search.onnx_io import export_onnx
     from trainers.exported import save_exported
     from trainers.inference import fused_copy
-    from trainers.latency import measure_latency
+    from trainers.latency.measure import measure_latency
+    from trainers.versions import versions
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     attrs = chosen.trial.user_attrs if chosen.trial is not None else {}
     study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
-    imgsz = args.imgsz or study_attrs.get("latency", {}).get("imgsz", 640)
-    data = args.data or attrs.get("data")
-    val_imgsz = attrs.get("train_imgsz", study_attrs.get("train", {}).get("imgsz", 640))
+    recorded = chosen.config.trial if chosen.config is not None else None
+    imgsz = args.imgsz or (recorded.latency_imgsz if recorded else 640)
+    data = args.data or (recorded.data if recorded and recorded.data else None)
+    val_imgsz = recorded.imgsz if recorded else 640
     fused = fused_copy(trained)
     weights = weights_of(chosen, args.weights)
     save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz})
@@ -182,7 +183,8 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     export_onnx(fused, out / "model.onnx", imgsz)
     log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
     checks = run_checks(trained, fused, out, imgsz, data, val_imgsz)
-    latency = measure_latency(trained, imgsz=imgsz, device=study_attrs.get("latency", {}).get("device", "auto"))
+    latency = measure_latency(trained, imgsz=imgsz, device=recorded.latency_device if recorded else "auto",
+                              dtype=recorded.latency_dtype if recorded else "auto")
     retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
     card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule,
             "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),
@@ -209,8 +211,8 @@ def reproduce_commands(chosen: Picked, args: Any, data: str | None) -> list[str]
     src = f"--storage {args.storage} --study {args.study} --trial {chosen.trial.number}" if chosen.trial else \
         f"--arch {args.arch}"
     cmds = []
-    if chosen.study is not None and "space" in chosen.study.user_attrs:
-        cmds.append(f"python -m search.run --space {chosen.study.user_attrs['space']} --study {args.study}")
+    if chosen.config is not None and chosen.config.space_file:
+        cmds.append(f"python -m search.run --space {chosen.config.space_file} --study {args.study}")
     cmds.append(f"python -m search.retrain {src} --data {data} --epochs E --out DIR")
     cmds.append(f"python -m search.export {src} --out {args.out}")
     return cmds

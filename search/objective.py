@@ -1,15 +1,18 @@
 """What the search does with one Optuna trial: sample, measure, maybe reject, train, record.
 
-Latency is measured before training, on the untrained fused model at the deployment size.
-An architecture over the latency budget, or breaking a constraint that is known before
-training (params, GFLOPs, latency), is PRUNED with its reason and never trained. The same
-architecture sampled twice reuses the earlier trial's outcome. Everything a trial knows is
-written to its user attrs (``metrics`` holds the objective values by name).
+One path, on which nothing is built, measured or converted twice: the architecture is built
+once here and its params, GFLOPs and latency are measured on that model, before training, at
+the deployment size (:func:`trainers.trial.measure_pre_training`). An architecture over the
+latency budget, or breaking a constraint known before training, is PRUNED with its reason and
+never trained. Otherwise one :class:`~trainers.results.TrialJob` (architecture, settings, those
+figures) goes to the trial process, which builds the model once more in its own process and
+trains it, without measuring again. The same architecture sampled twice reuses the earlier
+trial's outcome. Everything a trial knows is written to its user attrs (``metrics`` holds the
+objective values by name).
 """
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,23 +20,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import SearchSpace
+from search.config import RunConfig
+from search.space import Constraint, SearchSpace
 from search.study import worker_identity
 from trainers.architecture import Architecture
-from trainers.results import TrialFailure, TrialSettings
+from trainers.results import PreTraining, TrialFailure, TrialJob
 
 PRE_TRAINING_METRICS = ("params_m", "gflops", "latency_ms")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything a trial of this search needs besides its architecture."""
-
-    space: SearchSpace
-    trial: TrialSettings  # ``out`` is the study folder; each trial gets a sub-folder
-    nc: int
-    latency_budget_ms: float | None = None
-    trial_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -43,15 +36,6 @@ class Outcome:
     state: TrialState
     values: list[float] | None
     note: str
-
-
-def versions() -> dict[str, str]:
-    """Package versions recorded on every trial."""
-    import torch
-    import ultralytics
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-            "optuna": optuna.__version__}
 
 
 def architecture_of_trial(trial: optuna.Trial, space: SearchSpace) -> Architecture:
@@ -70,50 +54,46 @@ def earlier_trial(study: optuna.Study, arch_hash: str, number: int) -> FrozenTri
     return same[0] if same else None
 
 
-def _set_constraints(trial: optuna.Trial, space: SearchSpace, metrics: dict[str, float]) -> bool:
-    """Report every constraint whose metric is known; return whether all known ones hold."""
-    ok = True
-    for c in space.spec.constraints:
+def broken_constraints(constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> list[str]:
+    """The constraints whose metric is known and that do not hold."""
+    return [str(c) for c in constraints if c.metric in metrics and c.violation(metrics[c.metric]) > 0]
+
+
+def _set_constraints(trial: optuna.Trial, constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> None:
+    """Report every constraint whose metric is known (Optuna: feasible when <= 0)."""
+    for c in constraints:
         if c.metric in metrics:
-            v = c.violation(metrics[c.metric])
-            trial.set_constraint(str(c), v)
-            ok &= v <= 0
-    return ok
+            trial.set_constraint(str(c), c.violation(metrics[c.metric]))
 
 
-def _reuse(trial: optuna.Trial, prev: FrozenTrial, space: SearchSpace) -> Outcome:
+def _reuse(trial: optuna.Trial, prev: FrozenTrial, cfg: RunConfig) -> Outcome:
     for key, value in prev.user_attrs.items():
         if key not in ("host", "pid", "baseline", "retry_of"):
             trial.set_user_attr(key, value)
     trial.set_user_attr("reused_from", prev.number)
     if prev.user_attrs.get("metrics"):
-        _set_constraints(trial, space, prev.user_attrs["metrics"])
+        _set_constraints(trial, cfg.constraints, prev.user_attrs["metrics"])
     note = f"same architecture as trial {prev.number}: reused its result"
     return Outcome(prev.state, list(prev.values) if prev.state == TrialState.COMPLETE else None, note)
 
 
-def _pre_training(trial: optuna.Trial, arch: Architecture, ctx: SearchSettings) -> dict[str, float]:
+def _pre_training(trial: optuna.Trial, arch: Architecture, cfg: RunConfig) -> PreTraining:
+    """Build ``arch`` once and measure what is known before training; record it on the trial."""
     from trainers.build import build_model
-    from trainers.inference import count_params, gflops
-    from trainers.latency import LatencyCache, measure_architecture_latency
+    from trainers.trial import measure_pre_training
 
-    model = build_model(arch, nc=ctx.nc)
-    s = ctx.trial
-    cache = LatencyCache(s.latency_cache) if s.latency_cache else None
-    report, cached = measure_architecture_latency(arch, s.latency_imgsz, s.latency_device, s.latency_dtype,
-                                                  nc=ctx.nc, cache=cache)
-    metrics = {"params_m": count_params(model) / 1e6, "gflops": gflops(model, s.latency_imgsz),
-               "latency_ms": report.median_ms}
-    trial.set_user_attr("params", count_params(model))
-    trial.set_user_attr("gflops", round(metrics["gflops"], 4))
-    trial.set_user_attr("latency", {**report.to_dict(), "cached": cached})
-    return metrics
+    assert cfg.trial.nc is not None, "the run configuration's class count is resolved by search.run"
+    pre = measure_pre_training(build_model(arch, nc=cfg.trial.nc), arch.hash, cfg.trial)
+    trial.set_user_attr("params", pre.params)
+    trial.set_user_attr("gflops", pre.gflops)
+    trial.set_user_attr("latency", {**pre.latency.to_dict(), "cached": pre.latency_cached})
+    return pre
 
 
-def sample_architecture(trial: optuna.Trial, ctx: SearchSettings) -> Architecture | Outcome:
+def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture | Outcome:
     """Sample the trial's architecture and record it, or the failure to build one."""
     try:
-        arch = architecture_of_trial(trial, ctx.space)
+        arch = architecture_of_trial(trial, space)
     except ValueError as e:
         return _fail(trial, TrialFailure("build", str(e)))
     trial.set_user_attr("hash", arch.hash)
@@ -122,63 +102,54 @@ def sample_architecture(trial: optuna.Trial, ctx: SearchSettings) -> Architectur
     return arch
 
 
-def run_objective(study: optuna.Study, trial: optuna.Trial, ctx: SearchSettings, prefix: str = "",
+def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, cfg: RunConfig, prefix: str = "",
                   arch: Architecture | None = None) -> Outcome:
     """Do everything for one trial and return how it ends (the caller tells the study).
 
     ``arch``: already sampled (by a driver that asks in another process); else sampled here.
     """
     from search.runner import run_trial_process
+    from trainers.versions import versions
 
     for key, value in {**worker_identity(), "versions": versions()}.items():
         trial.set_user_attr(key, value)
     if arch is None:
-        sampled = sample_architecture(trial, ctx)
+        sampled = sample_architecture(trial, space)
         if isinstance(sampled, Outcome):
             return sampled
         arch = sampled
     prev = earlier_trial(study, arch.hash, trial.number)
     if prev is not None:
-        return _reuse(trial, prev, ctx.space)
+        return _reuse(trial, prev, cfg)
     try:
-        metrics = _pre_training(trial, arch, ctx)
+        pre = _pre_training(trial, arch, cfg)
     except Exception as e:  # an architecture that cannot be built or run is a failure of the architecture
         return _fail(trial, TrialFailure("build", f"{type(e).__name__}: {e}"[:500], arch.hash))
-    if ctx.latency_budget_ms is not None and metrics["latency_ms"] > ctx.latency_budget_ms:
-        reason = f"latency {metrics['latency_ms']:.2f} ms > budget {ctx.latency_budget_ms:g} ms: not trained"
-        return _prune(trial, metrics, reason, ctx.space)
-    if not _set_constraints(trial, ctx.space, metrics):
-        broken = [str(c) for c in ctx.space.spec.constraints if c.metric in metrics
-                  and c.violation(metrics[c.metric]) > 0]
-        return _prune(trial, metrics, f"breaks {', '.join(broken)} before training: not trained", ctx.space,
-                      constraints_set=True)
-    settings = replace(ctx.trial, out=str(Path(ctx.trial.out) / f"trial_{trial.number:04d}_{arch.hash}"))
-    result = run_trial_process(arch, settings, prefix=prefix, timeout=ctx.trial_timeout)
+    metrics = pre.metrics
+    _set_constraints(trial, cfg.constraints, metrics)
+    if cfg.latency_budget_ms is not None and metrics["latency_ms"] > cfg.latency_budget_ms:
+        return _prune(trial, metrics, f"latency {metrics['latency_ms']:.2f} ms > budget {cfg.latency_budget_ms:g} ms:"
+                                      " not trained")
+    if broken := broken_constraints(cfg.constraints, metrics):
+        return _prune(trial, metrics, f"breaks {', '.join(broken)} before training: not trained")
+    settings = replace(cfg.trial, out=str(Path(cfg.trial.out) / f"trial_{trial.number:04d}_{arch.hash}"))
+    result = run_trial_process(TrialJob(arch, settings, pre), prefix=prefix, timeout=cfg.trial_timeout)
     if isinstance(result, TrialFailure):
         return _fail(trial, result)
     metrics.update(map50_95=result.map50_95, map50=result.map50)
-    _set_constraints_after(trial, ctx.space, metrics)
+    _set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
     for key, value in {"metrics": metrics, "map50_95": result.map50_95, "epoch_map": list(result.epoch_map),
                        "weights": result.weights, "train_seconds": result.train_seconds, "device": result.device,
-                       "epochs": result.epochs, "data": ctx.trial.data, "train_imgsz": ctx.trial.imgsz}.items():
+                       "epochs": result.epochs}.items():
         trial.set_user_attr(key, value)
-    values = [metrics[m] for m, _ in ctx.space.spec.objectives]
+    values = [metrics[m] for m, _ in cfg.objectives]
     return Outcome(TrialState.COMPLETE, values, f"mAP50-95 {result.map50_95:.3f}, latency "
                    f"{metrics['latency_ms']:.2f} ms, trained in {result.train_seconds:.0f} s")
 
 
-def _set_constraints_after(trial: optuna.Trial, space: SearchSpace, metrics: dict[str, float]) -> None:
-    for c in space.spec.constraints:
-        if c.metric not in PRE_TRAINING_METRICS:
-            trial.set_constraint(str(c), c.violation(metrics[c.metric]))
-
-
-def _prune(trial: optuna.Trial, metrics: dict[str, float], reason: str, space: SearchSpace,
-           constraints_set: bool = False) -> Outcome:
+def _prune(trial: optuna.Trial, metrics: dict[str, float], reason: str) -> Outcome:
     trial.set_user_attr("metrics", metrics)
     trial.set_user_attr("prune_reason", reason)
-    if not constraints_set:
-        _set_constraints(trial, space, metrics)
     return Outcome(TrialState.PRUNED, None, f"pruned: {reason}")
 
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.space.schema import CONSTRAINT_RE, Constraint
-from trainers.architecture import Architecture
+from search.config import RunConfig
+from trainers.architecture import Architecture, read_architecture
 
 PICK_RULES = ("knee", "fastest", "most-accurate")
-DEFAULT_OBJECTIVES = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 
 
 class PickError(ValueError):
@@ -32,6 +31,7 @@ class Picked:
     trial: Any | None  # optuna FrozenTrial, when chosen from a study
     study: Any | None
     rule: str
+    config: RunConfig | None = None  # the study's run configuration, when chosen from a study
 
 
 def add_pick_args(p: argparse.ArgumentParser) -> None:
@@ -55,16 +55,6 @@ def check_pick_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def study_constraints(study: Any) -> tuple[Constraint, ...]:
-    """Constraints recorded on the study by ``search.run``."""
-    out = []
-    for text in study.user_attrs.get("constraints", []):
-        m = CONSTRAINT_RE.match(text)
-        if m:
-            out.append(Constraint(m.group(1), m.group(2), float(m.group(3))))
-    return tuple(out)
-
-
 def choose(front: list[Any], rule: str) -> Any:
     """The front point chosen by ``rule`` (front values are (mAP50-95, latency ms))."""
     maps = [t.user_attrs["metrics"]["map50_95"] for t in front]
@@ -81,8 +71,6 @@ def choose(front: list[Any], rule: str) -> Any:
 def pick(args: argparse.Namespace) -> Picked:
     """Resolve the pick arguments to an architecture (and its study trial when there is one)."""
     if args.arch is not None:
-        from trainers.trial import read_architecture
-
         return Picked(read_architecture(Path(args.arch)), None, None, f"architecture file {args.arch}")
     import optuna
 
@@ -94,6 +82,10 @@ def pick(args: argparse.Namespace) -> Picked:
         study = optuna.load_study(study_name=args.study, storage=absolute_sqlite_url(args.storage))
     except Exception as e:  # unknown study, unreachable or corrupt storage
         raise PickError(f"--study {args.study!r} in {args.storage}: {type(e).__name__}: {e}"[:300]) from None
+    try:
+        config = RunConfig.from_study(study, absolute_sqlite_url(args.storage))
+    except (KeyError, TypeError, ValueError) as e:
+        raise PickError(f"study {args.study!r}: its recorded run configuration cannot be read ({e})") from None
     if args.trial is not None:
         found = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
         if not found:
@@ -102,7 +94,7 @@ def pick(args: argparse.Namespace) -> Picked:
             raise PickError(f"--trial {args.trial}: trial is {found[0].state.name}, only COMPLETE trials can be used")
         trial, rule = found[0], f"trial {args.trial} as asked"
     else:
-        front = pareto_front(study, DEFAULT_OBJECTIVES, study_constraints(study))
+        front = pareto_front(study, config.objectives, config.constraints)
         if not front:
             raise PickError(f"study {args.study!r} has no feasible COMPLETE trial to pick from")
         trial = choose(front, args.pick)
@@ -110,4 +102,4 @@ def pick(args: argparse.Namespace) -> Picked:
                 "fastest": "fastest: lowest latency on the front",
                 "most-accurate": "most-accurate: highest mAP50-95 on the front"}[args.pick]
         rule = f"trial {trial.number} by {rule} ({len(front)} front points)"
-    return Picked(Architecture.from_dict(trial.user_attrs["architecture"]), trial, study, rule)
+    return Picked(Architecture.from_dict(trial.user_attrs["architecture"]), trial, study, rule, config)

@@ -10,30 +10,33 @@ Every path handed to Ray is absolute (Ray changes trials' working directory).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from search.objective import Outcome, SearchSettings, run_objective, sample_architecture
+from search.config import RunConfig
+from search.objective import Outcome, run_objective, sample_architecture
+from search.space import SearchSpace
 from search.study import count_finished, make_storage
 from search.study import trial_id as storage_trial_id
 from trainers.architecture import Architecture
 from trainers.cli import log
 
 
-def ray_trial(config: dict[str, Any], ctx: SearchSettings, study_name: str, storage_url: str) -> dict[str, Any]:
+def ray_trial(config: dict[str, Any], space: SearchSpace, cfg: RunConfig) -> dict[str, Any]:
     """Ray Tune trainable: run the objective of the Optuna trial named in ``config``."""
-    storage = make_storage(storage_url)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    storage = make_storage(cfg.storage)
+    study = optuna.load_study(study_name=cfg.study, storage=storage)
     trial = optuna.trial.Trial(study, storage_trial_id(storage, study, config["number"]))
     arch = Architecture.from_dict(config["architecture"])
-    outcome = run_objective(study, trial, ctx, prefix=f"[ray trial {config['number']}] ", arch=arch)
+    outcome = run_objective(study, trial, space, cfg, prefix=f"[ray trial {config['number']}] ", arch=arch)
     return {"state": outcome.state.name, "values": outcome.values, "note": outcome.note,
             "map50_95": outcome.values[0] if outcome.values else None}
 
 
-def make_searcher(study: optuna.Study, ctx: SearchSettings, target: int) -> Any:
+def make_searcher(study: optuna.Study, space: SearchSpace, target: int) -> Any:
     """A Ray Tune searcher that asks Optuna for trials until ``target`` are finished."""
     from ray.tune.search import Searcher
 
@@ -48,7 +51,7 @@ def make_searcher(study: optuna.Study, ctx: SearchSettings, target: int) -> Any:
             if count_finished(study) + len(self.live) >= target:
                 return Searcher.FINISHED if not self.live else None
             trial = study.ask()
-            arch = sample_architecture(trial, ctx)
+            arch = sample_architecture(trial, space)
             if isinstance(arch, Outcome):
                 study.tell(trial, state=arch.state)
                 return None
@@ -88,30 +91,27 @@ def trial_resources(workers: int) -> dict[str, float]:
     return res
 
 
-def run_ray(cfg: Any, ctx: SearchSettings, study: optuna.Study) -> None:
-    """Run the missing trials of the study through Ray Tune with ``--workers`` at once."""
+def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study) -> None:
+    """Run the missing trials of the study through Ray Tune with ``cfg.workers`` at once."""
     import ray
     from ray import tune
 
-    a = cfg.args
-    if count_finished(study) >= a.trials:
+    if count_finished(study) >= cfg.trials:
         return
     env = {"YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "REPNAS_LOCK_DIR": os.environ.get("REPNAS_LOCK_DIR", "")}
-    if a.ray_address:
-        ray.init(address=a.ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, runtime_env={"env_vars": env}, log_to_driver=True)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=True)
     try:
-        trainable = tune.with_resources(
-            tune.with_parameters(ray_trial, ctx=ctx, study_name=study.study_name, storage_url=cfg.storage),
-            trial_resources(a.workers),
-        )
+        trainable = tune.with_resources(tune.with_parameters(ray_trial, space=space, cfg=cfg),
+                                        trial_resources(cfg.workers))
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=make_searcher(study, ctx, a.trials), num_samples=-1,
-                                        max_concurrent_trials=a.workers),
-            run_config=tune.RunConfig(name=f"{cfg.study}_ray", storage_path=str(cfg.root / "ray"), verbose=0),
+            tune_config=tune.TuneConfig(search_alg=make_searcher(study, space, cfg.trials), num_samples=-1,
+                                        max_concurrent_trials=cfg.workers),
+            run_config=tune.RunConfig(name=f"{cfg.study}_ray", storage_path=str(Path(cfg.root) / "ray"), verbose=0),
         )
         tuner.fit()
     finally:

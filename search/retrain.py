@@ -46,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.results import TrialResult, TrialSettings
     from trainers.trial import run_trial
 
-    study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
-    lat = study_attrs.get("latency", {})
-    imgsz = args.imgsz or study_attrs.get("train", {}).get("imgsz", 640)
+    recorded = chosen.config.trial if chosen.config is not None else TrialSettings(data="", out="")
+    imgsz = args.imgsz or (recorded.imgsz if chosen.config is not None else 640)
     out = Path(args.out).resolve()
     settings = TrialSettings(data=str(Path(args.data).resolve()), out=str(out / "train"), epochs=args.epochs,
                              imgsz=imgsz, batch=args.batch, device=args.device,
-                             latency_imgsz=lat.get("imgsz", 640), latency_device=lat.get("device", "auto"),
-                             latency_dtype=lat.get("dtype", "auto"))
+                             latency_imgsz=recorded.latency_imgsz, latency_device=recorded.latency_device,
+                             latency_dtype=recorded.latency_dtype)
     result = run_trial(chosen.arch, settings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from search.config import RunConfig
 from search.space import SearchSpace, SpaceError
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
+from trainers.results import TrialSettings
 
 
 def positive_float(name: str) -> Callable[[str], float]:
@@ -67,19 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """The validated command line plus the loaded space."""
+def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
+    """Parse and check everything that can be checked before torch is imported (exit 2 on bad input).
 
-    args: argparse.Namespace
-    space: SearchSpace
-    study: str
-    storage: str
-    root: Path
-
-
-def validate(argv: list[str] | None) -> RunConfig:
-    """Parse and check everything that can be checked before torch is imported (exit 2 on bad input)."""
+    Returns the run's configuration (``trial.data`` empty when the embedded dataset will be used,
+    ``trial.nc`` not yet known: see :func:`resolve_data`) and the loaded space.
+    """
     args = build_parser().parse_args(argv)
     try:
         space = SearchSpace.load(args.space)
@@ -89,7 +83,7 @@ def validate(argv: list[str] | None) -> RunConfig:
     if data is not None:
         if not Path(data).is_file():
             fail(f"--data: no such file {data!r}")
-        args.data = str(Path(data).resolve())
+        data = str(Path(data).resolve())
     if args.ray_address and args.backend != "ray":
         fail("--ray-address needs --backend ray")
     if args.storage is not None and not args.storage.startswith(("sqlite:///", "postgresql", "mysql")):
@@ -103,7 +97,38 @@ def validate(argv: list[str] | None) -> RunConfig:
         except argparse.ArgumentTypeError:
             fail(f"the space file name {name!r} is not a usable study name: give --study NAME")
     storage, root = _study_storage(args, name)
-    return RunConfig(args=args, space=space, study=name, storage=storage, root=root)
+    return _run_config(args, space, name, storage, root, data or ""), space
+
+
+def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage: str, root: Path,
+                data: str) -> RunConfig:
+    """Flags over the space file's ``train``/``latency`` sections: the one typed configuration of the run."""
+    spec = space.spec
+    device = args.device if args.device != "auto" else spec.latency.device
+    trial = TrialSettings(
+        data=data, out=str(root / name), epochs=args.epochs or spec.train.epochs, imgsz=args.imgsz or spec.train.imgsz,
+        batch=args.batch or spec.train.batch, device=device, latency_imgsz=spec.latency.imgsz, latency_device=device,
+        latency_dtype=spec.latency.dtype, latency_cache=str(root / "latency_cache.json"), seed=args.seed)
+    return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
+                     trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
+                     sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
+                     ray_address=args.ray_address, latency_budget_ms=args.latency_budget_ms,
+                     trial_timeout=args.trial_timeout)
+
+
+def resolve_data(cfg: RunConfig) -> RunConfig:
+    """The configuration with its dataset known: ``--data``/the space's, else the embedded set (generated once)."""
+    from trainers.dataset import class_count
+
+    data = cfg.trial.data
+    if not data:
+        from trainers.data import ensure_synth
+
+        data = str(Path(ensure_synth(Path(cfg.root) / "data" / "synth")).resolve())
+    try:
+        return cfg.with_trial(data=data, nc=class_count(data))
+    except ValueError as e:
+        fail(f"--data: {e}")
 
 
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
@@ -126,14 +151,15 @@ def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    cfg = validate(argv)
+    cfg, space = validate(argv)
+    cfg = resolve_data(cfg)
     from trainers.cli import quiet_ultralytics
 
     quiet_ultralytics()
     from search.driver import run_search
 
     try:
-        return run_search(cfg)
+        return run_search(cfg, space)
     except KeyboardInterrupt:
         log("interrupted: finished trials are in the study; run the same command again to resume")
         return 130

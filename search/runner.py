@@ -1,7 +1,9 @@
 """Run one trial in its own process, so a crash, an OOM kill or a hang cannot take the study down.
 
-The child is ``python -m trainers.trial``; its stdout is one JSON line (the result), its
-stderr (progress) is passed through with a prefix and kept in the trial's ``trial.log``. The
+The child is ``python -m trainers.trial --job <out>/trial.json``: the whole trial contract
+(architecture, settings, figures measured before training) is that one file, written by
+:meth:`trainers.results.TrialJob.write`, never copied into flags. Its stdout is one JSON line
+(the result), its stderr (progress) is passed through with a prefix and kept in ``trial.log``. The
 child dies with its parent (``PR_SET_PDEATHSIG`` on Linux), and past the timeout its whole
 process group is killed.
 """
@@ -18,8 +20,7 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from trainers.architecture import Architecture
-from trainers.results import TrialFailure, TrialResult, TrialSettings
+from trainers.results import TrialFailure, TrialJob, TrialResult
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -30,17 +31,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
-def trial_command(arch_file: Path, settings: TrialSettings) -> list[str]:
-    """The ``python -m trainers.trial`` command line of a trial."""
-    cmd = [sys.executable, "-m", "trainers.trial", "--arch", str(arch_file), "--data", settings.data,
-           "--epochs", str(settings.epochs), "--imgsz", str(settings.imgsz), "--batch", str(settings.batch),
-           "--device", settings.device, "--out", settings.out, "--latency-imgsz", str(settings.latency_imgsz),
-           "--latency-device", settings.latency_device, "--seed", str(settings.seed)]
-    if settings.latency_cache:
-        cmd += ["--latency-cache", settings.latency_cache]
-    if settings.nan_at_batch:
-        cmd += ["--nan-at-batch", str(settings.nan_at_batch)]
-    return cmd
+def trial_command(job_file: Path) -> list[str]:
+    """The ``python -m trainers.trial`` command line of a trial job file."""
+    return [sys.executable, "-m", "trainers.trial", "--job", str(job_file)]
 
 
 def _pump(stream: IO[str], prefix: str, log_file: IO[str], tail: list[str]) -> None:
@@ -53,17 +46,15 @@ def _pump(stream: IO[str], prefix: str, log_file: IO[str], tail: list[str]) -> N
         sys.stderr.flush()
 
 
-def run_trial_process(arch: Architecture, settings: TrialSettings, prefix: str = "",
-                      timeout: float | None = None) -> TrialResult | TrialFailure:
-    """Train and score ``arch`` in a child process; its failure modes come back as :class:`TrialFailure`."""
-    out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    arch_file = out / "architecture.json"
-    arch_file.write_text(arch.to_json() + "\n")
+def run_trial_process(job: TrialJob, prefix: str = "", timeout: float | None = None) -> TrialResult | TrialFailure:
+    """Run ``job`` in a child process, in its folder ``job.settings.out``; failures come back as TrialFailure."""
+    out = Path(job.settings.out)
+    job_file = job.write(out)
+    arch_hash = job.architecture.hash
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "YOLO_OFFLINE": "1"}
     tail: list[str] = []
     with open(out / "trial.log", "a") as log_file:
-        proc = subprocess.Popen(trial_command(arch_file, settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(trial_command(job_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, preexec_fn=_die_with_parent)
         pump = threading.Thread(target=_pump, args=(proc.stderr, prefix, log_file, tail), daemon=True)
         stdout: list[str] = []
@@ -75,11 +66,11 @@ def run_trial_process(arch: Architecture, settings: TrialSettings, prefix: str =
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return TrialFailure("timeout", f"trial outlived --trial-timeout {timeout:g} s and was killed", arch.hash)
+            return TrialFailure("timeout", f"trial outlived --trial-timeout {timeout:g} s and was killed", arch_hash)
         finally:
             reader.join(timeout=5)
             pump.join(timeout=5)
-    return parse_trial_output("".join(stdout), proc.returncode, tail, arch.hash)
+    return parse_trial_output("".join(stdout), proc.returncode, tail, arch_hash)
 
 
 def parse_trial_output(stdout: str, returncode: int, tail: list[str], arch_hash: str) -> TrialResult | TrialFailure:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
 COCO8 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "coco8"
 
 
@@ -24,8 +22,3 @@ def private_detection_data(dst: Path) -> Path:
 
     return Path(generate_synth(dst / "synth", seed=0, n_train=8, n_val=8, size=64, progress=lambda _: None))
 
-
-def class_count(data_yaml: Path) -> int:
-    """Number of classes of a data YAML."""
-    d = yaml.safe_load(Path(data_yaml).read_text())
-    return int(d["nc"]) if "nc" in d else len(d["names"])

@@ -11,21 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from blocks.registry import stage_block
+from trainers.yolo26 import STAGE_LAYERS
 
-# Stage name -> (layer index of the C3k2 in stock yolo26.yaml, index of the stride-2 Conv before it or None).
-STAGE_LAYERS: dict[str, tuple[int, int | None]] = {
-    "p2_backbone": (2, 1),
-    "p3_backbone": (4, 3),
-    "p4_backbone": (6, 5),
-    "p5_backbone": (8, 7),
-    "p4_neck": (13, None),
-    "p3_out": (16, None),
-    "p4_out": (19, 17),
-    "p5_out": (22, 20),
-}
 SCALES: tuple[str, ...] = ("n", "s", "m", "l", "x")
 
 
@@ -162,3 +153,14 @@ class Architecture:
     def blocks_summary(self) -> str:
         """Short per-stage block list, e.g. ``C3k2/RepViT/...`` in stage order."""
         return "/".join(s.block for _, s in self.stages)
+
+
+def read_architecture(path: Path, flag: str = "--arch") -> Architecture:
+    """Read an architecture JSON file (one line of ``search.space sample``); ``ValueError`` naming ``flag`` if bad."""
+    try:
+        text = path.read_text(encoding="utf-8").strip().splitlines()
+        return Architecture.from_dict(json.loads(text[0]) if text else {"": None})
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{flag} {path}: not a JSON architecture line ({e.__class__.__name__})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"{flag} {path}: {e}") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from trainers.architecture import STAGE_LAYERS, Architecture
+from trainers.architecture import Architecture
 
 
 def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
@@ -21,20 +21,14 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
     from ultralytics.utils.torch_utils import initialize_weights
 
-    from blocks.ultralytics_compat import adopt_layer_attrs, build_downsample, build_stage
+    from trainers.yolo26 import swap_stages
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = yaml_model_load(f"{stem}{arch.scale}.yaml")
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
     model: Any = DetectionModel(cfg, nc=nc, verbose=verbose)
-    for name, choice in arch.stages:
-        idx, ds = STAGE_LAYERS[name]
-        old = model.model[idx]
-        model.model[idx] = adopt_layer_attrs(build_stage(old, choice), old)
-        if ds is not None and choice.downsample not in (None, "Conv"):
-            old_ds = model.model[ds]
-            model.model[ds] = adopt_layer_attrs(build_downsample(old_ds, choice.downsample), old_ds)
+    swap_stages(model, arch.stages)
     initialize_weights(model)
     return model
 
@@ -53,7 +47,3 @@ def model_from_yaml(cfg: Any, nc: int, verbose: bool = False) -> Any:
         return build_model(Architecture.from_dict(cfg["architecture"]), nc=nc, verbose=verbose)
     raise ValueError("model yaml records no architecture: it was not built by trainers.build.build_model")
 
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in model.parameters())

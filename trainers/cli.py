@@ -91,9 +91,8 @@ def existing_file(name: str) -> Any:
 
 def device_arg(text: str) -> str:
     """argparse ``type=`` for ``cpu``, ``cuda``, ``cuda:N``, ``N`` or ``auto``."""
-    import re
+    from trainers.devices import DEVICE_ALLOWED, is_device
 
-    if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+", text):
-        allowed = "'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index"
-        raise argparse.ArgumentTypeError(f"--device must be {allowed}, got {text!r}")
+    if not is_device(text):
+        raise argparse.ArgumentTypeError(f"--device must be {DEVICE_ALLOWED}, got {text!r}")
     return text

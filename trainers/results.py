@@ -1,11 +1,22 @@
-"""What a trial takes and gives back, as frozen, JSON-serialisable dataclasses."""
+"""What a trial takes and gives back, as frozen, JSON-serialisable dataclasses.
+
+The contract between a search and its trial process is one :class:`TrialJob` file
+(``trial.json``, beside ``architecture.json`` in the trial's folder): the architecture, the
+:class:`TrialSettings` and the :class:`PreTraining` figures the parent already measured. The
+child reads it and answers with one :class:`TrialResult` or :class:`TrialFailure` JSON line.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+from trainers.architecture import Architecture
 from trainers.latency.report import LatencyReport
+
+JOB_VERSION = 1
 
 FAILURE_KINDS = ("build", "oom", "nan", "error", "timeout", "worker_died")
 
@@ -22,6 +33,7 @@ class TrialSettings:
         latency_imgsz, latency_device, latency_dtype: the deployment measurement.
         latency_cache: JSON file of cached latency figures, or ``None``.
         seed: training seed.
+        nc: class count of ``data`` (``None``: read from the data YAML).
         nan_at_batch: fault injection for tests (poison the weights before that batch).
     """
 
@@ -36,7 +48,86 @@ class TrialSettings:
     latency_dtype: str = "auto"
     latency_cache: str | None = None
     seed: int = 0
+    nc: int | None = None
     nan_at_batch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSettings:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing ones take their defaults."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"settings: unknown key {unknown[0]!r}, allowed: {[f.name for f in fields(cls)]}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class PreTraining:
+    """What is known of a trial before it trains: cost figures of the untrained model (weights do not change them)."""
+
+    params: int
+    gflops: float
+    latency: LatencyReport
+    latency_cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data, latency nested."""
+        return {"params": self.params, "gflops": self.gflops, "latency": self.latency.to_dict(),
+                "latency_cached": self.latency_cached}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreTraining:
+        """Inverse of :meth:`to_dict`."""
+        return cls(int(data["params"]), float(data["gflops"]), LatencyReport.from_dict(data["latency"]),
+                   bool(data.get("latency_cached", False)))
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The figures under the metric names a space's objectives and constraints use."""
+        return {"params_m": self.params / 1e6, "gflops": self.gflops, "latency_ms": self.latency.median_ms}
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """One trial to run: what to build, how to train and measure it, and what is already measured."""
+
+    architecture: Architecture
+    settings: TrialSettings
+    pre_training: PreTraining | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data with a format ``version``."""
+        return {"version": JOB_VERSION, "architecture": {"hash": self.architecture.hash, **self.architecture.to_dict()},
+                "settings": self.settings.to_dict(),
+                "pre_training": self.pre_training.to_dict() if self.pre_training else None}
+
+    def write(self, folder: Path) -> Path:
+        """Write ``trial.json`` and ``architecture.json`` into ``folder``; return the job file."""
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "architecture.json").write_text(self.architecture.to_json() + "\n")
+        path = folder / "trial.json"
+        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> TrialJob:
+        """Read a job file written by :meth:`write`; ``ValueError`` naming the file and what is wrong."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") != JOB_VERSION:
+                raise ValueError(f"version must be {JOB_VERSION}, got {data.get('version')!r}")
+            pre = data.get("pre_training")
+            return cls(Architecture.from_dict(data["architecture"]), TrialSettings.from_dict(data["settings"]),
+                       PreTraining.from_dict(pre) if pre else None)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"--job {path}: not a JSON trial job ({e.__class__.__name__})") from None
+        except KeyError as e:
+            raise ValueError(f"--job {path}: missing key {e}") from None
+        except (TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"--job {path}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -32,19 +32,26 @@ class NonFiniteLoss(Exception):
 
 
 class ArchitectureTrainer(DetectionTrainer):
-    """``DetectionTrainer`` that builds :attr:`architecture` (or the one in a checkpoint's yaml)."""
+    """``DetectionTrainer`` that trains :attr:`architecture` (or the one in a checkpoint's yaml).
+
+    ``model``: the architecture already built (with the dataset's class count) by the caller,
+    so a trial builds its model once; otherwise :meth:`get_model` builds it.
+    """
 
     architecture: Architecture | None = None
 
-    def __init__(self, *args: Any, architecture: Architecture | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, architecture: Architecture | None = None, model: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.architecture = architecture
+        self.prebuilt = model
         self.callbacks = ul_callbacks.get_default_callbacks()  # no integration callbacks by accident
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
-        """Build the architecture with the dataset's class count; load ``weights`` when resuming."""
+        """The architecture with the dataset's class count (the prebuilt one when it fits); ``weights`` loaded."""
         nc = self.data["nc"]
-        if self.architecture is not None:
+        if self.prebuilt is not None and int(self.prebuilt.yaml.get("nc", -1)) == nc:
+            model, self.prebuilt = self.prebuilt, None
+        elif self.architecture is not None:
             model = build_model(self.architecture, nc=nc)
         else:
             model = model_from_yaml(cfg, nc=nc)
@@ -52,6 +59,18 @@ class ArchitectureTrainer(DetectionTrainer):
         if weights:
             model.load(weights)
         return model
+
+
+def seed_as_the_trainer_will(seed: int) -> None:
+    """Seed the RNGs exactly as the trainer's ``__init__`` does for ``seed``.
+
+    A trial builds its model before the trainer exists (one build, reused by :meth:`get_model`);
+    seeding first gives that model the initial weights the trainer itself would have built.
+    """
+    from ultralytics.utils import RANK
+    from ultralytics.utils.torch_utils import init_seeds
+
+    init_seeds(seed + 1 + RANK, deterministic=False)
 
 
 def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str = "",

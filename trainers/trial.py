@@ -1,19 +1,22 @@
-"""One trial end to end: build the architecture, train it with Ultralytics, validate, measure latency.
+"""One trial end to end: build the architecture once, train it with Ultralytics, validate, report.
 
-``run_trial(arch, settings) -> TrialResult | TrialFailure``. Nothing gets a made-up score:
-a build error, an out-of-memory error, a non-finite loss (caught at its first batch) or any
-other exception comes back as a :class:`TrialFailure` with its reason.
+``run_trial(arch, settings, pre_training) -> TrialResult | TrialFailure``. The figures known
+before training (params, GFLOPs, latency) come from the caller when it measured them (a
+search's parent process, through the trial's job file); otherwise they are measured here, on
+the same untrained model that then trains. Nothing gets a made-up score: a build error, an
+out-of-memory error, a non-finite loss (caught at its first batch) or any other exception
+comes back as a :class:`TrialFailure` with its reason.
 
 CLI (stdout: one JSON line, the result)::
 
+    python -m trainers.trial --job TRIAL.json          # what a search runs (see trainers.results.TrialJob)
     python -m trainers.trial --arch ARCH.json --data DATA.yaml --epochs E --imgsz S [--batch B]
-                             [--device cpu|0] [--out DIR]
+                             [--device cpu|0] [--out DIR] [--latency-imgsz S] [--latency-device D] ...
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -21,18 +24,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from trainers.architecture import Architecture
+from trainers.architecture import Architecture, read_architecture
 from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, log, positive_int
-from trainers.results import TrialFailure, TrialResult, TrialSettings
+from trainers.results import PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
 
 
-def train_device(device: str) -> str:
-    """Ultralytics' device string for a trial: ``auto`` -> ``0`` with CUDA, else ``cpu``."""
-    import torch
+def measure_pre_training(model: Any, arch_hash: str, settings: TrialSettings) -> PreTraining:
+    """Params, GFLOPs and latency (cached per setting) of an untrained model, as ``settings`` asks."""
+    from trainers.inference import count_params, gflops
+    from trainers.latency.measure import LatencyCache, measure_model_latency
 
-    if device == "auto":
-        return "0" if torch.cuda.is_available() else "cpu"
-    return device.removeprefix("cuda:") if device.startswith("cuda:") else ("0" if device == "cuda" else device)
+    cache = LatencyCache(settings.latency_cache) if settings.latency_cache else None
+    report, cached = measure_model_latency(model, arch_hash, settings.latency_imgsz, settings.latency_device,
+                                           settings.latency_dtype, cache=cache)
+    return PreTraining(count_params(model), round(gflops(model, settings.latency_imgsz), 4), report, cached)
 
 
 def _failure_of(exc: BaseException, arch_hash: str) -> TrialFailure:
@@ -48,7 +53,7 @@ def _failure_of(exc: BaseException, arch_hash: str) -> TrialFailure:
     return TrialFailure("error", (text + where)[:500], arch_hash)
 
 
-def _overrides(arch: Architecture, settings: TrialSettings, out: Path, device: str) -> dict[str, Any]:
+def trial_overrides(arch: Architecture, settings: TrialSettings, out: Path, device: str) -> dict[str, Any]:
     """Ultralytics arguments of a trial: a short-schedule recipe on top of Ultralytics' defaults.
 
     A search trains each candidate for a few epochs, so: AdamW at lr0 0.003 (Ultralytics' ``auto``
@@ -66,26 +71,30 @@ def _overrides(arch: Architecture, settings: TrialSettings, out: Path, device: s
     }
 
 
-def run_trial(arch: Architecture, settings: TrialSettings, latency: Any = None) -> TrialResult | TrialFailure:
-    """Train and score ``arch``; ``latency`` (a ``LatencyReport``) skips the measurement when given."""
-    from trainers.build import build_model
-    from trainers.inference import count_params, gflops
-    from trainers.latency import LatencyCache, measure_architecture_latency
-    from trainers.trainer import MAP50_KEY, MAP_KEY, ArchitectureTrainer, trial_callbacks
+def run_trial(arch: Architecture, settings: TrialSettings,
+              pre_training: PreTraining | None = None) -> TrialResult | TrialFailure:
+    """Train and score ``arch``; ``pre_training`` (measured by the caller) skips measuring it again."""
+    from trainers.dataset import class_count
+    from trainers.devices import train_device
+    from trainers.trainer import MAP50_KEY, MAP_KEY, ArchitectureTrainer, seed_as_the_trainer_will, trial_callbacks
 
-    out = Path(settings.out).resolve()
-    device = train_device(settings.device)
     try:
-        build_model(arch)
+        nc = settings.nc or class_count(settings.data)
+    except ValueError as e:
+        return TrialFailure("error", str(e), arch.hash)
+    try:
+        from trainers import build
+
+        seed_as_the_trainer_will(settings.seed)
+        model = build.build_model(arch, nc=nc)
     except Exception as e:  # an architecture that cannot be built is a failure of the architecture
         return TrialFailure("build", f"{type(e).__name__}: {e}"[:500], arch.hash)
+    out, device = Path(settings.out).resolve(), train_device(settings.device)
     try:
-        if latency is None:
-            cache = LatencyCache(settings.latency_cache) if settings.latency_cache else None
-            latency, _ = measure_architecture_latency(arch, settings.latency_imgsz, settings.latency_device,
-                                                      settings.latency_dtype, cache=cache)
+        pre = pre_training or measure_pre_training(model, arch.hash, settings)
         epochs_log: list[dict[str, float]] = []
-        trainer = ArchitectureTrainer(overrides=_overrides(arch, settings, out, device), architecture=arch)
+        trainer = ArchitectureTrainer(overrides=trial_overrides(arch, settings, out, device), architecture=arch,
+                                      model=model)
         for event, fn in trial_callbacks(device, epochs_log, nan_at_batch=settings.nan_at_batch).items():
             trainer.add_callback(event, fn)
         t0 = time.time()
@@ -95,40 +104,29 @@ def run_trial(arch: Architecture, settings: TrialSettings, latency: Any = None) 
         map50_95, map50 = float(metrics.get(MAP_KEY, math.nan)), float(metrics.get(MAP50_KEY, math.nan))
         if not (math.isfinite(map50_95) and math.isfinite(map50)):
             return TrialFailure("error", f"validation gave no finite mAP ({metrics})", arch.hash)
-        model: Any = trainer.model
         return TrialResult(
-            arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50,
-            params=count_params(model), gflops=round(gflops(model, settings.latency_imgsz), 4), latency=latency,
-            train_seconds=round(train_seconds, 2), weights=str(trainer.best if trainer.best.exists() else trainer.last),
-            device=str(trainer.device), epochs=settings.epochs,
-            epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
+            arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50, params=pre.params,
+            gflops=pre.gflops, latency=pre.latency, train_seconds=round(train_seconds, 2),
+            weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
+            epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
 
 
-def read_architecture(path: Path) -> Architecture:
-    """Read an architecture JSON file (one line of ``search.space sample``); ``ValueError`` if bad."""
-    try:
-        text = path.read_text(encoding="utf-8").strip().splitlines()
-        return Architecture.from_dict(json.loads(text[0]) if text else {"": None})
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"--arch {path}: not a JSON architecture line ({e.__class__.__name__})") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise ValueError(f"--arch {path}: {e}") from None
-
-
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m trainers.trial", description="Train and score one architecture.")
-    p.add_argument("--arch", type=existing_file("--arch"), required=True)
-    p.add_argument("--data", type=existing_file("--data"), required=True)
-    p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000), required=True)
-    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), required=True)
+    p.add_argument("--job", type=existing_file("--job"), help="a trial job file (trial.json); no other flag then")
+    p.add_argument("--arch", type=existing_file("--arch"))
+    p.add_argument("--data", type=existing_file("--data"))
+    p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000))
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096))
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=16)
     p.add_argument("--device", type=device_arg, default="auto")
     p.add_argument("--out", default="studies/trials/trial")
     p.add_argument("--latency-imgsz", type=positive_int("--latency-imgsz", 32, 4096), default=640)
     p.add_argument("--latency-device", type=device_arg, default="auto")
+    p.add_argument("--latency-dtype", choices=["auto", "float16", "float32"], default="auto")
     p.add_argument("--latency-cache", default=None)
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
@@ -136,23 +134,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: prints the TrialResult (or TrialFailure) as one JSON line."""
-    args = _parser().parse_args(argv)
+def job_of_args(argv: list[str] | None) -> TrialJob:
+    """The trial job the command line asks for (``--job FILE``, or the flags); exit 2 on bad input."""
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.job is not None:
+        given = [a for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--") and a != "--job"]
+        if given:
+            fail(f"--job takes no other flag, got {given[0].split('=')[0]}")
+        try:
+            return TrialJob.read(args.job)
+        except ValueError as e:
+            fail(str(e))
+    for flag in ("arch", "data", "epochs", "imgsz"):
+        if getattr(args, flag) is None:
+            fail(f"{p.prog}: the following arguments are required: --{flag} (or --job FILE)")
     try:
         arch = read_architecture(args.arch)
     except ValueError as e:
         fail(str(e))
-    from trainers.cli import quiet_ultralytics
-
-    quiet_ultralytics()
     settings = TrialSettings(
         data=str(args.data.resolve()), out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         device=args.device, latency_imgsz=args.latency_imgsz, latency_device=args.latency_device,
-        latency_cache=args.latency_cache, seed=args.seed, nan_at_batch=args.nan_at_batch,
-    )
-    log(f"trial {arch.hash}: {arch.blocks_summary()}")
-    result = run_trial(arch, settings)
+        latency_dtype=args.latency_dtype, latency_cache=args.latency_cache, seed=args.seed,
+        nan_at_batch=args.nan_at_batch)
+    return TrialJob(arch, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: prints the TrialResult (or TrialFailure) as one JSON line."""
+    job = job_of_args(argv)
+    from trainers.cli import quiet_ultralytics
+
+    quiet_ultralytics()
+    log(f"trial {job.architecture.hash}: {job.architecture.blocks_summary()}")
+    result = run_trial(job.architecture, job.settings, job.pre_training)
     emit_json(result.to_dict())
     return 0 if isinstance(result, TrialResult) else 1
 

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from blocks.registry import stage_block
 from search.space.schema import SpaceFile, StageSpace, load_space
-from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+from trainers.architecture import Architecture, StageChoice
+from trainers.yolo26 import STAGE_LAYERS
 
 
 class TrialLike(Protocol):

@@ -17,7 +17,9 @@ import yaml
 
 from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
 from search.space.errors import SpaceError, did_you_mean
-from trainers.architecture import SCALES, STAGE_LAYERS
+from trainers.architecture import SCALES
+from trainers.devices import DEVICE_ALLOWED, is_device
+from trainers.yolo26 import STAGE_LAYERS
 
 METRICS: dict[str, str] = {
     "map50_95": "maximize",
@@ -320,8 +322,8 @@ def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
     device = d.get("device", "auto")
     if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
         device = str(device)  # a bare GPU index written as a number
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+", device):
-        raise r.fail("latency.device", f"must be 'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index, got {_short(device)}")
+    if not is_device(device):
+        raise r.fail("latency.device", f"must be {DEVICE_ALLOWED}, got {_short(device)}")
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
     return LatencySettings(imgsz=imgsz, device=device, dtype=dtype)
 

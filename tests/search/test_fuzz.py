@@ -181,7 +181,7 @@ def run_argv(extra: list[str], workdir: Path) -> list[str]:
 
 
 def test_valid_run_command_line_passes(workdir: Path) -> None:
-    cfg = validate(run_argv([], workdir))
+    cfg, _ = validate(run_argv([], workdir))
     assert cfg.study == "good" and cfg.storage.endswith("good.db")
 
 

@@ -19,7 +19,8 @@ import yaml
 from blocks.registry import stage_block
 from search.space import SearchSpace, SpaceError, load_space
 from search.space.schema import parse_space
-from trainers.architecture import STAGE_LAYERS, Architecture
+from trainers.architecture import Architecture
+from trainers.yolo26 import STAGE_LAYERS
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+from trainers.architecture import Architecture, StageChoice
+from trainers.yolo26 import STAGE_LAYERS
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from search.space import SearchSpace
-from trainers.architecture import STAGE_LAYERS, Architecture, StageChoice
+from trainers.architecture import Architecture, StageChoice
 from trainers.build import architecture_of, build_model, model_from_yaml
 from trainers.inference import count_params, flop_counter_gflops, fused_copy, gflops
+from trainers.yolo26 import STAGE_LAYERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,9 +7,7 @@ speed: the test machine is shared.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,12 +15,13 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from trial_helpers import run_module
 
 from trainers.architecture import Architecture, StageChoice
 from trainers.build import build_model
-from trainers.latency import LatencyCache, LatencyReport, measure_architecture_latency, measure_latency
+from trainers.latency.measure import LatencyCache, measure_architecture_latency, measure_latency
+from trainers.latency.report import LatencyReport
 
-REPO = Path(__file__).resolve().parents[2]
 IMGSZ = 64
 REPEATS = 5
 FAST: dict[str, Any] = {"warmup": 1, "repeats": REPEATS, "min_seconds": 0.0}  # quick on 2 shared cores
@@ -121,10 +120,7 @@ def test_corrupt_cache_file_is_a_miss_and_is_rewritten(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "YOLO_OFFLINE": "1", "REPNAS_LOCK_DIR": str(cwd / "locks"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "trainers.latency", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return run_module("trainers.latency", *args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -1,20 +1,9 @@
-"""Fused-model latency: CUDA-graph replay on GPUs, many timed repeats on CPUs (see :mod:`.measure`).
+"""Fused-model latency: CUDA-graph replay on GPUs, many timed repeats on CPUs.
 
-Names resolve lazily (PEP 562) so ``python -m trainers.latency`` checks its arguments before
-torch is imported.
+- :mod:`trainers.latency.report`: :class:`LatencyReport`, one figure and its conditions (no torch import).
+- :mod:`trainers.latency.timing`: the timing loops (CPU wall clock, CUDA events, CUDA-graph replay).
+- :mod:`trainers.latency.measure`: fuse a model, time it on a device, cache the figure per setting.
+
+This package's ``__init__`` imports nothing, so ``python -m trainers.latency`` checks its
+arguments before torch is imported.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-__all__ = ["LatencyCache", "LatencyReport", "measure_architecture_latency", "measure_latency", "resolve_device"]
-
-
-def __getattr__(name: str) -> Any:
-    """Import ``name`` from :mod:`trainers.latency.measure` on first use."""
-    if name not in __all__:
-        raise AttributeError(f"module 'trainers.latency' has no attribute {name!r}")
-    module = "trainers.latency.report" if name == "LatencyReport" else "trainers.latency.measure"
-    return getattr(importlib.import_module(module), name)

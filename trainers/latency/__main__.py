@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.imgsz % 32:
         fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
-    from trainers.trial import read_architecture
+    from trainers.architecture import read_architecture
 
     try:
         arch = read_architecture(args.arch)

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,85 +20,12 @@ from torch import nn
 
 from trainers.architecture import Architecture
 from trainers.device_lock import device_lock
+from trainers.devices import device_name, resolve_device
 from trainers.inference import fused_copy
 from trainers.latency.report import LatencyReport
+from trainers.latency.timing import summarize, time_cpu, time_cuda
 
 DEFAULT_CPU_THREADS = 1  # one thread: on a small shared CPU, more threads wait on each other and the spread explodes
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> first CUDA GPU if present, else CPU; a bare index ``N`` -> ``cuda:N``."""
-    if device == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    if device.isdigit():
-        device = f"cuda:{device}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available")
-    return dev
-
-
-def device_name(dev: torch.device) -> str:
-    """Human name of a device: the GPU's name, or ``cpu (<processor>)``."""
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def _summary(times_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(times_ms)
-    mean = statistics.fmean(ordered)
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    cv = statistics.pstdev(ordered) / mean if mean > 0 else 0.0
-    return {"median_ms": statistics.median(ordered), "p90_ms": p90, "mean_ms": mean, "cv": cv}
-
-
-def _time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[list[float], str]:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.no_grad():
-        for _ in range(max(3, warmup)):
-            model(x)
-    torch.cuda.current_stream().wait_stream(stream)
-    run: Callable[[], Any]
-    try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph):
-            model(x)
-        run, mode = graph.replay, "graph"
-    except Exception:  # capture can fail on ops that sync with the host: fall back, and say so
-        torch.cuda.synchronize()
-
-        def run() -> Any:
-            with torch.no_grad():
-                return model(x)
-
-        mode = "eager"
-    for _ in range(warmup):
-        run()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(repeats):
-        start.record()
-        run()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return times, mode
-
-
-def _time_cpu(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, min_seconds: float) -> list[float]:
-    times: list[float] = []
-    with torch.no_grad():
-        for _ in range(warmup):
-            model(x)
-        begin = time.perf_counter()
-        while len(times) < repeats or (time.perf_counter() - begin < min_seconds and len(times) < 10 * repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(1e3 * (time.perf_counter() - t0))
-    return times
 
 
 def measure_latency(model: nn.Module, imgsz: int = 640, device: str = "auto", dtype: str = "auto",
@@ -121,17 +44,17 @@ def measure_latency(model: nn.Module, imgsz: int = 640, device: str = "auto", dt
     x = torch.rand(batch, 3, imgsz, imgsz, device=dev, dtype=dt)
     with device_lock(str(dev), exclusive=True):
         if cuda:
-            times, mode = _time_cuda(net, x, warmup or 20, repeats or 200)
+            times, mode = time_cuda(net, x, warmup or 20, repeats or 200)
             used_threads = torch.get_num_threads()
         else:
             old = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                times, mode = _time_cpu(net, x, warmup or 3, repeats or 20, min_seconds), "eager"
+                times, mode = time_cpu(net, x, warmup or 3, repeats or 20, min_seconds), "eager"
             finally:
                 torch.set_num_threads(old)
             used_threads = threads
-    return LatencyReport(**_summary(times), n=len(times), mode=mode, device=device_name(dev),
+    return LatencyReport(**summarize(times), n=len(times), mode=mode, device=device_name(dev),
                          dtype=str(dt).replace("torch.", ""), batch=batch, imgsz=imgsz, threads=used_threads,
                          torch=torch.__version__, fused=fused)
 
@@ -171,24 +94,44 @@ class LatencyCache:
             tmp.replace(self.path)
 
 
+def latency_cache_key(arch_hash: str, imgsz: int, device: str, dtype: str, batch: int = 1, fused: bool = True,
+                      threads: int = DEFAULT_CPU_THREADS) -> str:
+    """The cache key of measuring architecture ``arch_hash`` in one setting (device and dtype resolved)."""
+    dev = resolve_device(device)
+    dt = dtype if dtype != "auto" else ("float16" if dev.type == "cuda" else "float32")
+    return LatencyCache.key(arch_hash, device_name(dev), imgsz, dt, batch, fused, threads if dev.type == "cpu" else 0)
+
+
+def measure_model_latency(model: nn.Module, arch_hash: str, imgsz: int = 640, device: str = "auto",
+                          dtype: str = "auto", batch: int = 1, cache: LatencyCache | None = None, fused: bool = True,
+                          threads: int = DEFAULT_CPU_THREADS, **kwargs: Any) -> tuple[LatencyReport, bool]:
+    """Latency of ``model``, an already built (untrained) model of architecture ``arch_hash``.
+
+    Returns ``(report, from_cache)``: a cached figure for the same setting is reused, else the
+    model is measured (on a fused copy, ``model`` is untouched) and the figure cached.
+    """
+    key = latency_cache_key(arch_hash, imgsz, device, dtype, batch, fused, threads)
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit, True
+    report = measure_latency(model, imgsz=imgsz, device=device, dtype=dtype, batch=batch, fused=fused,
+                             threads=threads, **kwargs)
+    if cache is not None:
+        cache.put(key, report)
+    return report, False
+
+
 def measure_architecture_latency(arch: Architecture, imgsz: int = 640, device: str = "auto",
                                  dtype: str = "auto", batch: int = 1, nc: int = 80,
                                  cache: LatencyCache | None = None, fused: bool = True,
                                  threads: int = DEFAULT_CPU_THREADS, **kwargs: Any) -> tuple[LatencyReport, bool]:
-    """Latency of ``arch`` built untrained and fused (weights do not change latency).
+    """Latency of ``arch`` built untrained (weights do not change latency); built only on a cache miss.
 
-    Returns ``(report, from_cache)``; a cached figure for the same setting is reused.
+    Returns ``(report, from_cache)``.
     """
     from trainers.build import build_model
 
-    dev = resolve_device(device)
-    dt = dtype if dtype != "auto" else ("float16" if dev.type == "cuda" else "float32")
-    key = LatencyCache.key(arch.hash, device_name(dev), imgsz, dt, batch, fused,
-                           threads if dev.type == "cpu" else 0)
+    key = latency_cache_key(arch.hash, imgsz, device, dtype, batch, fused, threads)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit, True
-    report = measure_latency(build_model(arch, nc=nc), imgsz=imgsz, device=str(dev), dtype=dt, batch=batch,
-                             fused=fused, threads=threads, **kwargs)
-    if cache is not None:
-        cache.put(key, report)
-    return report, False
+    return measure_model_latency(build_model(arch, nc=nc), arch.hash, imgsz, device, dtype, batch, cache, fused,
+                                 threads, **kwargs)

@@ -5,7 +5,9 @@ trials, epochs and image size; all runs share one latency cache, so every study'
 point (mAP 0, 2x the baseline's latency) is the same. Prints each run's hypervolume and, per
 sampler, mean and spread, with the machine. Goal: the default (TPE) beats random search.
 
-    python bench/search.py [--trials 10] [--seeds 0 1 2] [--epochs 10] [--data DATA.yaml]
+Run from the repository root::
+
+    python3 bench/bench_search.py [--trials 10] [--seeds 0 1 2] [--epochs 10] [--data DATA.yaml]
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,10 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import print_machine
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_one(sampler: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
+    """Run one study (``python -m search.run``) and return its hypervolume, front size, best mAP and wall time."""
     cmd = [sys.executable, "-m", "search.run", "--space", args.space, "--trials", str(args.trials), "--sampler",
            sampler, "--seed", str(seed), "--study", f"{sampler}_s{seed}", "--studies-dir", str(root)]
     for flag in ("data", "epochs", "imgsz"):
@@ -41,6 +45,7 @@ def run_one(sampler: str, seed: int, args: argparse.Namespace, root: Path) -> di
 
 
 def main() -> None:
+    """Run every (sampler, seed) study, printing the machine, each run and the per-sampler summary."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(REPO / "spaces" / "yolo26.yaml"))
     p.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "random"])
@@ -51,12 +56,9 @@ def main() -> None:
     p.add_argument("--data")
     p.add_argument("--root", help="studies folder (default: a temp dir)")
     args = p.parse_args()
-    import torch
-
     root = Path(args.root or tempfile.mkdtemp(prefix="bench-search-")).resolve()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, GPU {gpu}; torch {torch.__version__}; "
-          f"{args.trials} trials per study, epochs {args.epochs or 'space default'}, studies in {root}", flush=True)
+    print_machine()
+    print(f"# {args.trials} trials per study, epochs {args.epochs or 'space default'}, studies in {root}", flush=True)
     results: dict[str, list[dict[str, float]]] = {}
     for sampler in args.samplers:
         for seed in args.seeds:

@@ -1,0 +1,120 @@
+"""The configuration of a search run: resolved once at the command line, recorded on the study, read back typed.
+
+``search.run`` turns its flags and the space file into one :class:`RunConfig`; the driver, the
+objective and the Ray backend read only that object; it is stored on the study as the one
+versioned user attr ``run_config``; ``search.pick`` / ``retrain`` / ``export`` read it back with
+:meth:`RunConfig.from_study`. Studies written before the attr existed (separate ``objectives``,
+``constraints``, ``latency`` and ``train`` attrs) are read through the same method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from search.space.schema import CONSTRAINT_RE, Constraint
+from trainers.results import TrialSettings
+
+CONFIG_ATTR = "run_config"
+CONFIG_VERSION = 1
+DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("map50_95", "maximize"), ("latency_ms", "minimize"))
+
+
+def parse_constraint(text: str) -> Constraint:
+    """A constraint from its ``str()`` form (``"params_m <= 4"``); ``ValueError`` if it does not read so."""
+    m = CONSTRAINT_RE.match(text)
+    if m is None:
+        raise ValueError(f"constraint must read 'metric <= number' or 'metric >= number', got {text!r}")
+    return Constraint(m.group(1), m.group(2), float(m.group(3)))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a search run decided.
+
+    Attributes:
+        study, storage: the Optuna study name and storage URL.
+        root: the studies folder (absolute); trial folders live in ``root/study``.
+        space_file: the space YAML the run was started with (absolute).
+        objectives, constraints: as in the space file.
+        trial: how every trial trains and measures (``out`` is the study folder, ``nc`` resolved).
+        trials, sampler, seed, backend, workers, ray_address: how the search runs.
+        latency_budget_ms, trial_timeout: limits per trial.
+    """
+
+    study: str
+    storage: str
+    root: str
+    space_file: str
+    trial: TrialSettings
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
+    constraints: tuple[Constraint, ...] = ()
+    trials: int = 10
+    sampler: str = "tpe"
+    seed: int = 0
+    backend: str = "optuna"
+    workers: int = 1
+    ray_address: str | None = None
+    latency_budget_ms: float | None = None
+    trial_timeout: float | None = None
+    source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
+
+    @property
+    def folder(self) -> Path:
+        """The study's folder of trial runs and reports."""
+        return Path(self.root) / self.study
+
+    def with_trial(self, **changes: Any) -> RunConfig:
+        """A copy with some trial settings changed (e.g. ``data`` and ``nc`` once the dataset is known)."""
+        return replace(self, trial=replace(self.trial, **changes))
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain JSON data for the study's ``run_config`` user attr, with a format version."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
+        data.update(version=CONFIG_VERSION, trial=asdict(self.trial), objectives=[list(o) for o in self.objectives],
+                    constraints=[str(c) for c in self.constraints])
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_record`; ``ValueError`` on another format version."""
+        if data.get("version") != CONFIG_VERSION:
+            raise ValueError(f"run_config version must be {CONFIG_VERSION}, got {data.get('version')!r}")
+        known = {f.name for f in fields(cls)} - {"source"}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw.update(trial=TrialSettings.from_dict(data["trial"]),
+                  objectives=tuple((m, d) for m, d in data["objectives"]),
+                  constraints=tuple(parse_constraint(c) for c in data["constraints"]))
+        return cls(**kw)
+
+    def record_on(self, study: Any) -> None:
+        """Store this configuration on ``study`` (one user attr, replaced on resume)."""
+        study.set_user_attr(CONFIG_ATTR, self.to_record())
+
+    @classmethod
+    def from_study(cls, study: Any, storage: str = "") -> RunConfig:
+        """The configuration recorded on ``study`` (the versioned attr, else the attrs of older studies)."""
+        attrs = study.user_attrs
+        if CONFIG_ATTR in attrs:
+            return cls.from_record(attrs[CONFIG_ATTR])
+        return _from_legacy_attrs(study.study_name, storage, attrs)
+
+
+def _from_legacy_attrs(name: str, storage: str, attrs: dict[str, Any]) -> RunConfig:
+    """A study written before ``run_config``: ``space``, ``objectives``, ``constraints``, ``latency``, ``train``."""
+    lat, train = attrs.get("latency", {}), attrs.get("train", {})
+    root = ""
+    if storage.startswith("sqlite:///"):
+        root = str(Path(storage[len("sqlite:///"):]).parent)
+    defaults = TrialSettings(data="", out="")
+    trial = TrialSettings(
+        data=train.get("data") or "", out=str(Path(root) / name) if root else "",
+        epochs=train.get("epochs", defaults.epochs), imgsz=train.get("imgsz", defaults.imgsz),
+        batch=train.get("batch", defaults.batch), latency_imgsz=lat.get("imgsz", defaults.latency_imgsz),
+        latency_device=lat.get("device", defaults.latency_device),
+        latency_dtype=lat.get("dtype", defaults.latency_dtype), device=lat.get("device", defaults.device))
+    objectives = tuple((m, d) for m, d in attrs.get("objectives", DEFAULT_OBJECTIVES))
+    constraints = tuple(parse_constraint(c) for c in attrs.get("constraints", []))
+    return RunConfig(study=name, storage=storage, root=root, space_file=attrs.get("space", ""), trial=trial,
+                     objectives=objectives, constraints=constraints, source="legacy attrs")

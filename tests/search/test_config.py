@@ -1,0 +1,110 @@
+"""The run configuration: resolved once from flags + space, recorded as one versioned attr, read back typed.
+
+Also: a study written before ``run_config`` existed (``data/legacy_study.db``) still opens,
+with its objectives, constraints and settings, and a model can be picked from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.config import CONFIG_ATTR, CONFIG_VERSION, RunConfig, parse_constraint
+from search.pick import pick
+from search.run import validate
+from search.space import Constraint
+
+LEGACY_DB = Path(__file__).resolve().parent / "data" / "legacy_study.db"
+
+SPACE = """
+stages:
+  p3_backbone: {block: [C3k2, RepViT]}
+objectives: {map50_95: maximize, params_m: minimize}
+constraints: ['latency_ms <= 50', 'map50 >= 0.1']
+latency: {imgsz: 96, device: cpu, dtype: float32}
+train: {epochs: 3, imgsz: 64, batch: 2}
+"""
+
+
+@pytest.fixture
+def space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "myspace.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def test_flags_override_the_space_file_once_at_the_edge(tmp_path: Path, space_file: Path) -> None:
+    cfg, space = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--epochs", "5",
+                           "--batch", "4", "--seed", "7", "--sampler", "random", "--latency-budget-ms", "12.5"])
+    assert cfg.study == "myspace" and cfg.storage == f"sqlite:///{tmp_path / 'st' / 'myspace.db'}"
+    assert cfg.objectives == (("map50_95", "maximize"), ("params_m", "minimize")) == space.spec.objectives
+    assert cfg.constraints == (Constraint("latency_ms", "<=", 50.0), Constraint("map50", ">=", 0.1))
+    t = cfg.trial
+    assert (t.epochs, t.imgsz, t.batch, t.seed) == (5, 64, 4, 7)  # flags win, the space fills the rest
+    assert (t.latency_imgsz, t.latency_device, t.latency_dtype, t.device) == (96, "cpu", "float32", "cpu")
+    assert t.out == str(tmp_path / "st" / "myspace") and t.latency_cache == str(tmp_path / "st" / "latency_cache.json")
+    assert (cfg.sampler, cfg.latency_budget_ms, cfg.space_file) == ("random", 12.5, str(space_file.resolve()))
+    assert t.data == "" and t.nc is None  # the embedded set is resolved (and generated) after validation
+
+
+def test_recorded_on_a_study_as_one_versioned_attr_and_read_back_equal(tmp_path: Path, space_file: Path) -> None:
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
+    cfg = cfg.with_trial(data=str(tmp_path / "d.yaml"), nc=3)
+    study = optuna.create_study(study_name=cfg.study, storage=cfg.storage, directions=["maximize", "minimize"])
+    cfg.record_on(study)
+    again = optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+    assert list(again.user_attrs) == [CONFIG_ATTR]
+    assert again.user_attrs[CONFIG_ATTR]["version"] == CONFIG_VERSION
+    back = RunConfig.from_study(again)
+    assert back == cfg and back.source == "run_config"
+    assert back.trial.nc == 3 and back.constraints[1].op == ">="
+
+
+def test_another_record_version_is_refused(tmp_path: Path, space_file: Path) -> None:
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
+    record = {**cfg.to_record(), "version": CONFIG_VERSION + 1}
+    with pytest.raises(ValueError, match=f"run_config version must be {CONFIG_VERSION}, got {CONFIG_VERSION + 1}"):
+        RunConfig.from_record(record)
+
+
+def test_constraint_text_round_trips_and_bad_text_is_refused() -> None:
+    for c in (Constraint("params_m", "<=", 4.0), Constraint("map50_95", ">=", 0.25)):
+        assert parse_constraint(str(c)) == c
+    with pytest.raises(ValueError, match="got 'params_m < 4'"):
+        parse_constraint("params_m < 4")
+
+
+@pytest.fixture
+def legacy_storage(tmp_path: Path) -> str:
+    db = tmp_path / "legacy.db"
+    shutil.copyfile(LEGACY_DB, db)
+    return f"sqlite:///{db}"
+
+
+def test_a_study_written_before_run_config_still_opens(legacy_storage: str) -> None:
+    study = optuna.load_study(study_name="legacy", storage=legacy_storage)
+    assert CONFIG_ATTR not in study.user_attrs and "objectives" in study.user_attrs  # really the old format
+    cfg = RunConfig.from_study(study, legacy_storage)
+    assert cfg.source == "legacy attrs"
+    assert cfg.objectives == (("map50_95", "maximize"), ("latency_ms", "minimize"))
+    assert cfg.constraints == (Constraint("params_m", "<=", 4.0),)
+    t = cfg.trial
+    assert (t.epochs, t.imgsz, t.batch) == (1, 64, 4)
+    assert (t.latency_imgsz, t.latency_device, t.latency_dtype) == (64, "cpu", "auto")
+    assert t.data.endswith("coco8.yaml") and cfg.space_file.endswith("space.yaml")
+    assert cfg.root == str(Path(legacy_storage[len("sqlite:///"):]).parent)
+
+
+def test_pick_reads_the_legacy_study_typed(legacy_storage: str) -> None:
+    args = argparse.Namespace(storage=legacy_storage, study="legacy", trial=None, pick="fastest", arch=None)
+    chosen = pick(args)
+    assert chosen.config is not None and chosen.config.constraints == (Constraint("params_m", "<=", 4.0),)
+    assert chosen.trial is not None and chosen.trial.state.name == "COMPLETE"
+    study = optuna.load_study(study_name="legacy", storage=legacy_storage)
+    fastest = min((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[1])
+    assert chosen.trial.values[1] == fastest.values[1]
+    assert chosen.arch.hash == chosen.trial.user_attrs["hash"]

@@ -5,6 +5,7 @@ Run from the repository root::
     python3 bench/latency.py                        # CPU, 640 px, 1 thread, about 2 minutes
     python3 bench/latency.py --device cuda          # fp16, eager and CUDA graph
     python3 bench/latency.py --imgsz 320 --repeats 5
+    python3 bench/latency.py --backends torch,onnxruntime,openvino   # the runtimes compared, CPU
 
 Architectures (untrained: latency does not depend on the weights): the stock YOLO26n, and
 the same model with every stage a RepViT block, a C3k2_RVB_SE block (SE after the concat) or
@@ -26,6 +27,11 @@ Each (form, mode) is measured ``--repeats`` times, round-robin over all architec
 the CV of the repeats' medians (run-to-run spread). Per architecture the harness's own wall
 time (build, fuse, warm-up, timing) is printed.
 
+``--backends`` compares deployment runtimes instead (see :mod:`latency_backends`): the fused
+``nms_free`` detector timed by each named backend's own ``measure`` (torch eager, ONNX Runtime,
+OpenVINO; those not installed are skipped), on the CPU, ``--repeats`` rounds round-robin, with
+the Kendall tau of each pair of backends' architecture rankings.
+
 CPU threads default to 1. With 2 threads on a 2-core machine where anything else runs, one
 thread is regularly descheduled and every parallel op waits for it at its barrier: measured
 here, the stock model at 64 px took 7 ms alone and 80-1300 ms (CV > 100 %) beside one busy
@@ -45,9 +51,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from latency_backends import run_backend_comparison
 from machine import print_machine
 
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int, quiet_ultralytics
+from trainers.latency.report import BACKEND_NAMES
 
 FORMS: dict[str, tuple[bool, bool]] = {  # name -> (ultralytics_fuse, ours)
     "unfused": (False, False),
@@ -230,10 +238,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="CPU threads (default 1: see the module docstring)")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="measure only these architectures (names as printed, e.g. OREPA RepViT)")
+    p.add_argument("--backends", type=backend_list, default=None, metavar="B1,B2",
+                   help=f"compare these runtimes on the CPU instead of the fuse forms (from {','.join(BACKEND_NAMES)})")
     args = p.parse_args(argv)
     if args.imgsz % 32:
         fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
+    if args.backends and args.device not in ("auto", "cpu"):
+        fail(f"--backends compares the runtimes on the CPU: --device must be cpu or auto, got {args.device!r}")
     return args
+
+
+def backend_list(text: str) -> list[str]:
+    """``torch,onnxruntime`` -> the names, each one of :data:`BACKEND_NAMES` (argparse type)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in BACKEND_NAMES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"must be names from {list(BACKEND_NAMES)}, got {text!r}")
+    return list(dict.fromkeys(names))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -244,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from trainers.devices import resolve_device
 
+    if args.backends:
+        args.device = "cpu"
     try:
         args.device = str(resolve_device(args.device))
     except ValueError as e:
@@ -258,6 +281,11 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"--only must name architectures from {list(archs)}, got {unknown[0]!r}")
         archs = {n: a for n, a in archs.items() if n in args.only}
     torch.set_num_threads(args.threads)
+    if args.backends:
+        print_machine(torch.device("cpu"), args.threads)
+        run_backend_comparison(archs, args.backends, args)
+        print(f"# load average after: {os.getloadavg()[0]:.2f}")
+        return
     print_settings(args)
     rows, walls = measure_all(archs, args)
     print_table(rows, walls)

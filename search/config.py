@@ -113,7 +113,8 @@ def _from_legacy_attrs(name: str, storage: str, attrs: dict[str, Any]) -> RunCon
         epochs=train.get("epochs", defaults.epochs), imgsz=train.get("imgsz", defaults.imgsz),
         batch=train.get("batch", defaults.batch), latency_imgsz=lat.get("imgsz", defaults.latency_imgsz),
         latency_device=lat.get("device", defaults.latency_device),
-        latency_dtype=lat.get("dtype", defaults.latency_dtype), device=lat.get("device", defaults.device))
+        latency_dtype=lat.get("dtype", defaults.latency_dtype), device=lat.get("device", defaults.device),
+        head="nms")  # before the head was pinned, validation used Ultralytics' default: one-to-many + NMS
     objectives = tuple((m, d) for m, d in attrs.get("objectives", DEFAULT_OBJECTIVES))
     constraints = tuple(parse_constraint(c) for c in attrs.get("constraints", []))
     return RunConfig(study=name, storage=storage, root=root, space_file=attrs.get("space", ""), trial=trial,

@@ -7,6 +7,8 @@ checkpoint: a pickle), ``model.onnx``, ``model_card.md`` and ``model_card.json``
 finishes it checks and prints: onnxruntime vs fused torch (max abs diff <= 1e-3), the
 ``model.pt`` round trip, fused vs trained mAP50-95 on the val set (within 1e-3), and one Conv
 per rep block in the ONNX graph. A failed check: exit 1, files kept, the check named.
+``--target T`` (a target measured by ``search.remeasure``): ``--pick`` chooses on that target's
+front, the model is exported at its size with its head, and the card records the target and its figure.
 """
 
 from __future__ import annotations
@@ -85,13 +87,14 @@ def rep_blocks_one_conv(fused: Any) -> dict[str, Any]:
     return {"rep_blocks": len(reps), "not_one_conv": bad}
 
 
-def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None, val_imgsz: int) -> dict[str, Any]:
+def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None, val_imgsz: int,
+               head: str) -> dict[str, Any]:
     """All export checks, each ``{"ok": bool, "detail": str, ...figures}``."""
     import torch
 
     import blocks
-    from search.onnx_io import conv_calls, conv_layers, conv_nodes, export_onnx, onnxruntime_max_diff
     from trainers.exported import load_exported
+    from trainers.onnx_io import conv_calls, conv_layers, conv_nodes, export_onnx, onnxruntime_max_diff
 
     checks: dict[str, Any] = {}
     x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
@@ -120,8 +123,8 @@ def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None
         from trainers.evaluate import evaluate
 
         with tempfile.TemporaryDirectory() as tmp:
-            a = evaluate(trained, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "trained")
-            b = evaluate(fused, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "fused")
+            a = evaluate(trained, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "trained", head=head)
+            b = evaluate(fused, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "fused", head=head)
         delta = abs(a["map50_95"] - b["map50_95"])
         checks["fused_vs_trained_map"] = {"ok": delta <= MAP_TOL, "trained": a["map50_95"], "fused": b["map50_95"],
                                           "detail": f"mAP50-95 trained {a['map50_95']:.4f} vs fused "
@@ -162,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
 def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
     from search.model_card import write_model_card
-    from search.onnx_io import export_onnx
     from trainers.exported import save_exported
+    from trainers.heads import DEFAULT_HEAD, pin_head
     from trainers.inference import fused_copy
     from trainers.latency.measure import measure_latency
+    from trainers.onnx_io import export_onnx
     from trainers.versions import versions
 
     out = Path(args.out).resolve()
@@ -173,31 +177,39 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     attrs = chosen.trial.user_attrs if chosen.trial is not None else {}
     study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
     recorded = chosen.config.trial if chosen.config is not None else None
-    imgsz = args.imgsz or (recorded.latency_imgsz if recorded else 640)
+    on_target = chosen.target_latency  # --target: deploy at that target's size, with its head
+    imgsz = args.imgsz or (on_target.imgsz if on_target else recorded.latency_imgsz if recorded else 640)
     data = args.data or (recorded.data if recorded and recorded.data else None)
     val_imgsz = recorded.imgsz if recorded else 640
-    fused = fused_copy(trained)
+    head = on_target.head if on_target else recorded.head if recorded else DEFAULT_HEAD
+    fused = fused_copy(trained, before_fuse=lambda m: pin_head(m, head))
     weights = weights_of(chosen, args.weights)
-    save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz})
+    save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz, "head": head})
     shutil.copyfile(weights, out / "best.pt")
     export_onnx(fused, out / "model.onnx", imgsz)
     log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
-    checks = run_checks(trained, fused, out, imgsz, data, val_imgsz)
+    checks = run_checks(trained, fused, out, imgsz, data, val_imgsz, head)
     latency = measure_latency(trained, imgsz=imgsz, device=recorded.latency_device if recorded else "auto",
+                              backend=recorded.latency_backend if recorded else "torch", head=head,
+                              threads=recorded.latency_threads if recorded else 1,
                               dtype=recorded.latency_dtype if recorded else "auto")
     retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
-    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule,
+    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule, "head": head,
             "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),
                         "retrained_map50_95": retrained["map50_95"] if retrained else None,
                         "retrained_epochs": retrained["epochs"] if retrained else None,
                         "params": attrs.get("params"), "gflops": attrs.get("gflops"),
                         "latency_ms": round(latency.median_ms, 4)},
             "latency": latency.to_dict(), "checks": checks, "data": data, "weights": str(weights),
+            "target": {"name": chosen.target, "latency_ms": round(on_target.median_ms, 4),
+                       "latency": on_target.to_dict()} if on_target else None,
             "versions": versions(), "commands": reproduce_commands(chosen, args, data)}
     write_model_card(out, card)
     for name, check in checks.items():
         log(f"check {name}: {'PASS' if check['ok'] else 'FAIL'}: {check['detail']}")
     log(f"latency: {latency.label()}")
+    if on_target:
+        log(f"latency on target {chosen.target} (recorded by search.remeasure): {on_target.label()}")
     log(f"wrote {out}/model.pt, best.pt, model.onnx, model_card.md, model_card.json")
     failed = [n for n, c in checks.items() if not c["ok"]]
     if failed:
@@ -214,7 +226,8 @@ def reproduce_commands(chosen: Picked, args: Any, data: str | None) -> list[str]
     if chosen.config is not None and chosen.config.space_file:
         cmds.append(f"python -m search.run --space {chosen.config.space_file} --study {args.study}")
     cmds.append(f"python -m search.retrain {src} --data {data} --epochs E --out DIR")
-    cmds.append(f"python -m search.export {src} --out {args.out}")
+    target = f" --target {chosen.target}" if chosen.target else ""
+    cmds.append(f"python -m search.export {src}{target} --out {args.out}")
     return cmds
 
 

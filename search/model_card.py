@@ -19,7 +19,9 @@ def write_model_card(folder: Path, card: dict[str, Any]) -> tuple[Path, Path]:
 def _markdown(card: dict[str, Any]) -> str:
     arch = card["architecture"]
     lines = [f"# YOLO26{arch['scale']} searched model `{card['hash']}`", "",
-             f"Chosen: {card['chosen']}", "", "## Architecture", "", "| stage | block | SE | kernels | downsample |",
+             f"Chosen: {card['chosen']}", "",
+             f"Head: `{card.get('head', 'unpinned')}` (validated, measured and exported)", "",
+             "## Architecture", "", "| stage | block | SE | kernels | downsample |",
              "|---|---|---|---|---|"]
     for name, st in arch["stages"].items():
         se = st.get("se")

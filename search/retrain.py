@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from search.pick import PickError, add_pick_args, check_pick_args, pick
@@ -49,10 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     recorded = chosen.config.trial if chosen.config is not None else TrialSettings(data="", out="")
     imgsz = args.imgsz or (recorded.imgsz if chosen.config is not None else 640)
     out = Path(args.out).resolve()
-    settings = TrialSettings(data=str(Path(args.data).resolve()), out=str(out / "train"), epochs=args.epochs,
-                             imgsz=imgsz, batch=args.batch, device=args.device,
-                             latency_imgsz=recorded.latency_imgsz, latency_device=recorded.latency_device,
-                             latency_dtype=recorded.latency_dtype)
+    settings = replace(recorded, data=str(Path(args.data).resolve()), out=str(out / "train"), epochs=args.epochs,
+                       imgsz=imgsz, batch=args.batch, device=args.device, latency_cache=None, nc=None,
+                       nan_at_batch=None)  # the study's head and latency setting, this run's data and schedule
     result = run_trial(chosen.arch, settings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))

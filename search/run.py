@@ -16,6 +16,7 @@ from pathlib import Path
 from search.config import RunConfig
 from search.space import SearchSpace, SpaceError
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
+from trainers.latency.report import BACKEND_NAMES
 from trainers.results import TrialSettings
 
 
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=positive_int("--workers", 1, 1024), default=1)
     p.add_argument("--ray-address", help="join an existing Ray cluster (e.g. auto or ray://host:10001)")
     p.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"))
+    p.add_argument("--latency-backend", choices=list(BACKEND_NAMES),
+                   help="runtime that times each candidate (default: the space's latency.backend, else torch)")
     p.add_argument("--trial-timeout", type=positive_float("--trial-timeout"), help="seconds; a slower trial is FAIL")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
@@ -107,8 +110,10 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
     device = args.device if args.device != "auto" else spec.latency.device
     trial = TrialSettings(
         data=data, out=str(root / name), epochs=args.epochs or spec.train.epochs, imgsz=args.imgsz or spec.train.imgsz,
-        batch=args.batch or spec.train.batch, device=device, latency_imgsz=spec.latency.imgsz, latency_device=device,
-        latency_dtype=spec.latency.dtype, latency_cache=str(root / "latency_cache.json"), seed=args.seed)
+        batch=args.batch or spec.train.batch, device=device, head=spec.head, latency_imgsz=spec.latency.imgsz,
+        latency_device=device, latency_dtype=spec.latency.dtype,
+        latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
+        latency_cache=str(root / "latency_cache.json"), seed=args.seed)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
@@ -129,6 +134,18 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
         return cfg.with_trial(data=data, nc=class_count(data))
     except ValueError as e:
         fail(f"--data: {e}")
+
+
+def check_latency_backend(cfg: RunConfig) -> None:
+    """Exit 2 with one line when the run's latency backend cannot measure here (before anything trains)."""
+    from trainers.latency.backends import get_backend
+    from trainers.latency.report import LatencySetting
+
+    t = cfg.trial
+    setting = LatencySetting(t.latency_imgsz, t.latency_device, t.latency_dtype, 1, t.latency_threads,
+                             t.latency_backend, t.head)
+    if (why := get_backend(t.latency_backend).unavailable(setting)) is not None:
+        fail(f"--latency-backend {t.latency_backend}: cannot run here: {why}")
 
 
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
@@ -156,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.cli import quiet_ultralytics
 
     quiet_ultralytics()
+    check_latency_backend(cfg)
     from search.driver import run_search
 
     try:

@@ -57,14 +57,16 @@ def read_exported(path: str | Path) -> dict[str, Any]:
 
 
 def load_exported(path: str | Path) -> Any:
-    """Rebuild, fuse and load a ``model.pt`` export; returns the fused model in eval mode."""
+    """Rebuild, fuse (with the recorded head pinned) and load a ``model.pt`` export; the fused model in eval mode."""
     from trainers.build import build_model
+    from trainers.heads import pin_head
     from trainers.inference import fused_copy
 
     payload = read_exported(path)
+    head = str(payload.get("head", "nms"))  # exports made before the head was pinned kept the one-to-many head
     try:
         arch = Architecture.from_dict(payload["architecture"])
-        model = fused_copy(build_model(arch, nc=int(payload["nc"])))
+        model = fused_copy(build_model(arch, nc=int(payload["nc"])), before_fuse=lambda m: pin_head(m, head))
         model.load_state_dict(payload["state_dict"], strict=True)
     except (ValueError, KeyError, RuntimeError) as e:
         raise ExportFormatError(f"{path}: weights do not fit the recorded architecture ({e})"[:300]) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -11,16 +12,20 @@ from torch import nn
 from blocks import reparameterize_model
 
 
-def fused_copy(model: nn.Module, ultralytics_fuse: bool = True, ours: bool = True) -> Any:
+def fused_copy(model: nn.Module, ultralytics_fuse: bool = True, ours: bool = True,
+               before_fuse: Callable[[Any], Any] | None = None) -> Any:
     """A float32, eval-mode deep copy of ``model`` with its conv+BN and rep branches folded.
 
     ``ultralytics_fuse`` runs Ultralytics' ``model.fuse()`` (its Conv+BN, Detect's unused
-    branch); ``ours`` runs :func:`blocks.reparameterize_model`. Folding happens in float32;
-    cast afterwards.
+    branch); ``ours`` runs :func:`blocks.reparameterize_model`. ``before_fuse`` is applied to the
+    copy first (e.g. :func:`trainers.heads.pin_head`, since ``fuse()`` drops the head not
+    selected). Folding happens in float32; cast afterwards.
     """
     fused: Any = copy.deepcopy(model).float().eval()
     for p in fused.parameters():
         p.requires_grad_(False)
+    if before_fuse is not None:
+        before_fuse(fused)
     if ultralytics_fuse and hasattr(fused, "fuse"):
         fused = fused.fuse(verbose=False)
     if ours:

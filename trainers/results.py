@@ -30,7 +30,8 @@ class TrialSettings:
         out: the trial's run directory (checkpoints, logs); never ``runs/``.
         epochs, imgsz, batch: training schedule and size.
         device: ``cpu``, ``0`` / ``cuda:0`` or ``auto``.
-        latency_imgsz, latency_device, latency_dtype: the deployment measurement.
+        head: the head trained for, validated and measured (``nms_free`` or ``nms``, see :mod:`trainers.heads`).
+        latency_imgsz, latency_device, latency_dtype, latency_backend, latency_threads: the deployment measurement.
         latency_cache: JSON file of cached latency figures, or ``None``.
         seed: training seed.
         nc: class count of ``data`` (``None``: read from the data YAML).
@@ -43,9 +44,12 @@ class TrialSettings:
     imgsz: int = 160
     batch: int = 16
     device: str = "auto"
+    head: str = "nms_free"
     latency_imgsz: int = 640
     latency_device: str = "auto"
     latency_dtype: str = "auto"
+    latency_backend: str = "torch"
+    latency_threads: int = 1
     latency_cache: str | None = None
     seed: int = 0
     nc: int | None = None

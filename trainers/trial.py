@@ -26,6 +26,8 @@ from typing import Any
 
 from trainers.architecture import Architecture, read_architecture
 from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, log, positive_int
+from trainers.heads import DEFAULT_HEAD, HEADS
+from trainers.latency.report import BACKEND_NAMES
 from trainers.results import PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
 
 
@@ -36,7 +38,8 @@ def measure_pre_training(model: Any, arch_hash: str, settings: TrialSettings) ->
 
     cache = LatencyCache(settings.latency_cache) if settings.latency_cache else None
     report, cached = measure_model_latency(model, arch_hash, settings.latency_imgsz, settings.latency_device,
-                                           settings.latency_dtype, cache=cache)
+                                           settings.latency_dtype, cache=cache, threads=settings.latency_threads,
+                                           backend=settings.latency_backend, head=settings.head)
     return PreTraining(count_params(model), round(gflops(model, settings.latency_imgsz), 4), report, cached)
 
 
@@ -59,8 +62,11 @@ def trial_overrides(arch: Architecture, settings: TrialSettings, out: Path, devi
     A search trains each candidate for a few epochs, so: AdamW at lr0 0.003 (Ultralytics' ``auto``
     picks about 0.001 for 5 classes, too slow for 12 epochs), an optimizer step every batch
     (``nbs`` = batch; the default 64 accumulates several batches per step, leaving few steps), no
-    warm-up bias learning rate, a short warm-up, and mosaic closed for the last quarter.
+    warm-up bias learning rate, a short warm-up, and mosaic closed for the last quarter. Validation
+    scores the pinned head (``nms=False`` selects the one-to-one head, ``None`` one-to-many + NMS).
     """
+    from trainers.heads import ultralytics_nms_arg
+
     return {
         "model": f"yolo26{arch.scale}.yaml", "data": settings.data, "epochs": settings.epochs,
         "imgsz": settings.imgsz, "batch": settings.batch, "device": device, "project": str(out.parent),
@@ -68,6 +74,7 @@ def trial_overrides(arch: Architecture, settings: TrialSettings, out: Path, devi
         "seed": settings.seed, "deterministic": False, "verbose": False, "val": True,
         "close_mosaic": max(1, settings.epochs // 4), "warmup_epochs": min(3.0, settings.epochs / 5),
         "amp": device != "cpu", "nbs": settings.batch, "warmup_bias_lr": 0.0, "optimizer": "AdamW", "lr0": 0.003,
+        "nms": ultralytics_nms_arg(settings.head),
     }
 
 
@@ -127,6 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-imgsz", type=positive_int("--latency-imgsz", 32, 4096), default=640)
     p.add_argument("--latency-device", type=device_arg, default="auto")
     p.add_argument("--latency-dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--latency-backend", choices=list(BACKEND_NAMES), default="torch")
+    p.add_argument("--latency-threads", type=positive_int("--latency-threads", 1, 256), default=1)
+    p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD)
     p.add_argument("--latency-cache", default=None)
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
@@ -156,7 +166,8 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
     settings = TrialSettings(
         data=str(args.data.resolve()), out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         device=args.device, latency_imgsz=args.latency_imgsz, latency_device=args.latency_device,
-        latency_dtype=args.latency_dtype, latency_cache=args.latency_cache, seed=args.seed,
+        latency_dtype=args.latency_dtype, latency_backend=args.latency_backend, latency_threads=args.latency_threads,
+        head=args.head, latency_cache=args.latency_cache, seed=args.seed,
         nan_at_batch=args.nan_at_batch)
     return TrialJob(arch, settings)
 

@@ -19,6 +19,8 @@ from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEME
 from search.space.errors import SpaceError, did_you_mean
 from trainers.architecture import SCALES
 from trainers.devices import DEVICE_ALLOWED, is_device
+from trainers.heads import DEFAULT_HEAD, HEADS
+from trainers.latency.report import BACKEND_NAMES
 from trainers.yolo26 import STAGE_LAYERS
 
 METRICS: dict[str, str] = {
@@ -30,10 +32,10 @@ METRICS: dict[str, str] = {
 }
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "stages", "objectives", "constraints", "latency", "train")
+TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
-LATENCY_KEYS = ("imgsz", "device", "dtype")
+LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
 TRAIN_KEYS = ("data", "epochs", "imgsz", "batch")
 MAX_RATIO = 64
 
@@ -70,11 +72,13 @@ class Constraint:
 
 @dataclass(frozen=True)
 class LatencySettings:
-    """Where and how latency is measured: deployment image size, device, dtype."""
+    """Where and how latency is measured: deployment image size, device, dtype, runtime backend, CPU threads."""
 
     imgsz: int = 640
     device: str = "auto"
     dtype: str = "auto"
+    backend: str = "torch"
+    threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class SpaceFile:
     source: str
     base: str
     scale: str
+    head: str
     stages: tuple[tuple[str, StageSpace], ...]
     objectives: tuple[tuple[str, str], ...]
     constraints: tuple[Constraint, ...]
@@ -216,9 +221,10 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     if base != "yolo26.yaml":
         raise r.fail("base", f"must be an Ultralytics YOLO26 detection config like 'yolo26.yaml', got {_short(base)}")
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
+    head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
     stages = _parse_stages(r, d["stages"])
     return SpaceFile(
-        source=source, base=base, scale=scale, stages=stages,
+        source=source, base=base, scale=scale, head=head, stages=stages,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
         latency=_parse_latency(r, d.get("latency")),
@@ -325,7 +331,9 @@ def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
     if not is_device(device):
         raise r.fail("latency.device", f"must be {DEVICE_ALLOWED}, got {_short(device)}")
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
-    return LatencySettings(imgsz=imgsz, device=device, dtype=dtype)
+    backend = r.choice(d.get("backend", "torch"), "latency.backend", BACKEND_NAMES)
+    threads = r.integer(d.get("threads", 1), "latency.threads", 1, 256)
+    return LatencySettings(imgsz=imgsz, device=device, dtype=dtype, backend=backend, threads=threads)
 
 
 def _parse_train(r: _Reader, value: Any) -> TrainSettings:

@@ -35,6 +35,16 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
     assert (tmp_path / "studies" / "tiny" / "pareto.json").is_file()
     assert not (tmp_path / "runs").exists()
     trained = trial_dirs(tmp_path, "tiny")
+    from trainers.results import TrialJob
+
+    by_number = {t.number: t for t in study.trials}
+    for folder in trained:  # the job each trial process read: the parent's figures, not measured again
+        job = TrialJob.read(folder / "trial.json")
+        trial = by_number[int(folder.name.split("_")[1])]
+        assert job.architecture.hash == trial.user_attrs["hash"] and job.settings.head == "nms_free"
+        assert job.pre_training is not None and job.pre_training.params == trial.user_attrs["params"]
+        assert job.pre_training.latency.median_ms == trial.user_attrs["latency"]["median_ms"]
+    assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -106,3 +116,12 @@ def test_bad_space_is_one_line_and_exit_2(tmp_path: Path) -> None:
     r = run_search(tmp_path, "stages: {p3_backbone: {block: [Nope]}}", timeout=60)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "stages.p3_backbone.block[0]" in r.stderr
+
+
+def test_a_latency_backend_that_cannot_run_stops_before_training(tmp_path: Path, data: Path) -> None:
+    space = FIXED_SPACE.replace("device: cpu}", "device: cpu, dtype: float16}")
+    r = run_search(tmp_path, space, "--data", str(data), "--trials", "1", "--latency-backend", "onnxruntime")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.splitlines() == ["error: --latency-backend onnxruntime: cannot run here: the onnxruntime backend "
+                                     "measures the float32 export, got dtype 'float16'"]
+    assert not (tmp_path / "studies" / "space.db").exists() and not trial_dirs(tmp_path, "space")

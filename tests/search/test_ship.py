@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from search_helpers import TINY_SPACE, load, run_search
@@ -63,12 +62,13 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
 
     payload = torch.load(out / "model.pt", weights_only=True)
     assert set(payload) >= {"architecture", "nc", "names", "state_dict"}
+    assert payload["head"] == card["head"] == card["latency"]["head"] == "nms_free"  # the study's pinned head
 
     from ultralytics.nn.tasks import load_checkpoint
 
-    from search.onnx_io import FirstOutput
     from trainers import load_exported
     from trainers.inference import fused_copy
+    from trainers.onnx_io import FirstOutput, detections_distance
 
     trained, _ = load_checkpoint(str(out / "best.pt"), device="cpu")
     fused = fused_copy(trained.float())
@@ -80,7 +80,8 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     import onnxruntime as ort
 
     (got,) = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": x[:1].numpy()})
-    assert np.abs(got - want).max() <= 1e-3
+    assert got.shape == (1, 84, 6)  # the one-to-one head's top-k (84 anchors at 64 px): box, score, class
+    assert detections_distance(got, want) <= 1e-3  # near-tied scores of a 1-epoch model may sort differently
 
 
 def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Path) -> None:

@@ -180,20 +180,37 @@ def calibrated(rep_trial: Trained, coco8_copy: Path) -> nn.Module:
     return _raise_class_scores_(_calibrate_bn_(_load_best(rep_trial), images), shift=5.0)
 
 
+def _pinned(model: nn.Module, head: str) -> nn.Module:
+    from trainers.heads import pin_head
+
+    return pin_head(copy.deepcopy(model), head)
+
+
+@pytest.mark.parametrize("head", ["nms", "nms_free"])
 @pytest.mark.parametrize("form", ["checkpoint", "calibrated"])
 def test_fused_raw_outputs_match_unfused_on_val_images(rep_trial: Trained, calibrated: nn.Module,
-                                                       coco8_copy: Path, form: str) -> None:
+                                                       coco8_copy: Path, form: str, head: str) -> None:
+    """The pinned head's raw outputs (one-to-many decoded boxes, or one-to-one logits) agree fused and unfused."""
+    from trainers.heads import pin_head
     from trainers.inference import count_params, fused_copy
 
-    model = _load_best(rep_trial) if form == "checkpoint" else calibrated
+    model = _pinned(_load_best(rep_trial) if form == "checkpoint" else calibrated, head)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fused = fused_copy(model)
+    fused = fused_copy(model, before_fuse=lambda m: pin_head(m, head))
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert count_params(fused) < count_params(model)
     x = _images(coco8_copy, "val", IMGSZ)
+    nc = class_count(coco8_copy)
     with torch.no_grad():
-        expected, got = model(x)[0], fused(x)[0]
-    assert expected.shape == got.shape == (len(x), 4 + class_count(coco8_copy), 84)  # 8x8 + 4x4 + 2x2 anchors
+        (y_model, raw_model), (y_fused, raw_fused) = model(x), fused(x)
+    if head == "nms":
+        expected, got = y_model, y_fused
+        assert expected.shape == got.shape == (len(x), 4 + nc, 84)  # 8x8 + 4x4 + 2x2 anchors
+    else:
+        assert y_model.shape == y_fused.shape == (len(x), 84, 6)  # top-k of 84 anchors: box, score, class
+        expected, got = (torch.cat([raw["one2one"]["boxes"], raw["one2one"]["scores"]], 1)
+                         for raw in (raw_model, raw_fused))
+        assert expected.shape == got.shape == (len(x), 4 + nc, 84)  # YOLO26: 4 box distances (no DFL) + class logits
     if form == "calibrated":  # the output depends on the image, so a wrong fuse cannot hide
         assert expected.std(dim=0).max() > 1e-2
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)
@@ -210,7 +227,7 @@ def _inside(label_line: str, margin: float = 0.01) -> bool:
     return min(x - w / 2, y - h / 2) > margin and max(x + w / 2, y + h / 2) < 1 - margin
 
 
-def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int) -> Path:
+def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int, head: str) -> Path:
     """A copy of ``data`` whose val labels are ``model``'s ``keep`` most confident detections inside the image.
 
     Predictions come from the validator ``evaluate`` runs (``save_txt`` with confidences), so
@@ -218,11 +235,13 @@ def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int) ->
     """
     from ultralytics.models.yolo.detect import DetectionValidator
 
+    from trainers.heads import ultralytics_nms_arg
+
     shutil.copytree(data.parent, dst)
     save = dst.parent / "pseudo_val"
     args = {"data": str(dst / data.name), "imgsz": EVAL_IMGSZ, "batch": 16, "device": "cpu", "plots": False,
             "verbose": False, "save_json": False, "half": False, "workers": 0, "save_txt": True, "save_conf": True,
-            "project": str(save.parent), "name": save.name, "exist_ok": True}
+            "project": str(save.parent), "name": save.name, "exist_ok": True, "nms": ultralytics_nms_arg(head)}
     DetectionValidator(args=args)(model=copy.deepcopy(model))  # its AutoBackend fuses in place
     rows = sorted(((float(line.split()[5]), f.stem, " ".join(line.split()[:5]))
                    for f in (save / "labels").glob("*.txt") for line in f.read_text().splitlines()
@@ -239,8 +258,10 @@ def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int) ->
     return dst / data.name
 
 
-def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: Path, tmp_path: Path) -> None:
-    """mAP50-95 of the trained rep model vs its fused copy, within 1e-3, on two label sets.
+@pytest.mark.parametrize("head", ["nms_free", "nms"])
+def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: Path, tmp_path: Path,
+                                             head: str) -> None:
+    """mAP50-95 of the trained rep model vs its fused copy, for the pinned head, within 1e-3, on two label sets.
 
     After one epoch at 64 px coco8's own mAP is ~0, which would let a broken fuse pass; so the
     val images are also labelled with the model's own 12 most confident detections, against
@@ -248,14 +269,16 @@ def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: 
     boxes, scores and classes. A copy with one slightly wrong kernel scores visibly lower.
     """
     from trainers.evaluate import evaluate
+    from trainers.heads import pin_head
     from trainers.inference import fused_copy
 
-    fused = fused_copy(calibrated)
-    pseudo = _pseudo_labelled_copy(calibrated, coco8_copy, tmp_path / "pseudo" / "coco8", keep=12)
+    trained = _pinned(calibrated, head)
+    fused = fused_copy(trained, before_fuse=lambda m: pin_head(m, head))
+    pseudo = _pseudo_labelled_copy(trained, coco8_copy, tmp_path / "pseudo" / "coco8", keep=12, head=head)
     scores = {}
     for name, data in (("coco8", coco8_copy), ("pseudo", pseudo)):
-        a = evaluate(calibrated, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "unfused")
-        b = evaluate(fused, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "fused")
+        a = evaluate(trained, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "unfused", head=head)
+        b = evaluate(fused, str(data), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / name / "fused", head=head)
         assert all(0.0 <= v <= 1.0 for v in (*a.values(), *b.values()))
         assert b["map50_95"] == pytest.approx(a["map50_95"], abs=1e-3), name
         assert b["map50"] == pytest.approx(a["map50"], abs=1e-3), name
@@ -266,5 +289,5 @@ def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: 
     noise = torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         conv.weight.add_(0.1 * conv.weight.std() * noise)
-    c = evaluate(broken, str(pseudo), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / "pseudo" / "broken")
+    c = evaluate(broken, str(pseudo), EVAL_IMGSZ, device="cpu", save_dir=tmp_path / "pseudo" / "broken", head=head)
     assert c["map50_95"] < scores["pseudo"]["map50_95"] - 0.1, (scores, c)

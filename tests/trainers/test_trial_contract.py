@@ -94,3 +94,18 @@ def test_child_builds_once_and_keeps_the_handed_in_figures(tmp_path: Path, coco8
     assert builds == [REP_ARCH.hash]  # the trainer trained the model built for the trial, not a second one
     assert (result.params, result.gflops, result.latency) == (FAKE.params, FAKE.gflops, FAKE.latency)
     assert 0.0 <= result.map50_95 <= 1.0 and len(result.epoch_map) == 1
+
+
+@pytest.mark.parametrize(("head", "nms"), [("nms_free", False), ("nms", None)])
+def test_the_pinned_head_reaches_validation_and_latency(tmp_path: Path, head: str, nms: bool | None,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ultralytics validates the head the trial pins (nms=False: one-to-one), and its latency is of that head."""
+    from trainers.build import build_model
+    from trainers.trial import measure_pre_training, trial_overrides
+
+    monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
+    settings = _settings(tmp_path, head=head)
+    assert trial_overrides(REP_ARCH, settings, tmp_path / "out", "cpu")["nms"] is nms
+    pre = measure_pre_training(build_model(REP_ARCH, nc=80), REP_ARCH.hash, settings)
+    assert pre.latency.head == head and pre.latency.backend == "torch"
+    assert pre.latency.post.startswith("one-to-many head + NMS" if head == "nms" else "one-to-one head, top-300")

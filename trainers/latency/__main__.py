@@ -1,4 +1,4 @@
-"""``python -m trainers.latency --arch ARCH.json --imgsz S [--device ...] [--unfused]``.
+"""``python -m trainers.latency --arch ARCH.json --imgsz S [--device ...] [--backend B] [--head H] [--unfused]``.
 
 Prints the LatencyReport of the architecture (untrained: latency does not depend on the
 weights) as one JSON line. ``--unfused`` measures the training form, with no fusing at all.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 
 from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, positive_int
+from trainers.heads import DEFAULT_HEAD, HEADS
+from trainers.latency.report import BACKEND_NAMES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int("--threads", 1, 1024), default=2)
     p.add_argument("--nc", type=positive_int("--nc", 1, 10000), default=80)
     p.add_argument("--unfused", action="store_true", help="measure the training form (no fusing at all)")
+    p.add_argument("--backend", choices=list(BACKEND_NAMES), default="torch", help="runtime that times the model")
+    p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD, help="head measured, with its post-processing")
     args = p.parse_args(argv)
     if args.imgsz % 32:
         fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
@@ -39,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report, _ = measure_architecture_latency(arch, args.imgsz, args.device, args.dtype, args.batch, nc=args.nc,
-                                                 fused=not args.unfused, threads=args.threads)
+                                                 fused=not args.unfused, threads=args.threads, backend=args.backend,
+                                                 head=args.head)
     except ValueError as e:  # e.g. a CUDA device on a machine without one
         fail(str(e))
     emit_json(report.to_dict())

@@ -1,14 +1,39 @@
-"""The latency report: one figure and everything needed to read it (pure data, no torch import)."""
+"""The latency report and setting: one figure, everything needed to read it, how to ask for it (no torch import)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+BACKEND_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # trainers.latency.backends.backends() keys
+SAMPLES_KEPT = 200  # raw timings kept on a report: enough to recompute its interval or compare two reports
+
+
+@dataclass(frozen=True)
+class LatencySetting:
+    """How to measure: deployment size, device, dtype, batch, CPU threads, runtime backend and head."""
+
+    imgsz: int = 640
+    device: str = "auto"
+    dtype: str = "auto"
+    batch: int = 1
+    threads: int = 1
+    backend: str = "torch"
+    head: str = "nms_free"
+
+    def target(self, device_kind: str, dtype: str) -> str:
+        """A short name of this setting on a resolved device, e.g. ``onnxruntime/cpu/float32/640/t1/nms_free``."""
+        return f"{self.backend}/{device_kind}/{dtype}/{self.imgsz}/t{self.threads}/{self.head}"
 
 
 @dataclass(frozen=True)
 class LatencyReport:
-    """One latency figure and everything needed to read it."""
+    """One latency figure (the median) and everything needed to read it.
+
+    ``ci_low_ms``/``ci_high_ms``: a distribution-free 95% interval of the median (order
+    statistics of ``samples``); ``None`` on reports written before intervals existed.
+    ``measured_at``: when (UTC, ISO 8601). Defaults keep older reports (cache files, studies) readable.
+    """
 
     median_ms: float
     p90_ms: float
@@ -23,18 +48,44 @@ class LatencyReport:
     threads: int
     torch: str
     fused: bool
+    backend: str = "torch"
+    backend_version: str = ""
+    head: str = "unpinned"
+    post: str = ""
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    measured_at: str = ""
+    samples: tuple[float, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
-        return asdict(self)
+        out = asdict(self)
+        out["samples"] = list(self.samples)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyReport:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        """Inverse of :meth:`to_dict`; keys a report of an older version lacks take their defaults."""
+        kw = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        kw["samples"] = tuple(kw.get("samples", ()))
+        return cls(**kw)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The median's interval (the median itself, twice, when the report has none)."""
+        if self.ci_low_ms is None or self.ci_high_ms is None:
+            return self.median_ms, self.median_ms
+        return self.ci_low_ms, self.ci_high_ms
+
+    def overlaps(self, other: LatencyReport) -> bool:
+        """Whether the two medians' intervals overlap (their difference is within the noise)."""
+        lo, hi = self.interval
+        olo, ohi = other.interval
+        return lo <= ohi and olo <= hi
 
     def label(self) -> str:
-        """A one-line label: ``1.42 ms median (p90 1.45, cv 0.4%) graph fp16 b1 640px on NVIDIA H100, torch 2.x``."""
-        return (f"{self.median_ms:.2f} ms median (p90 {self.p90_ms:.2f}, cv {100 * self.cv:.1f}%, n={self.n}) "
-                f"{self.mode} {self.dtype} b{self.batch} {self.imgsz}px on {self.device} "
-                f"({self.threads} threads), torch {self.torch}")
+        """A one-line label: ``1.42 ms median [1.40, 1.45] (p90 ..., cv ...) torch graph float16 b1 640px ...``."""
+        lo, hi = self.interval
+        return (f"{self.median_ms:.2f} ms median [{lo:.2f}, {hi:.2f}] (p90 {self.p90_ms:.2f}, cv {100 * self.cv:.1f}%, "
+                f"n={self.n}) {self.backend} {self.mode} {self.dtype} b{self.batch} {self.imgsz}px head {self.head} "
+                f"on {self.device} ({self.threads} threads), torch {self.torch}")

@@ -8,27 +8,41 @@ coefficient of variation.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
-__all__ = ["cuda_graph_runner", "summarize", "time_cpu", "time_cuda", "time_cuda_events"]
+Forward = Callable[[torch.Tensor], Any]
+"""What is timed: a model, or a model plus its post-processing (anything called on the input batch)."""
+
+__all__ = ["cuda_graph_runner", "median_interval", "summarize", "time_cpu", "time_cuda", "time_cuda_events"]
+
+
+def median_interval(times_ms: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A distribution-free ~95% interval of the median: the order statistics at ``n/2 -+ z*sqrt(n)/2``."""
+    ordered = sorted(times_ms)
+    n = len(ordered)
+    half = z * math.sqrt(n) / 2
+    lo, hi = max(0, math.floor(n / 2 - half) - 1), min(n - 1, math.ceil(n / 2 + half) - 1)
+    return ordered[lo], ordered[hi]
 
 
 def summarize(times_ms: list[float]) -> dict[str, float]:
-    """``median_ms``, ``p90_ms``, ``mean_ms`` and ``cv`` (population std / mean) of a list of times."""
+    """``median_ms``, ``p90_ms``, ``mean_ms``, ``cv`` (population std / mean) and the median's interval."""
     ordered = sorted(times_ms)
     mean = statistics.fmean(ordered)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
     cv = statistics.pstdev(ordered) / mean if mean > 0 else 0.0
-    return {"median_ms": statistics.median(ordered), "p90_ms": p90, "mean_ms": mean, "cv": cv}
+    lo, hi = median_interval(ordered)
+    return {"median_ms": statistics.median(ordered), "p90_ms": p90, "mean_ms": mean, "cv": cv, "ci_low_ms": lo,
+            "ci_high_ms": hi}
 
 
-def time_cpu(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int, min_seconds: float = 0.0) -> list[float]:
+def time_cpu(model: Forward, x: torch.Tensor, warmup: int, repeats: int, min_seconds: float = 0.0) -> list[float]:
     """``repeats`` timed forwards after ``warmup`` untimed ones (more, up to 10x, until ``min_seconds`` passed)."""
     times: list[float] = []
     with torch.no_grad():
@@ -58,7 +72,7 @@ def time_cuda_events(run: Callable[[], Any], warmup: int, repeats: int) -> list[
     return times
 
 
-def cuda_graph_runner(model: nn.Module, x: torch.Tensor, warmup: int = 3) -> Callable[[], Any] | None:
+def cuda_graph_runner(model: Forward, x: torch.Tensor, warmup: int = 3) -> Callable[[], Any] | None:
     """A function replaying ``model(x)`` captured in a CUDA graph, or ``None`` when capture fails.
 
     The model is warmed up on a side stream first, as CUDA-graph capture requires.
@@ -79,7 +93,7 @@ def cuda_graph_runner(model: nn.Module, x: torch.Tensor, warmup: int = 3) -> Cal
     return graph.replay
 
 
-def time_cuda(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[list[float], str]:
+def time_cuda(model: Forward, x: torch.Tensor, warmup: int, repeats: int) -> tuple[list[float], str]:
     """CUDA-graph replays of ``model(x)`` timed with CUDA events; eager if capture fails. Returns ``(times, mode)``."""
     replay = cuda_graph_runner(model, x, warmup)
     if replay is not None:

@@ -1,0 +1,115 @@
+"""The Pareto front as people read it: rows with deltas against the stock baseline, a table, JSON, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from search.pareto.front import (
+    baseline_trial,
+    front_hypervolume,
+    intervals_overlap,
+    latency_interval,
+    pareto_front,
+    trial_metrics,
+)
+from search.space import Constraint
+from trainers.latency.report import LatencyReport
+
+
+def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
+               latency: Mapping[int, LatencyReport] | None = None) -> list[dict[str, Any]]:
+    """One dict per front point: trial, hash, mAP, latency and its interval, params, blocks, deltas vs the baseline.
+
+    ``latency_ci``: the 95% interval of the latency median (``None`` when its report has none);
+    ``within_noise``: whether it overlaps the interval of a neighbouring row (the row before or
+    after in ``front``'s order), i.e. their latency difference is noise.
+    """
+    base = trial_metrics(baseline, latency) if baseline else {}
+    intervals = [latency_interval(t, latency) for t in front]
+    rows = []
+    for i, t in enumerate(front):
+        m, ci = trial_metrics(t, latency), intervals[i]
+        neighbours = intervals[max(0, i - 1):i] + intervals[i + 1:i + 2]
+        row = {"trial": t.number, "hash": t.user_attrs.get("hash"), "map50_95": m.get("map50_95"),
+               "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
+               "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
+               "params_m": m.get("params_m"), "blocks": t.user_attrs.get("blocks")}
+        if base:
+            row["d_map_points"] = 100 * (m.get("map50_95", math.nan) - base["map50_95"])
+            row["latency_ratio"] = m.get("latency_ms", math.nan) / base["latency_ms"]
+        rows.append(row)
+    return rows
+
+
+NOISE_NOTE = "~ latency within the noise of a neighbouring row (their 95% intervals overlap)"
+
+
+def _interval_text(ci: Sequence[float] | None) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The front as a fixed-width text table; ``~`` after a latency within the noise of a neighbour's."""
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>8} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
+            f"{'dmAP pt':>7} {'lat x':>6}  blocks")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lat = f"{r['latency_ms']:.2f}{'~' if r.get('within_noise') else ' '}"
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {r['map50_95']:>8.4f} {lat:>9} "
+                     f"{_interval_text(r.get('latency_ci')):>16} {r['params_m']:>8.3f} "
+                     f"{r.get('d_map_points', math.nan):>+7.2f} {r.get('latency_ratio', math.nan):>6.3f}  "
+                     f"{r['blocks']}")
+    if any(r.get("within_noise") for r in rows):
+        lines.append(NOISE_NOTE)
+    return "\n".join(lines)
+
+
+def write_report(study: optuna.Study, folder: Path, objectives: Sequence[tuple[str, str]],
+                 constraints: Sequence[Constraint],
+                 latency: Mapping[int, LatencyReport] | None = None) -> dict[str, Any]:
+    """Write ``pareto.json``, ``pareto.txt`` and the Pareto plot(s) into ``folder``; return the summary.
+
+    ``latency``: figures replacing those trials' own (listed in the summary as ``latency_replaced``).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    front = pareto_front(study, objectives, constraints, latency)
+    baseline = baseline_trial(study)
+    rows = front_rows(front, baseline, latency)
+    summary = {"study": study.study_name, "front": rows, "hypervolume": front_hypervolume(front, baseline, latency),
+               "baseline_trial": baseline.number if baseline else None,
+               "latency_replaced": sorted(latency) if latency else [],
+               "plots": _write_plots(study, folder, objectives)}
+    (folder / "pareto.json").write_text(json.dumps(summary, indent=1, default=str))
+    (folder / "pareto.txt").write_text(format_table(rows) + "\n")
+    return summary
+
+
+def _write_plots(study: optuna.Study, folder: Path, objectives: Sequence[tuple[str, str]]) -> list[str]:
+    names = [m for m, _ in objectives]
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) or not 2 <= len(names) <= 3:
+        return []
+    written = []
+    try:
+        fig = optuna.visualization.plot_pareto_front(study, target_names=names)
+        fig.write_html(str(folder / "pareto.html"))
+        written.append(str(folder / "pareto.html"))
+    except Exception:  # plotly missing or too old: the PNG below still tells the story
+        pass
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
+        figure: Any = ax.get_figure(root=True)
+        figure.savefig(folder / "pareto.png", dpi=120, bbox_inches="tight")
+        written.append(str(folder / "pareto.png"))
+    except Exception:
+        pass
+    return written

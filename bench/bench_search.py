@@ -1,19 +1,29 @@
-"""Benchmark: hypervolume of TPE vs NSGA-II vs random search at a fixed small budget.
+"""Benchmark: does the default search beat random search at an equal budget of training epochs?
 
-Runs ``python -m search.run`` once per (sampler, seed) with the same space, data, number of
-trials, epochs and image size; all runs share one latency cache, so every study's reference
-point (mAP 0, 2x the baseline's latency) is the same. Prints each run's hypervolume and, per
-sampler, mean and spread, with the machine. Goal: the default (TPE) beats random search.
+Arms (each over ``--seeds``):
 
-Run from the repository root::
+- ``random``: random sampler, every trial trains all its epochs (no rungs);
+- ``default``: the default sampler (TPE), no rungs;
+- ``default+rungs``: the default sampler with multi-objective successive halving (``--rungs``).
 
-    python3 bench/bench_search.py [--trials 10] [--seeds 0 1 2] [--epochs 10] [--data DATA.yaml]
+Every study gets the same budget of *trained epochs* (``--epoch-budget``): the bench grows the
+study one trial at a time (``search.run`` resumes a study) until the epochs its trials trained
+(the length of their per-epoch mAP; early-stopped trials count what they trained, reused and
+pruned-before-training trials count 0) reach the budget. All studies share one studies folder,
+so one latency cache; hypervolume is computed here for every study against ONE reference point
+(mAP 0, 2x the stock model's latency in the first study), from the trials' own figures.
+
+Defaults (sized for about 60 minutes on a 2-core CPU): the embedded synthetic set, 8 epochs per
+trial at 128 px, a budget of 40 epochs per study (5 full trials), rungs at epochs 2 and 4 with
+eta 3, seeds 0 1 2. Prints every study, then per arm the hypervolume mean and stdev and the
+number of architectures explored, with the machine.
+
+    python3 bench/bench_search.py [--epoch-budget 40] [--epochs 8] [--seeds 0 1 2] [--root DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,56 +31,103 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from machine import print_machine
 
 REPO = Path(__file__).resolve().parents[1]
+ARMS: dict[str, list[str]] = {
+    "random": ["--sampler", "random", "--rungs", ""],
+    "default": ["--sampler", "tpe", "--rungs", ""],
+    "default+rungs": ["--sampler", "tpe"],
+}
 
 
-def run_one(sampler: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
-    """Run one study (``python -m search.run``) and return its hypervolume, front size, best mAP and wall time."""
-    cmd = [sys.executable, "-m", "search.run", "--space", args.space, "--trials", str(args.trials), "--sampler",
-           sampler, "--seed", str(seed), "--study", f"{sampler}_s{seed}", "--studies-dir", str(root)]
-    for flag in ("data", "epochs", "imgsz"):
-        if getattr(args, flag):
-            cmd += [f"--{flag}", str(getattr(args, flag))]
-    t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, "YOLO_OFFLINE": "1"})
-    if r.returncode != 0:
-        raise RuntimeError(f"{sampler} seed {seed} failed: {r.stderr[-2000:]}")
-    summary = json.loads((root / f"{sampler}_s{seed}" / "pareto.json").read_text())
-    hv = (summary["hypervolume"] or {}).get("hypervolume", 0.0)
-    best = max((row["map50_95"] for row in summary["front"]), default=0.0)
-    return {"hypervolume": hv, "front": len(summary["front"]), "best_map": best, "wall_s": time.time() - t0}
+def trained_epochs(study: Any) -> int:
+    """Epochs the study's trials trained (per-epoch mAP recorded; reused trials count 0)."""
+    return sum(len(t.user_attrs.get("epoch_map", [])) for t in study.trials if "reused_from" not in t.user_attrs)
+
+
+def load(root: Path, name: str) -> Any:
+    """The Optuna study ``name`` in ``root``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{root / f'{name}.db'}")
+
+
+def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Grow one study until it has trained ``--epoch-budget`` epochs; its trials and wall time."""
+    name = f"{arm.replace('+', '_')}_s{seed}"
+    base = [sys.executable, "-m", "search.run", "--space", args.space, "--seed", str(seed), "--study", name,
+            "--studies-dir", str(root), "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), *ARMS[arm]]
+    if arm == "default+rungs":
+        base += ["--rungs", args.rungs]
+    if args.data:
+        base += ["--data", args.data]
+    t0, trials = time.time(), 1
+    while True:
+        r = subprocess.run([*base, "--trials", str(trials)], capture_output=True, text=True, cwd=REPO,
+                           env={**os.environ, "YOLO_OFFLINE": "1"})
+        if r.returncode != 0:
+            raise RuntimeError(f"{name} failed: {r.stderr[-2000:]}")
+        study = load(root, name)
+        if trained_epochs(study) >= args.epoch_budget or trials >= 10 * args.epoch_budget:
+            break
+        trials += 1
+    return {"study": study, "wall_s": time.time() - t0, "epochs": trained_epochs(study)}
+
+
+def hypervolume(study: Any, ref_latency: float) -> tuple[float, int]:
+    """Hypervolume of the study's front against (mAP 0, ``ref_latency``), and its distinct architectures."""
+    from search.config import RunConfig
+    from search.pareto import hypervolume_2d, pareto_front, trial_metrics
+
+    cfg = RunConfig.from_study(study)
+    front = pareto_front(study, cfg.objectives, cfg.constraints)
+    pts = [(trial_metrics(t)["map50_95"], trial_metrics(t)["latency_ms"]) for t in front]
+    explored = len({t.user_attrs.get("hash") for t in study.trials if t.user_attrs.get("hash")})
+    return hypervolume_2d(pts, (0.0, ref_latency)), explored
 
 
 def main() -> None:
-    """Run every (sampler, seed) study, printing the machine, each run and the per-sampler summary."""
+    """Run every (arm, seed) study; print each and the per-arm summary with the machine."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default=str(REPO / "spaces" / "yolo26.yaml"))
-    p.add_argument("--samplers", nargs="+", default=["tpe", "nsga2", "random"])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--imgsz", type=int)
+    p.add_argument("--epoch-budget", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--imgsz", type=int, default=128)
+    p.add_argument("--rungs", default="2,4")
     p.add_argument("--data")
     p.add_argument("--root", help="studies folder (default: a temp dir)")
     args = p.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="bench-search-")).resolve()
     print_machine()
-    print(f"# {args.trials} trials per study, epochs {args.epochs or 'space default'}, studies in {root}", flush=True)
-    results: dict[str, list[dict[str, float]]] = {}
-    for sampler in args.samplers:
+    print(f"# budget {args.epoch_budget} trained epochs per study; {args.epochs} epochs per trial at {args.imgsz} px; "
+          f"rungs {args.rungs}; studies in {root}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    ref: float | None = None
+    for arm in args.arms:
         for seed in args.seeds:
-            r = run_one(sampler, seed, args, root)
-            results.setdefault(sampler, []).append(r)
-            print(f"{sampler:>7} seed {seed}: hypervolume {r['hypervolume']:.4f}, front {r['front']}, "
-                  f"best mAP50-95 {r['best_map']:.3f}, {r['wall_s']:.0f} s", flush=True)
-    print(f"\n{'sampler':>7} {'HV mean':>8} {'HV stdev':>8} {'runs':>4}")
-    for sampler, rs in results.items():
-        hvs = [r["hypervolume"] for r in rs]
+            run = run_arm(arm, seed, args, root)
+            if ref is None:
+                from search.pareto import baseline_trial, trial_metrics
+
+                base = baseline_trial(run["study"])
+                ref = 2 * trial_metrics(base)["latency_ms"] if base else 1e9
+            run["hv"], run["explored"] = hypervolume(run["study"], ref)
+            runs.setdefault(arm, []).append(run)
+            print(f"{arm:>14} seed {seed}: hypervolume {run['hv']:.4f}, {run['explored']} architectures, "
+                  f"{run['epochs']} epochs trained, {run['wall_s']:.0f} s", flush=True)
+    print(f"\n# reference point: mAP 0, latency {ref:.2f} ms (2x the stock model's)")
+    print(f"{'arm':>14} {'HV mean':>8} {'HV stdev':>8} {'archs mean':>10} {'runs':>4}")
+    for arm, rs in runs.items():
+        hvs = [r["hv"] for r in rs]
         spread = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
-        print(f"{sampler:>7} {statistics.fmean(hvs):>8.4f} {spread:>8.4f} {len(hvs):>4}")
+        print(f"{arm:>14} {statistics.fmean(hvs):>8.4f} {spread:>8.4f} "
+              f"{statistics.fmean(r['explored'] for r in rs):>10.1f} {len(rs):>4}")
 
 
 if __name__ == "__main__":

@@ -22,18 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.ranks import kendall_tau
 from trainers.cli import log
 
-__all__ = ["Cell", "kendall_tau", "run_backend_comparison"]
-
-
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-a of two equally long lists: (concordant - discordant pairs) / all pairs; a tie counts 0."""
-    if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"kendall_tau needs two lists of the same length >= 2, got {len(a)} and {len(b)}")
-    pairs = list(itertools.combinations(range(len(a)), 2))
-    score = sum(((a[i] > a[j]) - (a[i] < a[j])) * ((b[i] > b[j]) - (b[i] < b[j])) for i, j in pairs)
-    return score / len(pairs)
+__all__ = ["Cell", "run_backend_comparison"]
 
 
 @dataclass

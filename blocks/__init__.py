@@ -22,6 +22,7 @@ _WHERE = {
     "MultiScaleRepVGGDW": "blocks.repvgg",
     "EfficientSE": "blocks.se",
     "DynamicSE": "blocks.se",
+    "SEWidthTracker": "blocks.se",
     "SEFactory": "blocks.se",
     "RepViTBlock": "blocks.repvit",
     "C3k2_RVB_SE": "blocks.repvit",

@@ -5,6 +5,18 @@ whole feature map (pool -> 1x1 -> ReLU -> 1x1 -> sigmoid -> multiply), so it can
 into a neighbouring convolution. Both are plain modules with no BatchNorm, so they survive
 :func:`blocks.reparameterize_model` unchanged and a sample's output never depends on the
 rest of its batch.
+
+Width budget of ``DynamicSE``. With the detection loss alone, nothing tells the ratio predictor
+that hidden units cost anything: it stays wide or opens toward ``min_ratio``, never pulled to
+``max_ratio``, so ``max_ratio`` hardly matters. We price width in the loss (a "width cost", not once-for-all
+training): :class:`SEWidthTracker` collects each ``DynamicSE``'s mean active width / widest
+during training forwards, and the trainer adds ``lambda`` times their mean to the loss
+(:mod:`trainers.se_budget`). Why not once-for-all (a ratio sampled per step, one width fixed at
+export): it would drop the input-adaptive predictor this module exists for, and fixing one
+width at export is what a ``fixed`` SE with a searched ``reduction`` already is; weight sharing
+across widths pays off over many sub-networks of one supernet, not in the one short training
+of each trial. A width cost keeps the module as it is (``lambda = 0`` is exactly the training
+without it), and makes ``max_ratio`` the floor the cost pushes the width toward.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from torch import nn
 from blocks._fuse import check_positive
 from blocks.registry import SE_KINDS
 
-__all__ = ["DynamicSE", "EfficientSE", "SEFactory", "se_hidden_channels"]
+__all__ = ["DynamicSE", "EfficientSE", "SEFactory", "SEWidthTracker", "se_hidden_channels"]
 
 
 def se_hidden_channels(c: int, reduction: int) -> int:
@@ -106,6 +118,13 @@ class DynamicSE(nn.Module):
     What it buys is input-adaptive capacity and a regularizing bottleneck. Not
     re-parameterizable (non-linear, input-dependent): left as is when a model is fused.
 
+    Width budget: trained on the task loss alone, nothing pulls the width below ``H``. While a
+    :class:`SEWidthTracker` is attached (``width_records`` is its list), every training-mode
+    forward appends the batch's mean active width fraction ``mean(h) / H`` (a scalar tensor in
+    the graph, float32) for a width cost in the loss; otherwise nothing is recorded and the
+    forward is unchanged. Eval-mode forwards (validation, export) never record, and a pickled or
+    deep-copied module (a checkpoint, an EMA copy) is not tracked.
+
     Args:
         c: channels in and out.
         min_ratio: smallest reduction (widest hidden layer), a positive integer ``<= c``.
@@ -114,6 +133,8 @@ class DynamicSE(nn.Module):
     """
 
     unit_centers: torch.Tensor
+    width_records: list[torch.Tensor] | None = None
+    """The list of the attached :class:`SEWidthTracker`, or ``None`` (not tracked)."""
 
     def __init__(self, c: int, min_ratio: int = 4, max_ratio: int = 16, temperature: float = 4.0):
         super().__init__()
@@ -154,12 +175,21 @@ class DynamicSE(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample, per-channel gate in (0, 1), shape ``(B, c, 1, 1)``."""
         s = F.adaptive_avg_pool2d(x, 1)
-        hidden = self.act(self.fc1(s)) * self.hidden_mask(self.active_width(s))
+        width = self.active_width(s)
+        if self.width_records is not None and self.training:
+            self.width_records.append(width.float().mean() / self.hidden)
+        hidden = self.act(self.fc1(s)) * self.hidden_mask(width)
         return torch.sigmoid(self.fc2(hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Scale every channel of ``x`` by its gate."""
         return x * self.gate(x)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle and ``deepcopy`` state: a copy of a tracked module is not tracked (an EMA copy records nothing)."""
+        state = dict(super().__getstate__())
+        state.pop("width_records", None)
+        return state
 
     def extra_repr(self) -> str:
         return (
@@ -207,3 +237,50 @@ class SEFactory:
         if lo >= hi:
             return EfficientSE(channels, reduction=lo)
         return DynamicSE(channels, min_ratio=lo, max_ratio=hi)
+
+
+class SEWidthTracker:
+    """Collects the active width fraction of every :class:`DynamicSE` in a model, for a width cost.
+
+    Attaching sets each module's ``width_records`` to this tracker's one list; each
+    training-mode forward of a module then appends ``mean(h) / H`` over its batch (see
+    :class:`DynamicSE`). :meth:`take` returns the mean over what was recorded since the last
+    call (each module call weighs the same, whatever its size: the cost is about the ratio the
+    search asked for, not FLOPs, which a ``DynamicSE`` does not save) and empties the list, so
+    no graph outlives its step. :meth:`close` (or leaving the ``with`` block) detaches.
+
+    Args:
+        model: the model whose ``DynamicSE`` modules are tracked (the modules present now).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.modules = [m for m in model.modules() if isinstance(m, DynamicSE)]
+        self.records: list[torch.Tensor] = []
+        for m in self.modules:
+            m.width_records = self.records
+
+    def __len__(self) -> int:
+        """The number of tracked ``DynamicSE`` modules."""
+        return len(self.modules)
+
+    def take(self) -> torch.Tensor | None:
+        """Mean width fraction (scalar, in ``(0, 1]``, with its graph) of the forwards since the last call; ``None``
+        when none was recorded. Empties the records."""
+        if not self.records:
+            return None
+        mean = torch.stack(self.records).mean()
+        self.records.clear()
+        return mean
+
+    def close(self) -> None:
+        """Detach from the modules (they record nothing afterwards) and drop the records."""
+        for m in self.modules:
+            if m.width_records is self.records:
+                del m.width_records  # back to the class default, None
+        self.records.clear()
+
+    def __enter__(self) -> SEWidthTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -41,6 +41,10 @@ class RunConfig:
         trial: how every trial trains and measures (``out`` is the study folder, ``nc`` resolved).
         trials, sampler, seed, backend, workers, ray_address: how the search runs.
         latency_budget_ms, trial_timeout: limits per trial.
+        rungs, eta: successive halving (:mod:`search.rungs`): the epochs at which a trial is compared with the
+            others, and the reduction factor; ``()``: off.
+        timeout: seconds after the workers start past which no new trial starts (running ones finish).
+        epoch_budget: epochs trained by the study's trials in all past which no new trial starts.
     """
 
     study: str
@@ -58,6 +62,10 @@ class RunConfig:
     ray_address: str | None = None
     latency_budget_ms: float | None = None
     trial_timeout: float | None = None
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    timeout: float | None = None
+    epoch_budget: int | None = None
     source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
 
     @property
@@ -73,7 +81,7 @@ class RunConfig:
         """Plain JSON data for the study's ``run_config`` user attr, with a format version."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
         data.update(version=CONFIG_VERSION, trial=asdict(self.trial), objectives=[list(o) for o in self.objectives],
-                    constraints=[str(c) for c in self.constraints])
+                    constraints=[str(c) for c in self.constraints], rungs=list(self.rungs))
         return data
 
     @classmethod
@@ -85,7 +93,8 @@ class RunConfig:
         kw = {k: v for k, v in data.items() if k in known}
         kw.update(trial=TrialSettings.from_dict(data["trial"]),
                   objectives=tuple((m, d) for m, d in data["objectives"]),
-                  constraints=tuple(parse_constraint(c) for c in data["constraints"]))
+                  constraints=tuple(parse_constraint(c) for c in data["constraints"]),
+                  rungs=tuple(data.get("rungs", ())))
         return cls(**kw)
 
     def record_on(self, study: Any) -> None:

@@ -7,6 +7,9 @@ Each worker asks for a trial only while ``finished + running < target``, so seve
 (threads here, or processes sharing a PostgreSQL study) never overshoot the target by more
 than the number of workers. A trial interrupted by Ctrl-C or a dying worker is failed with
 ``fail_kind=worker_died`` and re-enqueued, so it is run again rather than lost.
+
+``--timeout``: past ``cfg.timeout`` seconds after the workers start, no worker asks for a new
+trial; running trials finish (successive halving may still stop them at a rung), then the report.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from search.config import RunConfig
 from search.interleaved import remeasure_front
 from search.objective import Outcome, describe, run_objective
 from search.pareto import format_table, pareto_front, write_report
+from search.rungs import rung_summary
 from search.space import SearchSpace
 from search.study import (
     count_finished,
@@ -45,8 +49,8 @@ def ensure_baseline(study: optuna.Study, space: SearchSpace) -> None:
     """Enqueue the stock model as the study's first trial (once per study)."""
     if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
         return
-    study.enqueue_trial(space.baseline_params(), user_attrs={"baseline": True, "is_baseline": True},
-                        skip_if_exists=True)
+    params = space.baseline_params()  # {} in a one-architecture space: every trial would count as "existing"
+    study.enqueue_trial(params, user_attrs={"baseline": True, "is_baseline": True}, skip_if_exists=bool(params))
 
 
 class Progress:
@@ -54,6 +58,26 @@ class Progress:
 
     def __init__(self, study: optuna.Study, cfg: RunConfig):
         self.study, self.cfg, self.target, self.t0 = study, cfg, cfg.trials, time.time()
+        self.deadline = self.t0 + cfg.timeout if cfg.timeout is not None else None
+        self.timed_out = self.spent = False
+
+    def out_of_time(self) -> bool:
+        """Whether ``--timeout`` has passed (logged once)."""
+        if self.deadline is None or time.time() < self.deadline:
+            return False
+        if not self.timed_out:
+            self.timed_out = True
+            log(f"--timeout {self.cfg.timeout:g} s reached: no new trial starts; waiting for the running ones")
+        return True
+
+    def out_of_epochs(self) -> bool:
+        """Whether the study's trials have trained ``--epoch-budget`` epochs in all (logged once)."""
+        if self.cfg.epoch_budget is None or trained_epochs(self.study) < self.cfg.epoch_budget:
+            return False
+        if not self.spent:
+            self.spent = True
+            log(f"--epoch-budget {self.cfg.epoch_budget} epochs trained: no new trial starts")
+        return True
 
     def prefix(self) -> str:
         return f"[{min(count_finished(self.study) + 1, self.target)}/{self.target}] "
@@ -62,6 +86,12 @@ class Progress:
         front = pareto_front(self.study, self.cfg.objectives, self.cfg.constraints)
         log(f"{prefix}{describe(trial)}: {outcome.state.name} {outcome.note} | Pareto size {len(front)} | "
             f"{count_finished(self.study)}/{self.target} finished, {time.time() - self.t0:.0f} s elapsed")
+
+
+def trained_epochs(study: optuna.Study) -> int:
+    """Epochs the study's trials have trained in all (their per-epoch mAP; a reused result trained nothing)."""
+    return sum(len(t.user_attrs.get("epoch_map", [])) for t in study.get_trials(deepcopy=False)
+               if "reused_from" not in t.user_attrs)
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
@@ -76,7 +106,8 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
     """Ask, run and tell trials until the study holds ``cfg.trials`` finished trials."""
     while True:
         with gate:
-            if count_finished(study) + count_running(study, waiting=False) >= cfg.trials:
+            started = count_finished(study) + count_running(study, waiting=False)
+            if progress.out_of_time() or progress.out_of_epochs() or started >= cfg.trials:
                 return
             trial = study.ask()
             prefix = progress.prefix()
@@ -109,8 +140,9 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")
     ensure_baseline(study, space)
     have, t = count_finished(study), cfg.trial
+    halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
     log(f"study {cfg.study!r} in {cfg.storage}: {have} of {cfg.trials} trials finished; data {t.data}; "
-        f"train {t.epochs} epochs at {t.imgsz} px; latency at {t.latency_imgsz} px")
+        f"train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency_imgsz} px")
     if cfg.backend == "ray":
         from search.ray_backend import run_ray
 
@@ -137,6 +169,8 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
     print(f"\nStudy {cfg.study!r}: {count_finished(study)} finished trials ({states})")
+    if stopped := rung_summary(study):
+        print(stopped)
     print(f"Pareto front ({len(summary['front'])} points, feasible trials only; deltas vs the stock baseline):")
     print(format_table(summary["front"]))
     if latency:

@@ -9,6 +9,10 @@ figures) goes to the trial process, which builds the model once more in its own 
 trains it, without measuring again. The same architecture sampled twice reuses the earlier
 trial's outcome. Everything a trial knows is written to its user attrs (``metrics`` holds the
 objective values by name).
+
+With rungs (successive halving, :mod:`search.rungs`), a :class:`~search.rungs.RungWatcher`
+records the trial's per-epoch mAP as it trains (``epoch_map``) and, at each rung, stops it
+unless it ranks in the top 1/eta there: it ends PRUNED with a ``prune_reason`` naming the rung.
 """
 
 from __future__ import annotations
@@ -108,7 +112,6 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
 
     ``arch``: already sampled (by a driver that asks in another process); else sampled here.
     """
-    from search.runner import run_trial_process
     from trainers.versions import versions
 
     for key, value in {**worker_identity(), "versions": versions()}.items():
@@ -132,10 +135,30 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
                                       " not trained")
     if broken := broken_constraints(cfg.constraints, metrics):
         return _prune(trial, metrics, f"breaks {', '.join(broken)} before training: not trained")
+    return _train(study, trial, arch, pre, cfg, prefix)
+
+
+def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: PreTraining, cfg: RunConfig,
+           prefix: str) -> Outcome:
+    """Train ``arch`` in its own process, watched at the rungs; record the result."""
+    from search.rungs import RungWatcher
+    from search.runner import TrialStopped, run_trial_process
+
+    metrics = pre.metrics
     settings = replace(cfg.trial, out=str(Path(cfg.trial.out) / f"trial_{trial.number:04d}_{arch.hash}"))
-    result = run_trial_process(TrialJob(arch, settings, pre), prefix=prefix, timeout=cfg.trial_timeout)
+    trial.set_user_attr("metrics", metrics)  # known before training: other trials' rungs compare with it
+    job = TrialJob(arch, settings, pre)
+    if cfg.rungs:  # successive halving: each epoch's mAP recorded as it comes, a rung may stop the trial
+        watcher = RungWatcher(study, trial, cfg, prefix)
+        result = run_trial_process(job, prefix=prefix, timeout=cfg.trial_timeout, on_epoch=watcher.on_epoch)
+    else:
+        watcher, result = None, run_trial_process(job, prefix=prefix, timeout=cfg.trial_timeout)
     if isinstance(result, TrialFailure):
         return _fail(trial, result)
+    if isinstance(result, TrialStopped):
+        assert watcher is not None and watcher.stopped is not None, "only a rung stops a trial"
+        trial.set_user_attr("stopped_at", watcher.stopped.to_dict())
+        return _prune(trial, metrics, f"stopped at {watcher.stopped.reason(settings.epochs)}")
     metrics.update(map50_95=result.map50_95, map50=result.map50)
     _set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
     for key, value in {"metrics": metrics, "map50_95": result.map50_95, "epoch_map": list(result.epoch_map),

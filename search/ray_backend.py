@@ -4,12 +4,16 @@ A small :class:`~ray.tune.search.Searcher` drives Optuna's ask/tell in this proc
 study's sampler sees every trial, and sampling happens in one place); each Ray trial runs
 :func:`search.objective.run_objective` in a Ray worker, writing user attrs straight into the
 same Optuna storage; the searcher tells the outcome. Dashboard and export work unchanged.
-Every path handed to Ray is absolute (Ray changes trials' working directory).
+Every path handed to Ray is absolute (Ray changes trials' working directory). Successive
+halving works unchanged (the objective's rung watcher reads and writes the shared storage from
+the Ray worker); ``--timeout``: past it the searcher suggests nothing new and finishes once the
+running trials are told.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,9 @@ def ray_trial(config: dict[str, Any], space: SearchSpace, cfg: RunConfig) -> dic
             "map50_95": outcome.values[0] if outcome.values else None}
 
 
-def make_searcher(study: optuna.Study, space: SearchSpace, target: int) -> Any:
-    """A Ray Tune searcher that asks Optuna for trials until ``target`` are finished."""
+def make_searcher(study: optuna.Study, space: SearchSpace, target: int, deadline: float | None = None) -> Any:
+    """A Ray Tune searcher that asks Optuna for trials until ``target`` are finished (or ``deadline``, a
+    ``time.time()``, has passed)."""
     from ray.tune.search import Searcher
 
     class OptunaAskTell(Searcher):
@@ -48,7 +53,8 @@ def make_searcher(study: optuna.Study, space: SearchSpace, target: int) -> Any:
             self.live: dict[str, optuna.Trial] = {}
 
         def suggest(self, trial_id: str) -> Any:
-            if count_finished(study) + len(self.live) >= target:
+            late = deadline is not None and time.time() >= deadline
+            if late or count_finished(study) + len(self.live) >= target:
                 return Searcher.FINISHED if not self.live else None
             trial = study.ask()
             arch = sample_architecture(trial, space)
@@ -104,12 +110,13 @@ def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study) -> None:
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env={"env_vars": env},
                  log_to_driver=True)
+    deadline = time.time() + cfg.timeout if cfg.timeout is not None else None  # counted once Ray is up
     try:
         trainable = tune.with_resources(tune.with_parameters(ray_trial, space=space, cfg=cfg),
                                         trial_resources(cfg.workers))
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=make_searcher(study, space, cfg.trials), num_samples=-1,
+            tune_config=tune.TuneConfig(search_alg=make_searcher(study, space, cfg.trials, deadline), num_samples=-1,
                                         max_concurrent_trials=cfg.workers),
             run_config=tune.RunConfig(name=f"{cfg.study}_ray", storage_path=str(Path(cfg.root) / "ray"), verbose=0),
         )

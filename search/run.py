@@ -4,6 +4,11 @@ Samples architectures from the space, measures each one's fused latency before t
 trains and validates it in its own process, and records everything in an Optuna study
 (SQLite by default; PostgreSQL with ``--storage``). Rerunning the same command resumes the
 study and runs only the missing trials. Ends with the Pareto table and where its files are.
+
+Successive halving (``--rungs 3,6 --eta 3``, or the space's ``train.rungs``/``train.eta``; ``--rungs ''``
+turns it off) stops a training trial at a rung unless it ranks in the top 1/eta of the trials there
+(:mod:`search.rungs`). ``--timeout SECONDS`` starts no new trial after that many seconds; the running
+ones finish and the report follows.
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ def positive_float(name: str) -> Callable[[str], float]:
     return parse
 
 
+def rungs_arg(text: str) -> tuple[int, ...]:
+    """argparse ``type=`` for ``--rungs``: comma-separated increasing epochs, ``''`` for none."""
+    from search.rungs import parse_rungs
+
+    try:
+        return parse_rungs(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--rungs {e}") from None
+
+
 def study_name(text: str) -> str:
     """argparse ``type=`` for a study name usable as a file name."""
     import re
@@ -50,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", required=True, help="search-space YAML (see spaces/README.md)")
     p.add_argument("--data", help="Ultralytics data YAML (default: the space's, else the embedded synthetic set)")
-    p.add_argument("--trials", type=positive_int("--trials", 1, 100000), default=10,
-                   help="target number of finished trials in the study (default 10)")
+    p.add_argument("--trials", type=positive_int("--trials", 1, 100000), default=20,
+                   help="target number of finished trials in the study (default 20)")
     p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000))
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096))
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024))
@@ -67,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-backend", choices=list(BACKEND_NAMES),
                    help="runtime that times each candidate (default: the space's latency.backend, else torch)")
     p.add_argument("--trial-timeout", type=positive_float("--trial-timeout"), help="seconds; a slower trial is FAIL")
+    p.add_argument("--rungs", type=rungs_arg,
+                   help="successive-halving rungs: epochs like 3,6 ('' turns it off; default: the space's train.rungs)")
+    p.add_argument("--eta", type=positive_int("--eta", 2, 100),
+                   help="at each rung the top 1/eta go on (default: the space's train.eta, else 3)")
+    p.add_argument("--epoch-budget", type=positive_int("--epoch-budget", 1, 10**7),
+                   help="start no new trial once the study's trials have trained this many epochs in all")
+    p.add_argument("--timeout", type=positive_float("--timeout"),
+                   help="seconds; no new trial starts after it, running ones finish, then the report")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
 
@@ -100,7 +123,19 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
         except argparse.ArgumentTypeError:
             fail(f"the space file name {name!r} is not a usable study name: give --study NAME")
     storage, root = _study_storage(args, name)
-    return _run_config(args, space, name, storage, root, data or ""), space
+    cfg = _run_config(args, space, name, storage, root, data or "")
+    _check_rungs(cfg, "--rungs" if args.rungs is not None else f"{args.space}: train.rungs")
+    return cfg, space
+
+
+def _check_rungs(cfg: RunConfig, source: str) -> None:
+    """Exit 2 with one line when a rung is not below the trial's epochs."""
+    from search.rungs import check_rungs
+
+    try:
+        check_rungs(cfg.rungs, cfg.trial.epochs)
+    except ValueError as e:
+        fail(f"{source}: {e} (--rungs '' turns successive halving off)")
 
 
 def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage: str, root: Path,
@@ -110,7 +145,8 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
     device = args.device if args.device != "auto" else spec.latency.device
     trial = TrialSettings(
         data=data, out=str(root / name), epochs=args.epochs or spec.train.epochs, imgsz=args.imgsz or spec.train.imgsz,
-        batch=args.batch or spec.train.batch, device=device, head=spec.head, latency_imgsz=spec.latency.imgsz,
+        batch=args.batch or spec.train.batch, device=device, head=spec.head, se_width_cost=spec.train.se_width_cost,
+        latency_imgsz=spec.latency.imgsz,
         latency_device=device, latency_dtype=spec.latency.dtype,
         latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
         latency_cache=str(root / "latency_cache.json"), seed=args.seed)
@@ -118,7 +154,8 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
                      ray_address=args.ray_address, latency_budget_ms=args.latency_budget_ms,
-                     trial_timeout=args.trial_timeout)
+                     trial_timeout=args.trial_timeout, rungs=spec.train.rungs if args.rungs is None else args.rungs,
+                     eta=args.eta or spec.train.eta, timeout=args.timeout, epoch_budget=args.epoch_budget)
 
 
 def resolve_data(cfg: RunConfig) -> RunConfig:

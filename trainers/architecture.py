@@ -1,9 +1,11 @@
 """What a searched model is: one frozen, hashable, JSON-serialisable description.
 
 An :class:`Architecture` names the base config, the scale and, per stage of YOLO26, the
-block and its options. Choices that do not apply to a stage's block (SE options for stock
-C3k2, kernels for OREPA, SE ratios when SE is off) are dropped when it is built, so they
-never change its hash. Pure data: no torch import.
+block, its options, its width and its depth. Choices that do not apply to a stage's block (SE
+options for stock C3k2, kernels for OREPA, SE ratios when SE is off) are dropped when it is
+built, so they never change its hash; neither do stock values (width 1.0, the scale's own
+depth), so architectures written before widths and depths existed keep their hash. Pure data:
+no torch import.
 """
 
 from __future__ import annotations
@@ -15,14 +17,36 @@ from pathlib import Path
 from typing import Any
 
 from blocks.registry import stage_block
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.yolo26 import STAGE_LAYERS, stock_depth
 
 SCALES: tuple[str, ...] = ("n", "s", "m", "l", "x")
+WIDTH_MIN, WIDTH_MAX, WIDTH_STEP = 0.25, 2.0, 0.125
+WIDTH_RULE = f"a multiple of {WIDTH_STEP} in [{WIDTH_MIN}, {WIDTH_MAX}]"
+DEPTH_MIN, DEPTH_MAX = 1, 8
+
+
+def is_width(value: object) -> bool:
+    """Whether ``value`` is a stage width: a number (not a bool) that is :data:`WIDTH_RULE`.
+
+    Multiples of 1/8 are exact binary fractions: a width prints, hashes and compares the same everywhere.
+    """
+    # The range is compared first: NaN and infinities fail it, and so does an integer too large for a float.
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and WIDTH_MIN <= value <= WIDTH_MAX
+            and float(value / WIDTH_STEP).is_integer())
+
+
+def is_depth(value: object) -> bool:
+    """Whether ``value`` is a stage depth: an integer (not a bool) in ``[DEPTH_MIN, DEPTH_MAX]``."""
+    return isinstance(value, int) and not isinstance(value, bool) and DEPTH_MIN <= value <= DEPTH_MAX
 
 
 @dataclass(frozen=True)
 class StageChoice:
-    """The choices of one stage. Build with :meth:`canonical` to drop what does not apply."""
+    """The choices of one stage. Build with :meth:`canonical` to drop what does not apply.
+
+    ``width`` multiplies the stage's stock output channels (1.0: stock); ``depth`` is its number
+    of blocks (``None``: the scale's stock depth, 1 for every stage of ``yolo26n``).
+    """
 
     block: str = "C3k2"
     se: str = "none"
@@ -32,13 +56,24 @@ class StageChoice:
     se_max_ratio: int = 16
     kernels: tuple[int, ...] = (3,)
     downsample: str | None = "Conv"
+    width: float = 1.0
+    depth: int | None = None
 
-    def canonical(self, has_downsample: bool) -> StageChoice:
-        """Return the same stage with every choice that does not apply reset to its default."""
+    def canonical(self, has_downsample: bool, scale_depth: int) -> StageChoice:
+        """Return the same stage with every choice that does not apply reset to its default.
+
+        A ``depth`` equal to ``scale_depth`` (the stage's stock depth at its scale) becomes ``None``.
+        ``ValueError`` on a width or depth out of range.
+        """
+        if not is_width(self.width):
+            raise ValueError(f"width must be {WIDTH_RULE}, got {self.width!r}")
+        if self.depth is not None and not is_depth(self.depth):
+            raise ValueError(f"depth must be an integer in [{DEPTH_MIN}, {DEPTH_MAX}], got {self.depth!r}")
         spec = stage_block(self.block)
         d = StageChoice()
         se = self.se if self.se in spec.se_placements else "none"
-        out = replace(self, se=se, kernels=tuple(sorted(self.kernels)) if spec.uses_kernels else d.kernels)
+        out = replace(self, se=se, kernels=tuple(sorted(self.kernels)) if spec.uses_kernels else d.kernels,
+                      width=float(self.width), depth=None if self.depth == scale_depth else self.depth)
         if se == "none":
             out = replace(out, se_kind=d.se_kind, se_reduction=d.se_reduction)
         if se == "none" or out.se_kind == "fixed":
@@ -61,6 +96,10 @@ class StageChoice:
             out["kernels"] = list(self.kernels)
         if self.downsample is not None:
             out["downsample"] = self.downsample
+        if self.width != 1.0:
+            out["width"] = self.width
+        if self.depth is not None:
+            out["depth"] = self.depth
         return out
 
     @classmethod
@@ -76,17 +115,24 @@ class StageChoice:
             se_max_ratio=int(se.get("max_ratio", 16)),
             kernels=tuple(int(k) for k in data.get("kernels", (3,))),
             downsample=data.get("downsample", "Conv"),
+            width=data.get("width", 1.0),
+            depth=data.get("depth"),
         )
 
 
-def _canonical_stages(stages: dict[str, StageChoice]) -> tuple[tuple[str, StageChoice], ...]:
+def _canonical_stages(stages: dict[str, StageChoice], scale: str = "n") -> tuple[tuple[str, StageChoice], ...]:
     unknown = sorted(set(stages) - set(STAGE_LAYERS))
     if unknown:
         raise ValueError(f"stage must be one of {list(STAGE_LAYERS)}, got {unknown[0]!r}")
-    return tuple(
-        (name, stages.get(name, StageChoice()).canonical(STAGE_LAYERS[name][1] is not None))
-        for name in STAGE_LAYERS
-    )
+    out = []
+    for name in STAGE_LAYERS:
+        try:
+            choice = stages.get(name, StageChoice()).canonical(STAGE_LAYERS[name][1] is not None,
+                                                               stock_depth(scale, name))
+        except ValueError as e:
+            raise ValueError(f"stage {name}: {e}") from None
+        out.append((name, choice))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -103,7 +149,7 @@ class Architecture:
         """Build a canonical architecture; stages not given are the stock C3k2 with a plain Conv."""
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
-        return cls(base=base, scale=scale, stages=_canonical_stages(stages or {}))
+        return cls(base=base, scale=scale, stages=_canonical_stages(stages or {}, scale))
 
     @classmethod
     def baseline(cls, base: str = "yolo26.yaml", scale: str = "n") -> Architecture:

@@ -1,10 +1,13 @@
 """``build_model(arch, nc)``: a real Ultralytics ``DetectionModel`` for an :class:`Architecture`.
 
-The stock YOLO26 model is built first, then each stage's module is swapped for ours (same
-input/output channels, same layer attributes), then Ultralytics' ``initialize_weights`` is
-called again so swapped-in BatchNorms get its eps/momentum. The architecture is recorded in
-``model.yaml["architecture"]``, so a checkpoint that Ultralytics saves rebuilds it through
-our trainer's ``get_model`` (:func:`model_from_yaml`).
+The YOLO26 model dict is given each stage's width and depth first
+(:func:`trainers.yolo26.resized_model_dict`: Ultralytics' own parser then sizes every later
+layer and the head to match), the model is built from it, then each stage's module is swapped
+for ours (the input/output channels and depth of the module it replaces, same layer
+attributes), then Ultralytics' ``initialize_weights`` is called again so swapped-in BatchNorms
+get its eps/momentum. With stock widths and depths the dict and the model are exactly stock.
+The architecture is recorded in ``model.yaml["architecture"]``, so a checkpoint that
+Ultralytics saves rebuilds it through our trainer's ``get_model`` (:func:`model_from_yaml`).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     from ultralytics.nn.tasks import DetectionModel, yaml_model_load
     from ultralytics.utils.torch_utils import initialize_weights
 
-    from trainers.yolo26 import swap_stages
+    from trainers.yolo26 import resized_model_dict, swap_stages
 
     stem = arch.base.rsplit(".", 1)[0]
-    cfg = yaml_model_load(f"{stem}{arch.scale}.yaml")
+    cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
     model: Any = DetectionModel(cfg, nc=nc, verbose=verbose)

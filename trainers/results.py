@@ -3,7 +3,9 @@
 The contract between a search and its trial process is one :class:`TrialJob` file
 (``trial.json``, beside ``architecture.json`` in the trial's folder): the architecture, the
 :class:`TrialSettings` and the :class:`PreTraining` figures the parent already measured. The
-child reads it and answers with one :class:`TrialResult` or :class:`TrialFailure` JSON line.
+child reads it and answers with one :class:`TrialResult` or :class:`TrialFailure` JSON line
+on stdout; while it trains, it writes one :class:`EpochProgress` line per epoch on stderr
+(what the search's successive halving decides on).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from trainers.latency.report import LatencyReport
 JOB_VERSION = 1
 
 FAILURE_KINDS = ("build", "oom", "nan", "error", "timeout", "worker_died")
+EPOCH_MARK = "@repnas-epoch "  # starts a machine-readable progress line on a trial's stderr
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class TrialSettings:
         seed: training seed.
         nc: class count of ``data`` (``None``: read from the data YAML).
         nan_at_batch: fault injection for tests (poison the weights before that batch).
+        se_width_cost: lambda of the DynamicSE width cost added to the training loss (see
+            :mod:`trainers.se_budget`); ``0`` trains on the stock loss.
     """
 
     data: str
@@ -54,6 +59,7 @@ class TrialSettings:
     seed: int = 0
     nc: int | None = None
     nan_at_batch: int | None = None
+    se_width_cost: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -188,3 +194,30 @@ class TrialFailure:
     def counts_as_finished(self) -> bool:
         """Every failure but a dead worker is final for that trial: it is not run again."""
         return self.kind != "worker_died"
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """One validated epoch of a training trial, as the trial process streams it on stderr (one line)."""
+
+    epoch: int
+    epochs: int
+    map50_95: float
+    map50: float
+    seconds: float
+
+    def to_line(self) -> str:
+        """The line the trial process writes: :data:`EPOCH_MARK` and JSON, newline-terminated."""
+        return EPOCH_MARK + json.dumps(asdict(self), sort_keys=True) + "\n"
+
+    @classmethod
+    def from_line(cls, line: str) -> EpochProgress | None:
+        """The progress a line carries, or ``None`` for any other line (a malformed one included)."""
+        if not line.startswith(EPOCH_MARK):
+            return None
+        try:
+            data = json.loads(line[len(EPOCH_MARK):])
+            return cls(int(data["epoch"]), int(data["epochs"]), float(data["map50_95"]), float(data["map50"]),
+                       float(data["seconds"]))
+        except (ValueError, KeyError, TypeError):
+            return None

@@ -4,7 +4,8 @@
 architecture (given, or recorded in a checkpoint's ``yaml``), never a pretrained model.
 Integration callbacks Ultralytics attaches from its settings (Ray Tune, loggers) are dropped;
 :func:`trial_callbacks` adds ours: fail fast on a non-finite loss, per-epoch mAP, progress on
-stderr, a shared device lock while an epoch trains.
+stderr (a line for people and an :class:`~trainers.results.EpochProgress` line for the search),
+a shared device lock while an epoch trains.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ultralytics.utils import callbacks as ul_callbacks
 from trainers.architecture import Architecture
 from trainers.build import build_model, model_from_yaml
 from trainers.device_lock import SharedDeviceLock
+from trainers.results import EpochProgress
 
 MAP_KEY = "metrics/mAP50-95(B)"
 MAP50_KEY = "metrics/mAP50(B)"
@@ -36,15 +38,24 @@ class ArchitectureTrainer(DetectionTrainer):
 
     ``model``: the architecture already built (with the dataset's class count) by the caller,
     so a trial builds its model once; otherwise :meth:`get_model` builds it.
+    ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.se_budget`);
+    ``0`` trains on the stock loss.
     """
 
     architecture: Architecture | None = None
 
-    def __init__(self, *args: Any, architecture: Architecture | None = None, model: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, architecture: Architecture | None = None, model: Any = None,
+                 se_width_cost: float = 0.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.architecture = architecture
         self.prebuilt = model
         self.callbacks = ul_callbacks.get_default_callbacks()  # no integration callbacks by accident
+        self.se_width_cost = se_width_cost
+        if se_width_cost > 0:
+            from trainers.se_budget import se_width_cost_callbacks
+
+            for event, fn in se_width_cost_callbacks(se_width_cost).items():
+                self.add_callback(event, fn)
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
         """The architecture with the dataset's class count (the prebuilt one when it fits); ``weights`` loaded."""
@@ -108,7 +119,9 @@ def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str 
                "map50": float(metrics.get(MAP50_KEY, math.nan)), "seconds": round(time.time() - state["t0"], 1)}
         epochs_log.append(row)
         line = f"{label}epoch {row['epoch']}/{trainer.epochs} mAP50-95 {row['map50_95']:.3f} ({row['seconds']:.0f} s)\n"
-        os.write(sys.stderr.fileno(), line.encode())  # the fd itself: Ultralytics may swap sys.stderr
+        progress = EpochProgress(int(row["epoch"]), int(trainer.epochs), row["map50_95"], row["map50"], row["seconds"])
+        # the fd itself (Ultralytics may swap sys.stderr); the machine line is what a search's rungs read
+        os.write(sys.stderr.fileno(), (line + progress.to_line()).encode())
 
     def on_train_end(trainer: Any) -> None:
         lock.release()

@@ -101,7 +101,7 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         pre = pre_training or measure_pre_training(model, arch.hash, settings)
         epochs_log: list[dict[str, float]] = []
         trainer = ArchitectureTrainer(overrides=trial_overrides(arch, settings, out, device), architecture=arch,
-                                      model=model)
+                                      model=model, se_width_cost=settings.se_width_cost)
         for event, fn in trial_callbacks(device, epochs_log, nan_at_batch=settings.nan_at_batch).items():
             trainer.add_callback(event, fn)
         t0 = time.time()
@@ -119,6 +119,17 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
+
+
+def _se_width_cost_arg(text: str) -> float:
+    """``--se-width-cost``: a finite float ``>= 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"--se-width-cost must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD)
     p.add_argument("--latency-cache", default=None)
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
+    p.add_argument("--se-width-cost", type=_se_width_cost_arg, default=0.0,
+                   help="lambda of the DynamicSE width cost in the loss (default 0: none)")
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
                    help=argparse.SUPPRESS)
     return p
@@ -168,7 +181,7 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
         device=args.device, latency_imgsz=args.latency_imgsz, latency_device=args.latency_device,
         latency_dtype=args.latency_dtype, latency_backend=args.latency_backend, latency_threads=args.latency_threads,
         head=args.head, latency_cache=args.latency_cache, seed=args.seed,
-        nan_at_batch=args.nan_at_batch)
+        nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost)
     return TrialJob(arch, settings)
 
 

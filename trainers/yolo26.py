@@ -1,6 +1,7 @@
 """YOLO26 as Ultralytics lays it out, and how a stage choice becomes the module at that layer.
 
-The one module that knows YOLO26's layer indices (:data:`STAGE_LAYERS`) and the attributes of
+The one module that knows YOLO26's layer indices (:data:`STAGE_LAYERS`), how its model dict
+scales (:func:`resized_model_dict` gives a stage other channels and depth) and the attributes of
 Ultralytics modules that our builders read (``cv1``, ``cv2``, ``m``, ``c``) or must copy for
 Ultralytics' ``forward`` (``i``, ``f``, ``type``, ``np``). Each stage builder takes the stock
 module at a stage (a ``C3k2``) and a :class:`~trainers.architecture.StageChoice`, and returns the
@@ -12,6 +13,7 @@ Importing this module does not import torch (the stage table is read by space va
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,71 @@ STAGE_LAYERS: dict[str, tuple[int, int | None]] = {
     "p4_out": (19, 17),
     "p5_out": (22, 20),
 }
+
+# Stage name -> the repeats stock yolo26.yaml writes for its C3k2 (before the scale's depth multiple).
+STAGE_REPEATS: dict[str, int] = {name: 1 if name == "p5_out" else 2 for name in STAGE_LAYERS}
+# Scale -> the depth multiple of yolo26.yaml's ``scales`` (kept here so a stage's stock depth is known
+# without importing Ultralytics; tests/trainers/test_build.py checks both tables against the YAML).
+DEPTH_MULTIPLES: dict[str, float] = {"n": 0.5, "s": 0.5, "m": 0.5, "l": 1.0, "x": 1.0}
+# Modules of yolo26.yaml whose ``args[0]`` is the output channels that ``parse_model`` scales by width;
+# the other modules it names take their channels from their inputs.
+CHANNEL_MODULES = frozenset({"Conv", "C3k2", "SPPF", "C2PSA"})
+PASSTHROUGH_MODULES = frozenset({"nn.Upsample", "Concat", "Detect"})
+
+
+def scaled_repeats(n: int, depth_multiple: float) -> int:
+    """The blocks a layer written with ``n`` repeats gets (Ultralytics' ``parse_model`` rule)."""
+    return max(round(n * depth_multiple), 1) if n > 1 else n
+
+
+def stock_depth(scale: str, stage: str) -> int:
+    """The number of blocks of ``stage``'s C3k2 in the stock ``yolo26<scale>`` model."""
+    return scaled_repeats(STAGE_REPEATS[stage], DEPTH_MULTIPLES[scale])
+
+
+def repeats_for_depth(depth: int, depth_multiple: float) -> int:
+    """The repeats to write in the model dict so that ``parse_model`` builds ``depth`` blocks."""
+    for n in range(1, 4 * depth + 8):
+        if scaled_repeats(n, depth_multiple) == depth:
+            return n
+    raise ValueError(f"depth {depth} cannot be built with depth multiple {depth_multiple}")
+
+
+def resized_model_dict(cfg: dict[str, Any], stages: tuple[tuple[str, StageChoice], ...]) -> dict[str, Any]:
+    """A copy of a YOLO26 model dict whose stage layers have each choice's width and depth.
+
+    A stage's channels become ``make_divisible(stock channels * width, 8)`` and its blocks
+    ``depth``; Ultralytics' ``parse_model`` then derives every later layer's input channels
+    (the stride-2 conv after the stage, the concats, the head) from them. To write any channel
+    count exactly, every layer's channels are first clamped to the scale's ``max_channels`` (what
+    ``parse_model`` would do) and ``max_channels`` is raised to the widest stage. ``cfg`` itself
+    is returned when no stage changes width or depth (the stock dict, untouched).
+    """
+    from ultralytics.utils.ops import make_divisible
+
+    if all(c.width == 1.0 and c.depth is None for _, c in stages):
+        return cfg
+    out = copy.deepcopy(cfg)
+    layers = out["backbone"] + out["head"]
+    depth_multiple, width_multiple, max_channels = out["scales"][out["scale"]]
+    for i, (_, _, module, args) in enumerate(layers):
+        if module in CHANNEL_MODULES:
+            args[0] = min(args[0], max_channels)
+        elif module not in PASSTHROUGH_MODULES:
+            raise ValueError(f"layer {i} of {out.get('yaml_file')} is a {module!r}: not a YOLO26 layout this "
+                             f"builder knows ({sorted(CHANNEL_MODULES | PASSTHROUGH_MODULES)})")
+    for name, choice in stages:
+        layer = layers[STAGE_LAYERS[name][0]]
+        stock = make_divisible(layer[3][0] * width_multiple, 8)
+        target = make_divisible(stock * choice.width, 8)
+        layer[3][0] = int(target // width_multiple)  # any value in (target - 8, target] scales to target
+        if make_divisible(layer[3][0] * width_multiple, 8) != target:
+            raise ValueError(f"stage {name}: {target} channels cannot be written at width multiple {width_multiple}")
+        if choice.depth is not None:
+            layer[1] = repeats_for_depth(choice.depth, depth_multiple)
+    widest = max(args[0] for _, _, module, args in layers if module in CHANNEL_MODULES)
+    out["scales"] = {**out["scales"], out["scale"]: [depth_multiple, width_multiple, max(max_channels, widest)]}
+    return out
 
 
 def se_factory(choice: StageChoice) -> Any:

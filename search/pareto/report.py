@@ -24,12 +24,15 @@ from trainers.latency.report import LatencyReport
 
 
 def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
-               latency: Mapping[int, LatencyReport] | None = None) -> list[dict[str, Any]]:
+               latency: Mapping[int, LatencyReport] | None = None,
+               map_noise: float | None = None) -> list[dict[str, Any]]:
     """One dict per front point: trial, hash, mAP, latency and its interval, params, blocks, deltas vs the baseline.
 
     ``latency_ci``: the 95% interval of the latency median (``None`` when its report has none);
     ``within_noise``: whether it overlaps the interval of a neighbouring row (the row before or
-    after in ``front``'s order), i.e. their latency difference is noise.
+    after in ``front``'s order), i.e. their latency difference is noise. ``map_within_noise``:
+    whether its mAP differs from a neighbour's by less than ``map_noise`` (the seed spread
+    measured by ``search.audit``), i.e. the two are tied on accuracy.
     """
     base = trial_metrics(baseline, latency) if baseline else {}
     intervals = [latency_interval(t, latency) for t in front]
@@ -41,6 +44,9 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
                "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
                "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
                "params_m": m.get("params_m"), "blocks": t.user_attrs.get("blocks")}
+        near = [trial_metrics(n, latency).get("map50_95", math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
+        acc = m.get("map50_95", math.nan)
+        row["map_within_noise"] = map_noise is not None and any(abs(acc - v) < map_noise for v in near)
         if base:
             row["d_map_points"] = 100 * (m.get("map50_95", math.nan) - base["map50_95"])
             row["latency_ratio"] = m.get("latency_ms", math.nan) / base["latency_ms"]
@@ -49,6 +55,7 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
 
 
 NOISE_NOTE = "~ latency within the noise of a neighbouring row (their 95% intervals overlap)"
+MAP_NOISE_NOTE = "~ after mAP: within the seed spread of a neighbouring row (measured by search.audit): a tie"
 
 
 def _interval_text(ci: Sequence[float] | None) -> str:
@@ -57,17 +64,20 @@ def _interval_text(ci: Sequence[float] | None) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The front as a fixed-width text table; ``~`` after a latency within the noise of a neighbour's."""
-    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>8} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>9} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
             f"{'dmAP pt':>7} {'lat x':>6}  blocks")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = f"{r['latency_ms']:.2f}{'~' if r.get('within_noise') else ' '}"
-        lines.append(f"{r['trial']:>5} {r['hash']:<12} {r['map50_95']:>8.4f} {lat:>9} "
+        acc = f"{r['map50_95']:.4f}{'~' if r.get('map_within_noise') else ' '}"
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {acc:>9} {lat:>9} "
                      f"{_interval_text(r.get('latency_ci')):>16} {r['params_m']:>8.3f} "
                      f"{r.get('d_map_points', math.nan):>+7.2f} {r.get('latency_ratio', math.nan):>6.3f}  "
                      f"{r['blocks']}")
     if any(r.get("within_noise") for r in rows):
         lines.append(NOISE_NOTE)
+    if any(r.get("map_within_noise") for r in rows):
+        lines.append(MAP_NOISE_NOTE)
     return "\n".join(lines)
 
 
@@ -81,7 +91,8 @@ def write_report(study: optuna.Study, folder: Path, objectives: Sequence[tuple[s
     folder.mkdir(parents=True, exist_ok=True)
     front = pareto_front(study, objectives, constraints, latency)
     baseline = baseline_trial(study)
-    rows = front_rows(front, baseline, latency)
+    map_noise = (study.user_attrs.get("audit") or {}).get("map_noise")
+    rows = front_rows(front, baseline, latency, map_noise)
     summary = {"study": study.study_name, "front": rows, "hypervolume": front_hypervolume(front, baseline, latency),
                "baseline_trial": baseline.number if baseline else None,
                "latency_replaced": sorted(latency) if latency else [],

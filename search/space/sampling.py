@@ -2,8 +2,9 @@
 
 The space is conditional: SE options are suggested only when the chosen block takes SE and
 SE is on, kernels only for RepViT-based blocks, the downsample only where the stage has a
-stride-2 conv. Parameter names carry the condition where the choices differ
-(``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as Optuna requires.
+stride-2 conv; width and depth apply to every block. Parameter names carry the condition where
+the choices differ (``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as
+Optuna requires.
 A list with a single choice is not suggested at all (it is not a dimension).
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from blocks.registry import stage_block
 from search.space.schema import SpaceFile, StageSpace, load_space
 from trainers.architecture import Architecture, StageChoice
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.yolo26 import STAGE_LAYERS, stock_depth
 
 
 class TrialLike(Protocol):
@@ -81,7 +82,7 @@ class SearchSpace:
             out = replace(out, kernels=_split(pick(f"{name}.kernels", [_join(k) for k in st.kernels])))
         if self._has_downsample(name):
             out = replace(out, downsample=pick(f"{name}.downsample", st.downsamples))
-        return out
+        return replace(out, width=pick(f"{name}.width", st.widths), depth=pick(f"{name}.depth", st.depths))
 
     def baseline(self) -> Architecture:
         """The stock all-C3k2 model at this space's base and scale."""
@@ -95,12 +96,17 @@ class SearchSpace:
                 params[f"{name}.block"] = "C3k2"
             if st.tie is None and self._has_downsample(name) and len(st.downsamples) > 1 and "Conv" in st.downsamples:
                 params[f"{name}.downsample"] = "Conv"
+            if st.tie is None and len(st.widths) > 1 and 1.0 in st.widths:
+                params[f"{name}.width"] = 1.0
+            if st.tie is None and len(st.depths) > 1 and stock_depth(self.spec.scale, name) in st.depths:
+                params[f"{name}.depth"] = stock_depth(self.spec.scale, name)
         return params
 
     def stage_size(self, name: str, st: StageSpace) -> int:
         """Number of distinct canonical choices of one untied stage."""
         ds = len(st.downsamples) if self._has_downsample(name) else 1
         total = 0
+        shape = len(st.widths) * len(st.depths)
         for block in st.blocks:
             spec = stage_block(block)
             kernels = len(st.kernels) if spec.uses_kernels else 1
@@ -108,7 +114,7 @@ class SearchSpace:
             per_se = sum(len(st.reductions) if k == "fixed" else len(st.ratio_bounds) for k in st.se_kinds)
             se_count = len(se_on) * per_se + (1 if "none" in st.se_placements or not se_on else 0)
             total += ds * kernels * se_count
-        return total
+        return total * shape
 
     def size(self) -> int:
         """Number of distinct architectures in the space."""
@@ -136,4 +142,5 @@ class SearchSpace:
                 count += "dynamic" in st.se_kinds and len(st.ratio_bounds) > 1
             count += any(stage_block(b).uses_kernels for b in st.blocks) and len(st.kernels) > 1
             count += self._has_downsample(name) and len(st.downsamples) > 1
+            count += (len(st.widths) > 1) + (len(st.depths) > 1)
         return count

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ from typing import Any
 import yaml
 
 from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
-from search.space.errors import SpaceError, did_you_mean
-from trainers.architecture import SCALES
+from search.space.errors import SpaceError
+from search.space.reader import Reader, UniqueKeyLoader, short
+from trainers.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
 from trainers.devices import DEVICE_ALLOWED, is_device
 from trainers.heads import DEFAULT_HEAD, HEADS
 from trainers.latency.report import BACKEND_NAMES
@@ -33,16 +33,20 @@ METRICS: dict[str, str] = {
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train")
-STAGE_KEYS = ("block", "se", "kernels", "downsample", "tie")
+STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
-TRAIN_KEYS = ("data", "epochs", "imgsz", "batch")
+TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "se_width_cost")
 MAX_RATIO = 64
 
 
 @dataclass(frozen=True)
 class StageSpace:
-    """The choices of one stage (tuples of allowed values), or a tie to another stage."""
+    """The choices of one stage (tuples of allowed values), or a tie to another stage.
+
+    ``widths``: multipliers of the stage's stock output channels; ``depths``: numbers of blocks,
+    ``None`` standing for the scale's stock depth (the default when the file gives none).
+    """
 
     blocks: tuple[str, ...] = ("C3k2",)
     se_placements: tuple[str, ...] = ("none",)
@@ -51,6 +55,8 @@ class StageSpace:
     ratio_bounds: tuple[tuple[int, int], ...] = ((4, 16),)
     kernels: tuple[tuple[int, ...], ...] = ((3,),)
     downsamples: tuple[str, ...] = ("Conv",)
+    widths: tuple[float, ...] = (1.0,)
+    depths: tuple[int | None, ...] = (None,)
     tie: str | None = None
 
 
@@ -83,12 +89,19 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset."""
+    """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset.
+
+    ``rungs``, ``eta``: successive halving (:mod:`search.rungs`); ``rungs=()`` turns it off.
+    ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.se_budget`); 0: none.
+    """
 
     data: str | None = None
     epochs: int = 12
     imgsz: int = 128
     batch: int = 8
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    se_width_cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -106,84 +119,6 @@ class SpaceFile:
     train: TrainSettings
 
 
-class _Reader:
-    """Validation helpers that know the file name, so every error names it."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, field: str, message: str) -> SpaceError:
-        return SpaceError(self.source, field, message)
-
-    def mapping(self, value: Any, field: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(field, f"must be a mapping, got {type(value).__name__} {_short(value)}")
-        for key in value:
-            if key not in allowed:
-                shown = _short(key)[1:-1] if isinstance(key, str) else _short(key)  # bounded, control chars escaped
-                raise self.fail(f"{field}.{shown}" if field else shown,
-                                f"unknown key, allowed: {list(allowed)}{did_you_mean(key, allowed)}")
-        return value
-
-    def integer(self, value: Any, field: str, lo: int, hi: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise self.fail(field, f"must be an integer in [{lo}, {hi}], got {_short(value)}")
-        return value
-
-    def choice(self, value: Any, field: str, allowed: tuple[Any, ...]) -> Any:
-        # The type must match too: 3.0 == 3 and True == 1, but neither is a kernel size.
-        if type(value) not in {type(a) for a in allowed} or value not in allowed:
-            raise self.fail(field, f"must be one of {list(allowed)}, got {_short(value)}")
-        return value
-
-    def choices(self, value: Any, field: str, check: Any) -> tuple[Any, ...]:
-        """A non-empty list (a scalar is a one-element list) of unique values, each passed through ``check``."""
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise self.fail(field, "must list at least one choice, got []")
-        out = tuple(check(v, f"{field}[{i}]") for i, v in enumerate(items))
-        if len(set(out)) != len(out):
-            raise self.fail(field, f"choices must be unique, got {_short(value)}")
-        return out
-
-
-def _bounded_repr() -> reprlib.Repr:
-    r = reprlib.Repr()
-    r.maxlevel, r.maxstring, r.maxother = 3, 60, 60
-    return r
-
-
-_REPR = _bounded_repr()
-
-
-def _short(value: Any) -> str:
-    """A repr of at most 60 characters that never walks the whole value.
-
-    A YAML alias bomb is a few hundred bytes as a file but gigabytes as a full ``repr``.
-    """
-    text = _REPR.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects a key given twice in one mapping.
-
-    PyYAML keeps the last one silently, so a repeated stage would drop the first. Keys merged in
-    with ``<<: *anchor`` may still be overridden: the check runs on the mapping as written.
-    """
-
-    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
-        seen: set[tuple[str, str]] = set()
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
-                if (key.tag, key.value) in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key.value!r}",
-                                                            key.start_mark)
-                seen.add((key.tag, key.value))
-        return node
-
-
 def load_space(path: str | Path) -> SpaceFile:
     """Read and validate a search-space YAML file; raise :class:`SpaceError` on any problem."""
     source = str(path)
@@ -197,7 +132,7 @@ def load_space(path: str | Path) -> SpaceFile:
     except OSError as e:  # no permission, an I/O error
         raise SpaceError(source, "", f"cannot read: {e.strerror or e}") from None
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)
+        data = yaml.load(raw.decode("utf-8"), Loader=UniqueKeyLoader)
     except UnicodeDecodeError as e:
         raise SpaceError(source, "", f"not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
@@ -211,7 +146,7 @@ def load_space(path: str | Path) -> SpaceFile:
 
 def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     """Validate already-parsed YAML data into a :class:`SpaceFile`."""
-    r = _Reader(source)
+    r = Reader(source)
     if data is None:
         raise r.fail("", "file is empty, expected a mapping with a 'stages' key")
     d = r.mapping(data, "", TOP_KEYS)
@@ -219,7 +154,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         raise r.fail("stages", "missing required key")
     base = d.get("base", "yolo26.yaml")
     if base != "yolo26.yaml":
-        raise r.fail("base", f"must be an Ultralytics YOLO26 detection config like 'yolo26.yaml', got {_short(base)}")
+        raise r.fail("base", f"must be an Ultralytics YOLO26 detection config like 'yolo26.yaml', got {short(base)}")
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
     head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
     stages = _parse_stages(r, d["stages"])
@@ -232,7 +167,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     )
 
 
-def _parse_stages(r: _Reader, value: Any) -> tuple[tuple[str, StageSpace], ...]:
+def _parse_stages(r: Reader, value: Any) -> tuple[tuple[str, StageSpace], ...]:
     stages = r.mapping(value, "stages", tuple(STAGE_LAYERS))
     if not stages:
         raise r.fail("stages", f"must name at least one stage of {list(STAGE_LAYERS)}, got {{}}")
@@ -246,34 +181,43 @@ def _parse_stages(r: _Reader, value: Any) -> tuple[tuple[str, StageSpace], ...]:
     return tuple((n, parsed[n]) for n in STAGE_LAYERS if n in parsed)
 
 
-def _parse_stage(r: _Reader, field: str, value: Any) -> StageSpace:
+def _parse_stage(r: Reader, field: str, value: Any) -> StageSpace:
     d = r.mapping(value, field, STAGE_KEYS)
     if "tie" in d:
         if len(d) > 1:
             raise r.fail(field, f"a tied stage takes no other keys, got {sorted(d)}")
         tie = d["tie"]
         if not isinstance(tie, str):
-            raise r.fail(f"{field}.tie", f"must be a stage name, got {_short(tie)}")
+            raise r.fail(f"{field}.tie", f"must be a stage name, got {short(tie)}")
         return StageSpace(tie=tie)
     blocks = r.choices(d.get("block", "C3k2"), f"{field}.block", lambda v, f: r.choice(v, f, tuple(STAGE_BLOCKS)))
     se = _parse_se(r, f"{field}.se", d.get("se", {"placement": "none"}))
     kernels = r.choices(d.get("kernels", [[3]]), f"{field}.kernels", lambda v, f: _kernel_set(r, v, f))
     downsamples = r.choices(d.get("downsample", "Conv"), f"{field}.downsample",
                             lambda v, f: r.choice(v, f, DOWNSAMPLES))
-    return StageSpace(blocks=blocks, kernels=kernels, downsamples=downsamples, **se)
+    widths = r.choices(d.get("width", 1.0), f"{field}.width", lambda v, f: _width(r, v, f))
+    depths = (r.choices(d["depth"], f"{field}.depth", lambda v, f: r.integer(v, f, DEPTH_MIN, DEPTH_MAX))
+              if "depth" in d else (None,))
+    return StageSpace(blocks=blocks, kernels=kernels, downsamples=downsamples, widths=widths, depths=depths, **se)
 
 
-def _kernel_set(r: _Reader, value: Any, field: str) -> tuple[int, ...]:
+def _width(r: Reader, value: Any, field: str) -> float:
+    if not is_width(value):
+        raise r.fail(field, f"must be {WIDTH_RULE}, got {short(value)}")
+    return float(value)
+
+
+def _kernel_set(r: Reader, value: Any, field: str) -> tuple[int, ...]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise r.fail(field, "a kernel set must list at least one kernel, got []")
     ks = tuple(r.choice(k, f"{field}[{i}]", DEPTHWISE_KERNELS) for i, k in enumerate(items))
     if len(set(ks)) != len(ks):
-        raise r.fail(field, f"kernels in a set must be unique, got {_short(value)}")
+        raise r.fail(field, f"kernels in a set must be unique, got {short(value)}")
     return tuple(sorted(ks))
 
 
-def _parse_se(r: _Reader, field: str, value: Any) -> dict[str, Any]:
+def _parse_se(r: Reader, field: str, value: Any) -> dict[str, Any]:
     d = r.mapping(value, field, SE_KEYS)
     placements = r.choices(d.get("placement", "none"), f"{field}.placement",
                            lambda v, f: r.choice(v, f, SE_PLACEMENTS))
@@ -290,7 +234,7 @@ def _parse_se(r: _Reader, field: str, value: Any) -> dict[str, Any]:
             "ratio_bounds": bounds or ((4, 16),)}
 
 
-def _parse_objectives(r: _Reader, value: Any) -> tuple[tuple[str, str], ...]:
+def _parse_objectives(r: Reader, value: Any) -> tuple[tuple[str, str], ...]:
     if value is None:
         return (("map50_95", "maximize"), ("latency_ms", "minimize"))
     d = r.mapping(value, "objectives", tuple(METRICS))
@@ -299,16 +243,16 @@ def _parse_objectives(r: _Reader, value: Any) -> tuple[tuple[str, str], ...]:
     return tuple((m, r.choice(direction, f"objectives.{m}", DIRECTIONS)) for m, direction in d.items())
 
 
-def _parse_constraints(r: _Reader, value: Any) -> tuple[Constraint, ...]:
+def _parse_constraints(r: Reader, value: Any) -> tuple[Constraint, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise r.fail("constraints", f"must be a list like ['params_m <= 4'], got {_short(value)}")
+        raise r.fail("constraints", f"must be a list like ['params_m <= 4'], got {short(value)}")
     out = []
     for i, text in enumerate(value):
         m = CONSTRAINT_RE.match(text) if isinstance(text, str) else None
         if m is None:
-            raise r.fail(f"constraints[{i}]", f"must read 'metric <= number' or 'metric >= number', got {_short(text)}")
+            raise r.fail(f"constraints[{i}]", f"must read 'metric <= number' or 'metric >= number', got {short(text)}")
         metric = r.choice(m.group(1), f"constraints[{i}]", tuple(METRICS))
         try:
             bound = float(m.group(3))
@@ -320,7 +264,7 @@ def _parse_constraints(r: _Reader, value: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
+def _parse_latency(r: Reader, value: Any) -> LatencySettings:
     d = r.mapping(value if value is not None else {}, "latency", LATENCY_KEYS)
     imgsz = r.integer(d.get("imgsz", 640), "latency.imgsz", 32, 4096)
     if imgsz % 32:
@@ -329,19 +273,19 @@ def _parse_latency(r: _Reader, value: Any) -> LatencySettings:
     if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 1024:
         device = str(device)  # a bare GPU index written as a number
     if not is_device(device):
-        raise r.fail("latency.device", f"must be {DEVICE_ALLOWED}, got {_short(device)}")
+        raise r.fail("latency.device", f"must be {DEVICE_ALLOWED}, got {short(device)}")
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
     backend = r.choice(d.get("backend", "torch"), "latency.backend", BACKEND_NAMES)
     threads = r.integer(d.get("threads", 1), "latency.threads", 1, 256)
     return LatencySettings(imgsz=imgsz, device=device, dtype=dtype, backend=backend, threads=threads)
 
 
-def _parse_train(r: _Reader, value: Any) -> TrainSettings:
+def _parse_train(r: Reader, value: Any) -> TrainSettings:
     d = r.mapping(value if value is not None else {}, "train", TRAIN_KEYS)
     default = TrainSettings()
     data = d.get("data")
     if data is not None and (not isinstance(data, str) or not data.endswith((".yaml", ".yml"))):
-        raise r.fail("train.data", f"must be a path to an Ultralytics data YAML or null, got {_short(data)}")
+        raise r.fail("train.data", f"must be a path to an Ultralytics data YAML or null, got {short(data)}")
     imgsz = r.integer(d.get("imgsz", default.imgsz), "train.imgsz", 32, 4096)
     if imgsz % 32:
         raise r.fail("train.imgsz", f"must be a multiple of 32, got {imgsz}")
@@ -350,4 +294,23 @@ def _parse_train(r: _Reader, value: Any) -> TrainSettings:
         epochs=r.integer(d.get("epochs", default.epochs), "train.epochs", 1, 10000),
         imgsz=imgsz,
         batch=r.integer(d.get("batch", default.batch), "train.batch", 1, 1024),
+        rungs=_rungs(r, d.get("rungs")),
+        eta=r.integer(d.get("eta", default.eta), "train.eta", 2, 100),
+        se_width_cost=_se_width_cost(r, d.get("se_width_cost", default.se_width_cost)),
     )
+
+
+def _se_width_cost(r: Reader, value: Any) -> float:
+    """``train.se_width_cost``: lambda of the DynamicSE width cost, a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise r.fail("train.se_width_cost", f"must be a finite number >= 0, got {short(value)}")
+    return float(value)
+
+
+def _rungs(r: Reader, value: Any) -> tuple[int, ...]:
+    """Increasing epochs (``null`` or ``[]``: none); below the trial's epochs is checked by ``search.run``."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    rungs = tuple(r.integer(v, f"train.rungs[{i}]", 1, 10000) for i, v in enumerate(items))
+    if any(b <= a for a, b in zip(rungs, rungs[1:])):
+        raise r.fail("train.rungs", f"must be increasing epochs, got {short(value)}")
+    return rungs

@@ -1,8 +1,9 @@
 """Tests for blocks/se.py: EfficientSE and DynamicSE (shapes, widths, gradients, batch
-independence, serialisation, no host sync, ONNX export) and SEFactory."""
+independence, serialisation, no host sync, ONNX export), SEWidthTracker and SEFactory."""
 
 from __future__ import annotations
 
+import copy
 import io
 import pickle
 
@@ -13,7 +14,7 @@ from torch import nn
 
 import blocks
 from blocks._fuse import reparameterize_model
-from blocks.se import DynamicSE, EfficientSE, SEFactory, se_hidden_channels
+from blocks.se import DynamicSE, EfficientSE, SEFactory, SEWidthTracker, se_hidden_channels
 
 SE_KINDS = {
     "efficient": lambda c: EfficientSE(c, reduction=4),
@@ -155,21 +156,87 @@ def test_dynamic_se_cuda_graph_replay_matches_eager() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter is deprecated
-def test_dynamic_se_onnx_export_matches_onnxruntime(tmp_path) -> None:
+@pytest.mark.parametrize("tracked", [False, True])
+def test_dynamic_se_onnx_export_matches_onnxruntime(tmp_path, tracked: bool) -> None:
+    """Exports in eval mode, also while an :class:`SEWidthTracker` is attached (it then records nothing)."""
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     se = _make("dynamic", 16).eval()
     x = torch.randn(3, 16, 13, 17)
     path = tmp_path / "dse.onnx"
-    torch.onnx.export(
-        se, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17,
-    )
+    with SEWidthTracker(se if tracked else nn.Identity()) as tracker:
+        torch.onnx.export(
+            se, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, opset_version=17,
+        )
+        assert tracker.records == []
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (x, torch.randn(5, 16, 13, 17)):
         (got,) = sess.run(None, {"x": batch.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got), se(batch), rtol=1e-4, atol=1e-5)
+
+
+# --- SEWidthTracker ---------------------------------------------------------------------
+
+
+def _width_fraction(se: DynamicSE, x: torch.Tensor) -> torch.Tensor:
+    return se.active_width(torch.nn.functional.adaptive_avg_pool2d(x, 1)).mean() / se.hidden
+
+
+def test_tracker_records_mean_width_fraction_of_training_forwards() -> None:
+    a, b = DynamicSE(16, min_ratio=2, max_ratio=8), DynamicSE(8, min_ratio=2, max_ratio=4)
+    randomize_(a)
+    model = nn.Sequential(a, EfficientSE(16), nn.Conv2d(16, 8, 1), b).train()
+    x = torch.randn(3, 16, 5, 4)
+    with SEWidthTracker(model) as tracker:
+        assert len(tracker) == 2 and a.width_records is tracker.records is b.width_records
+        y = model(x)
+        with torch.no_grad():  # the reference in eval mode, which records nothing
+            expected = (_width_fraction(a, x) + _width_fraction(b, model[:3].eval()(x))) / 2
+        fraction = tracker.take()
+        assert fraction is not None and fraction.requires_grad and fraction.dtype == torch.float32
+        torch.testing.assert_close(fraction, expected)
+        assert tracker.records == [] and tracker.take() is None, "take() empties the records"
+        fraction.backward()
+        assert a.ratio_predictor.weight.grad is not None and a.ratio_predictor.weight.grad.abs().sum() > 0
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x), y.detach())
+        assert tracker.take() is None, "eval-mode forwards record nothing"
+        model.train()
+    assert "width_records" not in vars(a) and a.width_records is None and b.width_records is None
+    model(x)
+    assert tracker.records == [], "a closed tracker records nothing"
+
+
+def test_untracked_dynamic_se_is_unchanged_and_pickles() -> None:
+    se = _make("dynamic", 12).train()
+    x = torch.randn(2, 12, 4, 4)
+    with torch.no_grad():
+        ref = se(x)
+        with SEWidthTracker(se):
+            torch.testing.assert_close(se(x), ref)  # recording does not change the output
+    assert se.width_records is None
+    assert pickle.loads(pickle.dumps(se)).width_records is None
+
+
+def test_copies_of_a_tracked_dynamic_se_are_not_tracked() -> None:
+    """An EMA copy or a checkpoint made while training is tracked must not record into a list nobody empties."""
+    se = _make("dynamic", 12).train()
+    x = torch.randn(2, 12, 4, 4)
+    with SEWidthTracker(se) as tracker:
+        for clone in (copy.deepcopy(se), pickle.loads(pickle.dumps(se))):
+            assert clone.width_records is None and "width_records" not in vars(clone)
+            with torch.no_grad():
+                torch.testing.assert_close(clone.train()(x), se(x))
+        assert len(tracker.records) == 2, "only the tracked original recorded"
+
+
+def test_tracker_of_a_model_without_dynamic_se_takes_nothing() -> None:
+    model = nn.Sequential(EfficientSE(8)).train()
+    with SEWidthTracker(model) as tracker:
+        model(torch.randn(1, 8, 3, 3))
+        assert len(tracker) == 0 and tracker.take() is None
 
 
 # --- both kinds -------------------------------------------------------------------------

@@ -66,7 +66,8 @@ class ScriptedTrial:
 
 def every_path(space: SearchSpace) -> list[tuple[Architecture, dict[str, Any]]]:
     """Every (architecture, params) ``suggest`` can produce: a depth-first walk over the choices of every call."""
-    out, todo = [], [[]]
+    out: list[tuple[Architecture, dict[str, Any]]] = []
+    todo: list[list[int]] = [[]]
     while todo:
         script = todo.pop()
         trial = ScriptedTrial(script)
@@ -102,6 +103,7 @@ def test_default_space_contents() -> None:
     p3 = stages["p3_backbone"]
     assert p3.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
     assert p3.kernels == ((3,), (3, 5), (3, 5, 7)) and p3.ratio_bounds == ((4, 8), (4, 16))
+    assert p3.widths == (0.5, 0.75, 1.0, 1.25) and p3.depths == (1, 2)
     assert {n: s.tie for n, s in spec.stages if s.tie} == {
         "p4_neck": "p4_backbone", "p3_out": "p3_backbone", "p4_out": "p4_backbone", "p5_out": "p5_backbone"}
     assert spec.objectives == (("map50_95", "maximize"), ("latency_ms", "minimize"))
@@ -112,11 +114,12 @@ def test_default_space_contents() -> None:
     assert (spec.train.data, spec.train.epochs, spec.train.imgsz, spec.train.batch) == (None, 12, 128, 8)
     # Per backbone stage (all four have a stride-2 conv, 3 downsample choices):
     #   C3k2 3 + OREPA 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio pairs))
-    #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159; the neck/out stages are tied.
+    #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159 blocks and options,
+    #   times 4 widths * 2 depths; the neck/out stages are tied.
     space = SearchSpace(spec)
-    assert space.size() == 159**4
-    # Per stage: block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample.
-    assert space.dimensions() == 4 * 8
+    assert space.size() == (159 * 4 * 2) ** 4
+    # Per stage: block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample, width, depth.
+    assert space.dimensions() == 4 * 10
 
 
 # ---------------------------------------------------------------------------------------------- bad data in-process
@@ -221,6 +224,7 @@ def test_tied_stages_equal_their_target(default_samples: list[tuple[Architecture
             assert mine.block == theirs.block and mine.kernels == theirs.kernels and mine.se == theirs.se
             assert (mine.se_kind, mine.se_reduction, mine.se_min_ratio, mine.se_max_ratio) == (
                 theirs.se_kind, theirs.se_reduction, theirs.se_min_ratio, theirs.se_max_ratio)
+            assert (mine.width, mine.depth) == (theirs.width, theirs.depth)
             if STAGE_LAYERS[stage][1] is None:  # p4_neck / p3_out have no stride-2 conv of their own
                 assert mine.downsample is None
             else:
@@ -237,7 +241,7 @@ def test_trial_params_are_only_the_applicable_ones(default_samples: list[tuple[A
                 continue
             c = arch.stage(name)
             spec = stage_block(c.block)
-            expected |= {f"{name}.block", f"{name}.downsample"}
+            expected |= {f"{name}.block", f"{name}.downsample", f"{name}.width", f"{name}.depth"}
             if len([p for p in st.se_placements if p in spec.se_placements]) > 1:
                 expected.add(f"{name}.{c.block}.se")
             if c.se != "none":
@@ -254,7 +258,7 @@ def test_baseline_params_enqueued_give_the_baseline() -> None:
     space = SearchSpace.load(DEFAULT)
     params = space.baseline_params()
     assert params == {f"{s}.{k}": v for s in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone")
-                      for k, v in (("block", "C3k2"), ("downsample", "Conv"))}
+                      for k, v in (("block", "C3k2"), ("downsample", "Conv"), ("width", 1.0), ("depth", 1))}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(params)
     trial = study.ask()

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,8 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
     ("bad-head", GOOD_STAGE + "head: nmsfree\n", "head: must be one of ['nms_free', 'nms'], got 'nmsfree'"),
     ("bad-backend", GOOD_STAGE + "latency: {backend: tensorrt}\n",
      "latency.backend: must be one of ['torch', 'onnxruntime', 'openvino'], got 'tensorrt'"),
+    ("negative-se-cost", GOOD_STAGE + "train: {se_width_cost: -0.1}\n",
+     "train.se_width_cost: must be a finite number >= 0, got -0.1"),
     ("zero-threads", GOOD_STAGE + "latency: {threads: 0}\n", "latency.threads: must be an integer in [1, 256], got 0"),
     ("huge-reduction",
      "stages:\n  p4_backbone: {block: RepViT, se: {placement: in_blocks, reduction: 1000000000000000000000}}\n",
@@ -106,6 +109,14 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
      "latency.imgsz: must be a multiple of 32 (the model's largest stride), got 600"),
     ("duplicate-key", "stages:\n  p3_backbone: {block: C3k2}\n  p3_backbone: {block: RepViT}\n",
      "broken YAML at line 3: duplicate key 'p3_backbone'"),
+    ("width-off-grid", "stages:\n  p4_backbone: {width: [0.5, 0.8]}\n",
+     "stages.p4_backbone.width[1]: must be a multiple of 0.125 in [0.25, 2.0], got 0.8"),
+    ("width-string", "stages:\n  p4_backbone: {width: wide}\n",
+     "stages.p4_backbone.width[0]: must be a multiple of 0.125 in [0.25, 2.0], got 'wide'"),
+    ("depth-zero", "stages:\n  p2_backbone: {block: RepViT, depth: [0, 1]}\n",
+     "stages.p2_backbone.depth[0]: must be an integer in [1, 8], got 0"),
+    ("depth-fraction", "stages:\n  p2_backbone: {depth: 1.5}\n",
+     "stages.p2_backbone.depth[0]: must be an integer in [1, 8], got 1.5"),
 ]
 
 
@@ -179,3 +190,24 @@ def test_baseline_prints_the_stock_model() -> None:
     assert line["params"] == STOCK_N_PARAMS
     assert Architecture.from_dict(line) == Architecture.baseline() and line["hash"] == Architecture.baseline().hash
     assert line["gflops"] == pytest.approx(5.48, abs=0.01)  # fused (Detect's one-to-many branch dropped), 640 px
+
+
+def test_sample_builds_widths_and_depths(tmp_path: Path) -> None:
+    path = _write(tmp_path, "shaped", "stages:\n  p4_backbone: {width: [0.5, 1.25], depth: [1, 2]}\n"
+                                      "  p4_neck: {tie: p4_backbone}\n")
+    lines = _json_lines(space_cli("sample", str(path), "--n", "4", "--seed", "5", "--imgsz", "64"))
+    shapes = set()
+    for line in lines:
+        arch = Architecture.from_dict(line)
+        p4, neck = arch.stage("p4_backbone"), arch.stage("p4_neck")
+        assert (neck.width, neck.depth) == (p4.width, p4.depth)  # tied (p4_neck has no stride-2 conv of its own)
+        written: Any = line["stages"]
+        assert written["p4_backbone"]["width"] == p4.width
+        assert written["p4_backbone"].get("depth") == p4.depth  # depth 1 (stock) is not written
+        params: Any = line["params"]
+        if p4.width > 1.0:
+            assert params > STOCK_N_PARAMS
+        elif p4.depth is None:
+            assert params < STOCK_N_PARAMS
+        shapes.add((p4.width, p4.depth))
+    assert shapes == {(0.5, None), (0.5, 2), (1.25, None), (1.25, 2)}  # seed 5 draws all four

@@ -1,10 +1,12 @@
-"""``Architecture``: canonical choices, JSON round trip, a stable 12-hex hash (also across processes)."""
+"""``Architecture``: canonical choices, JSON round trip, a stable 12-hex hash (also across processes); stage
+widths and depths, whose stock values leave the hashes of architectures recorded before they existed."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from dataclasses import FrozenInstanceError
@@ -156,3 +158,78 @@ def test_architecture_is_frozen_and_hashable() -> None:
         REP.scale = "n"  # type: ignore[misc]
     assert len({REP, Architecture.from_json(REP.to_json()), Architecture.baseline()}) == 2
     assert REP.stage("p3_backbone").kernels == (3, 5, 7)
+
+
+# ---------------------------------------------------------------------------------------------- width and depth
+
+LEGACY_DB = REPO / "tests" / "search" / "data" / "legacy_study.db"
+
+
+def test_width_and_depth_are_recorded_and_round_trip() -> None:
+    arch = Architecture.create({"p3_backbone": StageChoice(block="RepViT", kernels=(3,), width=0.75, depth=2),
+                                "p5_out": StageChoice(width=1.25)})
+    stages = arch.to_dict()["stages"]
+    assert stages["p3_backbone"] == {"block": "RepViT", "kernels": [3], "downsample": "Conv", "width": 0.75,
+                                     "depth": 2}
+    assert stages["p5_out"] == {"block": "C3k2", "downsample": "Conv", "width": 1.25}
+    assert Architecture.from_json(arch.to_json()) == arch and not arch.is_baseline
+    assert arch.stage("p3_backbone").depth == 2 and arch.stage("p4_neck").width == 1.0
+
+
+@pytest.mark.parametrize("scale, choice", [
+    ("n", StageChoice(width=1.0, depth=1)), ("n", StageChoice(width=1, depth=None)), ("s", StageChoice(depth=1)),
+    ("l", StageChoice(depth=2)),  # yolo26l's stages have two blocks
+], ids=["n-1.0-1", "n-int-width", "s-depth-1", "l-depth-2"])
+def test_stock_width_and_depth_leave_the_hash(scale: str, choice: StageChoice) -> None:
+    arch = Architecture.create({"p4_backbone": choice}, scale=scale)
+    assert arch == Architecture.baseline(scale=scale) and arch.hash == Architecture.baseline(scale=scale).hash
+    assert arch.stage("p4_backbone").depth is None and type(arch.stage("p4_backbone").width) is float
+    assert "width" not in arch.to_dict()["stages"]["p4_backbone"]
+
+
+def test_the_stock_depth_depends_on_the_scale() -> None:
+    two = {"p4_backbone": StageChoice(depth=2)}
+    assert Architecture.create(two, scale="n").stage("p4_backbone").depth == 2
+    assert Architecture.create(two, scale="l").stage("p4_backbone").depth is None
+    assert Architecture.create({"p5_out": StageChoice(depth=2)}, scale="l").stage("p5_out").depth == 2  # stock 1
+
+
+@pytest.mark.parametrize("change", [{"width": 0.75}, {"width": 1.25}, {"depth": 2}, {"depth": 3}])
+def test_width_and_depth_change_the_hash(change: dict[str, object]) -> None:
+    base = StageChoice(block="C3k2_RVB_SE", se="after_concat", se_reduction=8, kernels=(3, 5))
+    changed = StageChoice(**{**base.__dict__, **change})  # type: ignore[arg-type]
+    a, b = Architecture.create({"p4_backbone": base}), Architecture.create({"p4_backbone": changed})
+    assert a != b and a.hash != b.hash
+
+
+def test_hashes_recorded_before_widths_and_depths_rebuild_equal() -> None:
+    """The trials of a study written before stage widths and depths existed keep their architecture hash."""
+    with sqlite3.connect(f"file:{LEGACY_DB}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT trial_id, key, value_json FROM trial_user_attributes "
+                          "WHERE key IN ('architecture', 'hash')").fetchall()
+    recorded: dict[int, dict[str, object]] = {}
+    for trial, key, value in rows:
+        recorded.setdefault(trial, {})[key] = json.loads(value)
+    assert len(recorded) == 3
+    for trial, attrs in recorded.items():
+        arch = Architecture.from_dict(attrs["architecture"])  # type: ignore[arg-type]
+        assert arch.hash == attrs["hash"], trial
+    assert {a["hash"] for a in recorded.values()} == {"4131aa0f85ac", "18dd75c1342a"}
+    assert Architecture.baseline().hash == "4131aa0f85ac"
+
+
+@pytest.mark.parametrize("choice, match", [
+    (StageChoice(width=0.3), r"stage p3_backbone: width must be a multiple of 0.125 in \[0.25, 2.0\], got 0.3"),
+    (StageChoice(width=4.0), r"width must be .*, got 4.0"),
+    (StageChoice(width=True), r"width must be .*, got True"),  # type: ignore[arg-type]
+    (StageChoice(width=float("nan")), r"width must be .*, got nan"),
+    (StageChoice(depth=0), r"stage p3_backbone: depth must be an integer in \[1, 8\], got 0"),
+    (StageChoice(depth=2.0), r"depth must be an integer in \[1, 8\], got 2.0"),  # type: ignore[arg-type]
+    (StageChoice(depth=9), r"depth must be an integer in \[1, 8\], got 9"),
+], ids=["width-step", "width-high", "width-bool", "width-nan", "depth-0", "depth-float", "depth-high"])
+def test_create_rejects_bad_widths_and_depths(choice: StageChoice, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Architecture.create({"p3_backbone": choice})
+    data = {"stages": {"p3_backbone": {"block": "C3k2", "width": choice.width, "depth": choice.depth}}}
+    with pytest.raises(ValueError, match=match.split(": ", 1)[-1]):
+        Architecture.from_dict(data)

@@ -1,25 +1,25 @@
-"""``build_model``: the baseline is exactly stock YOLO26; every sampled architecture builds, trains
-(forward and backward), fuses to the same outputs; GFLOPs agree between thop and torch's counter;
-a trained rep architecture survives its checkpoint (``best.pt``) and training continues from it.
+"""``build_model``: the baseline is exactly stock YOLO26; every sampled architecture (widths and depths
+included) builds, trains (forward and backward), fuses to the same outputs; GFLOPs agree between thop
+and torch's counter; a trained rep architecture survives its checkpoint (``best.pt``) and training
+continues from it.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 import torch
+from build_helpers import assert_trains_and_fuses, module_types, shapes_of
 from torch import nn
 
 from search.space import SearchSpace
 from trainers.architecture import Architecture, StageChoice
 from trainers.build import architecture_of, build_model, model_from_yaml
-from trainers.inference import count_params, flop_counter_gflops, fused_copy, gflops
+from trainers.inference import count_params, flop_counter_gflops, gflops
 from trainers.yolo26 import STAGE_LAYERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,57 +36,6 @@ REP = Architecture.create({
     "p4_out": StageChoice(block="RepViT", se="in_blocks", se_kind="dynamic", se_min_ratio=4, se_max_ratio=8,
                           kernels=(3,), downsample="OREPA"),
 })
-
-
-def tensors_in(out: Any) -> Iterator[torch.Tensor]:
-    """Every tensor inside a model output (tensors, nested dicts, lists and tuples)."""
-    if isinstance(out, torch.Tensor):
-        yield out
-    elif isinstance(out, dict):
-        for v in out.values():
-            yield from tensors_in(v)
-    elif isinstance(out, (list, tuple)):
-        for v in out:
-            yield from tensors_in(v)
-
-
-def shapes_of(out: Any) -> Any:
-    """The structure of a model output with every tensor replaced by its shape."""
-    if isinstance(out, torch.Tensor):
-        return tuple(out.shape)
-    if isinstance(out, dict):
-        return {k: shapes_of(v) for k, v in out.items()}
-    if isinstance(out, (list, tuple)):
-        return [shapes_of(v) for v in out]
-    return type(out).__name__
-
-
-def randomize_bn_(model: nn.Module, calibration: torch.Tensor, seed: int) -> nn.Module:
-    """Random BatchNorm affine parameters, then running statistics measured on ``calibration``; in place.
-
-    Fresh BatchNorms (mean 0, var 1, weight 1, bias 0) can hide a wrong fuse, and with them the
-    activations of a freshly initialised detector shrink with depth until its output no longer
-    depends on the input. Statistics measured on a batch (cumulative average, ``momentum=None``)
-    are far from 0/1 and keep every layer's output at unit scale. Conv weights are untouched
-    (``tests/blocks``' ``randomize_`` redraws them, fine for one block, not for 23 layers).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in bns:
-            m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-            m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        model(calibration)
-    for m in bns:
-        m.momentum = 0.03
-    return model.eval()
-
-
-def module_types(model: nn.Module) -> set[str]:
-    return {type(m).__name__ for m in model.modules()}
 
 
 @pytest.fixture(scope="module")
@@ -191,47 +140,12 @@ def test_samples_cover_every_block_and_downsample() -> None:
     assert {c.downsample for c in choices} == {None, "Conv", "RepConv", "OREPA"}
     assert {c.se for c in choices} == {"none", "after_concat", "in_blocks"}
     assert {c.se_kind for c in choices if c.se != "none"} == {"fixed", "dynamic"}
+    assert {c.width for c in choices} == {0.5, 0.75, 1.0, 1.25} and {c.depth for c in choices} == {None, 2}
 
 
 @pytest.mark.parametrize("arch", SAMPLES, ids=[a.hash for a in SAMPLES])
 def test_sampled_architecture_trains_and_fuses(arch: Architecture) -> None:
-    torch.manual_seed(0)
-    model = build_model(arch, nc=3)
-    assert architecture_of(model) == arch
-    x = torch.rand(2, 3, IMGSZ, IMGSZ)
-
-    model.train()
-    out = model(x)
-    found = list(tensors_in(out))
-    assert len(found) >= 4
-    sum(t.float().sum() for t in found).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, f"{name} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
-
-    randomize_bn_(model, torch.rand(4, 3, IMGSZ, IMGSZ), seed=int(arch.hash, 16) % 2**31)
-    assert not model.training
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with torch.no_grad():
-        expected = model(x)[0]
-        exact = copy.deepcopy(model).double()(x.double())[0]
-    fused = fused_copy(model)
-    with torch.no_grad():
-        got = fused(x)[0]
-    assert got.shape == expected.shape == (2, 4 + 3, 84)
-    scale = float(exact.abs().max())
-    assert float((exact[0] - exact[1]).abs().max()) > 1e-2 * scale  # the output depends on the input
-    # Float32 rounding alone moves the unfused output by up to ~1e-4 of its scale (boxes reach ~1e3
-    # pixels once the BN statistics are real): the fused copy must be as close to the float64
-    # result as the unfused float32 model is. A wrong fuse is off by a sizeable part of the scale.
-    unfused_err = float((expected.double() - exact).abs().max())
-    fused_err = float((got.double() - exact).abs().max())
-    assert fused_err <= 10 * unfused_err + 1e-6 * scale, (fused_err, unfused_err, scale)
-    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3 * scale)
-    assert not [n for n, m in fused.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    assert count_params(fused) < count_params(model)
-    after = model.state_dict()
-    assert all(torch.equal(v, after[k]) for k, v in before.items()), "fused_copy changed the model"
+    assert_trains_and_fuses(arch, IMGSZ)
 
 
 # ---------------------------------------------------------------------------------------------- GFLOPs
@@ -252,8 +166,8 @@ def test_thop_gflops_agree_with_torch_flop_counter(arch: Architecture) -> None:
 # ---------------------------------------------------------------------------------------------- training
 
 
-TRAIN_ARCH = Architecture.create({
-    "p3_backbone": StageChoice(block="RepViT", se="in_blocks", se_reduction=4, kernels=(3, 5)),
+TRAIN_ARCH = Architecture.create({  # the checkpoint must also rebuild a stage's width and depth
+    "p3_backbone": StageChoice(block="RepViT", se="in_blocks", se_reduction=4, kernels=(3, 5), width=0.75, depth=2),
     "p4_backbone": StageChoice(block="C3k2_RVB_SE", se="after_concat", se_reduction=8, kernels=(3,)),
     "p5_backbone": StageChoice(block="OREPA", downsample="RepConv"),
 })
@@ -300,9 +214,10 @@ def test_rep_architecture_trains_one_epoch_and_continues_from_best_pt(
         {k: v.detach().clone() for k, v in t.model.state_dict().items()}))
     again.train()
     assert again.architecture is None
-    assert architecture_of(again.model) == TRAIN_ARCH
-    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv"} <= module_types(again.model)
-    assert count_params(again.model) == count_params(loaded) != 2_572_280
+    continued: Any = again.model
+    assert architecture_of(continued) == TRAIN_ARCH
+    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv"} <= module_types(continued)
+    assert count_params(continued) == count_params(loaded) != 2_572_280
     assert list(at_start) == list(start)
     assert all(torch.equal(at_start[k].float(), v.float()) for k, v in start.items()), "weights not loaded"
     assert (project / "again" / "weights" / "best.pt").is_file()

@@ -1,0 +1,168 @@
+"""Benchmark: how far the latency of a search space's architectures reaches below and above stock YOLO26.
+
+Run from the repository root::
+
+    python3 bench/space_range.py                          # default space, 30 samples, CPU, 640 px, 1 thread
+    python3 bench/space_range.py --n 60 --seed 1 --rounds 10
+    python3 bench/space_range.py --space my_space.yaml --imgsz 320
+
+Architectures (untrained: latency does not depend on the weights): ``--n`` drawn from the space
+by Optuna's random sampler (``--seed``), plus its corners: for every block the space lists, the
+*fast* corner (narrowest width, fewest blocks, no SE, the smallest kernel set, the plain Conv
+downsample where listed) and the *slow* corner (widest, deepest, SE on where the block takes it,
+a dynamic SE where listed, the largest kernel set). Corners are picked by :class:`Corner`, a trial that
+answers every parameter of ``SearchSpace.suggest`` by rule, so they are architectures of the
+space and nothing else.
+
+Latency: :func:`trainers.latency.interleaved.measure_interleaved`, the fused model with the
+space's head, torch backend, on the CPU with ``--threads`` threads at ``--imgsz``. Models are
+measured in groups of ``--group``, the stock model in every group, round-robin (``--rounds``
+rounds of ``--repeats`` timed forwards each), and each architecture's ratio is its median over
+the stock model's median *of its own group*: only figures measured interleaved are comparable
+on a shared CPU (``PITFALLS.md``). Prints one row per architecture, then the min / median / max
+ratio over all of them and over the random samples alone, and the machine. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from machine import print_machine
+
+from trainers.cli import OneLineParser, fail, log, positive_int, quiet_ultralytics
+
+REPO = Path(__file__).resolve().parents[1]
+SE_SLOW_FIRST = ("in_blocks", "after_concat", "none")  # an SE in every block costs most
+
+
+class Corner:
+    """A ``TrialLike`` that answers every parameter by rule: the fast or the slow end of each choice."""
+
+    def __init__(self, block: str, slow: bool):
+        self.block, self.slow = block, slow
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        """The extreme of ``choices`` for parameter ``name`` (``<stage>.<what>``)."""
+        what = name.rsplit(".", 1)[-1]
+        items = list(choices)
+        if what == "block":
+            return self.block if self.block in items else items[0]
+        if what in ("width", "depth"):
+            return max(items) if self.slow else min(items)
+        if what == "se":
+            order = SE_SLOW_FIRST if self.slow else tuple(reversed(SE_SLOW_FIRST))
+            return next(p for p in order if p in items)
+        if what == "kernels":
+            return max(items, key=len) if self.slow else min(items, key=len)
+        if what == "se_kind":
+            return "dynamic" if self.slow and "dynamic" in items else items[0]
+        if what == "downsample":
+            return "Conv" if "Conv" in items and not self.slow else items[-1]
+        return items[-1] if self.slow else items[0]  # se_reduction / se_ratios: the ends of the lists
+
+
+def corners(space: Any) -> dict[str, Any]:
+    """``"fast C3k2"`` / ``"slow RepViT"`` ... -> the corner architecture of each block the space lists."""
+    blocks = sorted({b for _, st in space.spec.stages if st.tie is None for b in st.blocks})
+    return {f"{'slow' if slow else 'fast'} {b}": space.suggest(Corner(b, slow)) for slow in (False, True)
+            for b in blocks}
+
+
+def samples(space: Any, n: int, seed: int) -> dict[str, Any]:
+    """``"sample i"`` -> the i-th of ``n`` architectures drawn by Optuna's random sampler with ``seed``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    return {f"sample {i}": space.suggest(study.ask()) for i in range(n)}
+
+
+def shape_of(arch: Any) -> str:
+    """Per stage ``width x depth`` (``-`` for the stock depth), e.g. ``0.5x2 1x- ...``."""
+    return " ".join(f"{c.width:g}x{c.depth or '-'}" for _, c in arch.stages)
+
+
+def measure_groups(archs: dict[str, Any], setting: Any, group: int, rounds: int, repeats: int,
+                   nc: int) -> dict[str, tuple[float, float]]:
+    """Name -> (median ms, ratio to the stock model measured in the same group)."""
+    from trainers.architecture import Architecture
+    from trainers.build import build_model
+    from trainers.latency.interleaved import measure_interleaved
+
+    names, out = list(archs), {}
+    for start in range(0, len(names), group):
+        chunk = names[start:start + group]
+        t0 = time.perf_counter()
+        models = [build_model(Architecture.baseline(), nc=nc)] + [build_model(archs[k], nc=nc) for k in chunk]
+        reports = measure_interleaved(models, setting, rounds=rounds, repeats=repeats, warmup=1)
+        stock = reports[0].median_ms
+        for k, r in zip(chunk, reports[1:]):
+            out[k] = (r.median_ms, r.median_ms / stock)
+        log(f"group {start // group + 1}/{-(-len(names) // group)}: stock {stock:.1f} ms, "
+            f"{len(chunk)} models, {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def summary(label: str, ratios: Sequence[float]) -> str:
+    """``label: min / median / max`` of latency ratios."""
+    return (f"{label:<22} n={len(ratios):>3}  min {min(ratios):.2f}x  median {statistics.median(ratios):.2f}x  "
+            f"max {max(ratios):.2f}x")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python3 bench/space_range.py", description=__doc__.split("\n")[0])
+    p.add_argument("--space", default=str(REPO / "spaces" / "yolo26.yaml"))
+    p.add_argument("--n", type=positive_int("--n", 1, 10000), default=30, help="random samples")
+    p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
+    p.add_argument("--group", type=positive_int("--group", 1, 64), default=6, help="models per group (+ stock)")
+    p.add_argument("--rounds", type=positive_int("--rounds", 1, 1000), default=10)
+    p.add_argument("--repeats", type=positive_int("--repeats", 1, 1000), default=2)
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=640)
+    p.add_argument("--threads", type=positive_int("--threads", 1, 256), default=1)
+    p.add_argument("--nc", type=positive_int("--nc", 1, 10000), default=80)
+    return p
+
+
+def main() -> None:
+    """Sample, measure, print."""
+    args = _parser().parse_args()
+    from search.space import SearchSpace, SpaceError
+
+    try:
+        space = SearchSpace.load(args.space)
+    except SpaceError as e:
+        fail(str(e))
+    quiet_ultralytics()
+    import torch
+
+    from trainers.latency.report import LatencySetting
+
+    torch.set_num_threads(args.threads)
+    setting = LatencySetting(imgsz=args.imgsz, device="cpu", threads=args.threads, head=space.spec.head)
+    edges, drawn = corners(space), samples(space, args.n, args.seed)
+    archs = {**edges, **drawn}
+    t0 = time.perf_counter()
+    measured = measure_groups(archs, setting, args.group, args.rounds, args.repeats, args.nc)
+
+    print(f"# space {args.space}: {space.size()} architectures, {space.dimensions()} dimensions; "
+          f"{len(drawn)} samples (seed {args.seed}) + {len(edges)} corners")
+    print(f"# torch on cpu, {args.threads} thread(s), {args.imgsz} px, fused, head {space.spec.head}, "
+          f"{args.rounds} rounds x {args.repeats} forwards, groups of {args.group} + stock")
+    print(f"{'name':<18} {'hash':<12} {'ms':>7} {'ratio':>6}  blocks / width x depth per stage")
+    for name, arch in archs.items():
+        ms, ratio = measured[name]
+        print(f"{name:<18} {arch.hash:<12} {ms:7.1f} {ratio:5.2f}x  {arch.blocks_summary()} / {shape_of(arch)}")
+    print(summary("all", [measured[k][1] for k in archs]))
+    print(summary("random samples", [measured[k][1] for k in drawn]))
+    print(summary("corners", [measured[k][1] for k in edges]))
+    print(f"# measured in {time.perf_counter() - t0:.0f} s")
+    print_machine(torch.device("cpu"), args.threads)
+
+
+if __name__ == "__main__":
+    main()

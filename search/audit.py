@@ -1,0 +1,176 @@
+"""``python -m search.audit``: does the search's cheap mAP rank architectures as a longer schedule does?
+
+    python -m search.audit --storage sqlite:///studies/yolo26.db --study yolo26 --top 3 --random 3 --epochs 24
+
+Retrains the front's ``--top`` points with the largest hypervolume contribution and ``--random``
+other COMPLETE trials (distinct architectures) at the higher fidelity (``--epochs``, ``--imgsz``,
+``--data``), and the same architectures at the search's own fidelity with ``--seeds`` other
+seeds. Prints, per architecture, the search-time mAP, the audit mAP and the seed spread (max -
+min of the search-fidelity mAPs over all seeds), then Kendall's tau and Spearman's rho between
+search-time and audit mAP. The result is recorded on the study (user attr ``audit``); the
+Pareto table then marks mAP differences inside the median seed spread as ties (``~``).
+
+Each run is a trial process (:func:`search.runner.run_trial_process`) handed the trial's own
+params/GFLOPs/latency, so nothing is measured again; runs land in ``<study folder>/audit/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import random
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from search.pick import PickError
+from trainers.cli import OneLineParser, fail, log, positive_int
+
+AUDIT_ATTR = "audit"
+
+
+def hypervolume_contributions(front: list[Any], ref: tuple[float, float]) -> dict[int, float]:
+    """Each front trial's hypervolume contribution in (mAP50-95, latency ms): the area lost without it."""
+    from search.pareto import hypervolume_2d, trial_metrics
+
+    pts = {t.number: (trial_metrics(t)["map50_95"], trial_metrics(t)["latency_ms"]) for t in front}
+    whole = hypervolume_2d(list(pts.values()), ref)
+    return {n: whole - hypervolume_2d([p for m, p in pts.items() if m != n], ref) for n in pts}
+
+
+def choose_trials(study: Any, cfg: Any, top: int, random_k: int, seed: int) -> list[Any]:
+    """The ``top`` front trials by hypervolume contribution, then ``random_k`` other COMPLETE architectures."""
+    from optuna.trial import TrialState
+
+    from search.pareto import baseline_trial, pareto_front, trial_metrics
+
+    front = pareto_front(study, cfg.objectives, cfg.constraints)
+    base = baseline_trial(study)
+    ref_latency = 2 * trial_metrics(base)["latency_ms"] if base else 2 * max(trial_metrics(t)["latency_ms"]
+                                                                              for t in front)
+    gains = hypervolume_contributions(front, (0.0, ref_latency))
+    chosen = sorted(front, key=lambda t: (-gains[t.number], t.number))[:top]
+    seen = {t.user_attrs["hash"] for t in chosen}
+    others: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("hash") not in seen and "architecture" in t.user_attrs:
+            others.setdefault(t.user_attrs["hash"], t)
+    pool = sorted(others.values(), key=lambda t: t.number)
+    return chosen + random.Random(seed).sample(pool, min(random_k, len(pool)))
+
+
+def _train(trial: Any, settings: Any, label: str) -> float:
+    """Train the trial's architecture with ``settings`` in a trial process; its final mAP50-95 (NaN on failure)."""
+    from search.runner import run_trial_process
+    from trainers.architecture import Architecture
+    from trainers.latency.report import LatencyReport
+    from trainers.results import PreTraining, TrialFailure, TrialJob
+
+    lat = {k: v for k, v in trial.user_attrs["latency"].items() if k != "cached"}
+    pre = PreTraining(trial.user_attrs["params"], trial.user_attrs["gflops"], LatencyReport.from_dict(lat))
+    job = TrialJob(Architecture.from_dict(trial.user_attrs["architecture"]), settings, pre)
+    result = run_trial_process(job, prefix=f"[audit {label}] ")
+    if isinstance(result, TrialFailure):
+        log(f"[audit {label}] failed ({result.kind}): {result.reason}")
+        return float("nan")
+    log(f"[audit {label}] mAP50-95 {result.map50_95:.4f}")
+    return result.map50_95
+
+
+def audit(study: Any, cfg: Any, trials: list[Any], epochs: int, imgsz: int | None, data: str | None,
+          seeds: int) -> dict[str, Any]:
+    """Retrain ``trials`` at the audit fidelity and at the search's with other seeds; the record of it."""
+    from search.pareto import trial_metrics
+    from search.ranks import kendall_tau, spearman_rho
+
+    folder = cfg.folder / "audit"
+    high = replace(cfg.trial, epochs=epochs, imgsz=imgsz or cfg.trial.imgsz, data=data or cfg.trial.data,
+                   latency_cache=None)
+    rows = []
+    for t in trials:
+        tag = f"trial_{t.number:04d}_{t.user_attrs['hash']}"
+        audit_map = _train(t, replace(high, out=str(folder / tag / f"e{epochs}")), f"{tag} e{epochs}")
+        seed_maps = [trial_metrics(t)["map50_95"]]
+        for s in range(1, seeds + 1):
+            low = replace(cfg.trial, seed=cfg.trial.seed + s, latency_cache=None,
+                          out=str(folder / tag / f"e{cfg.trial.epochs}_seed{cfg.trial.seed + s}"))
+            seed_maps.append(_train(t, low, f"{tag} seed {cfg.trial.seed + s}"))
+        ok = [m for m in seed_maps if m == m]
+        rows.append({"trial": t.number, "hash": t.user_attrs["hash"], "blocks": t.user_attrs.get("blocks"),
+                     "search_map": seed_maps[0], "audit_map": audit_map, "seed_maps": seed_maps,
+                     "seed_spread": max(ok) - min(ok) if len(ok) > 1 else None})
+    scored = [r for r in rows if r["audit_map"] == r["audit_map"]]
+    pairs = ([r["search_map"] for r in scored], [r["audit_map"] for r in scored])
+    spreads = [r["seed_spread"] for r in rows if r["seed_spread"] is not None]
+    return {"epochs": epochs, "imgsz": high.imgsz, "data": high.data, "search_epochs": cfg.trial.epochs,
+            "seeds": seeds, "rows": rows,
+            "kendall_tau": kendall_tau(*pairs) if len(scored) >= 2 else None,
+            "spearman_rho": spearman_rho(*pairs) if len(scored) >= 2 else None,
+            "map_noise": statistics.median(spreads) if spreads else None,
+            "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def format_audit(record: dict[str, Any]) -> str:
+    """The audit as a table plus the rank agreement."""
+    e, se = record["epochs"], record["search_epochs"]
+    head = f"{'trial':>5} {'hash':<12} {f'mAP @{se}ep':>10} {f'mAP @{e}ep':>10} {'seed spread':>11}  blocks"
+    lines = [head, "-" * len(head)]
+    for r in record["rows"]:
+        spread = f"{r['seed_spread']:.4f}" if r["seed_spread"] is not None else "-"
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {r['search_map']:>10.4f} {r['audit_map']:>10.4f} "
+                     f"{spread:>11}  {r['blocks']}")
+    tau, rho = record["kendall_tau"], record["spearman_rho"]
+    lines.append(f"Kendall tau {tau:+.3f}, Spearman rho {rho:+.3f} (search {se} epochs vs audit {e} epochs)"
+                 if tau is not None else "too few architectures scored for a rank agreement")
+    if record["map_noise"] is not None:
+        lines.append(f"median seed spread of mAP50-95 at the search's fidelity: {record['map_noise']:.4f}")
+    return "\n".join(lines)
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m search.audit", description=__doc__)
+    p.add_argument("--storage", required=True)
+    p.add_argument("--study", required=True)
+    p.add_argument("--top", type=positive_int("--top", 0, 100), default=3)
+    p.add_argument("--random", type=positive_int("--random", 0, 100), default=3)
+    p.add_argument("--epochs", type=positive_int("--epochs", 1, 10000), required=True)
+    p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096))
+    p.add_argument("--data", help="data YAML (default: the study's)")
+    p.add_argument("--seeds", type=positive_int("--seeds", 0, 20), default=2,
+                   help="other seeds at the search's own fidelity (default 2)")
+    p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0, help="for the random choice")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: 0 done, 2 bad input."""
+    args = _parser().parse_args(argv)
+    if args.imgsz is not None and args.imgsz % 32:
+        fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
+    if args.data is not None and not Path(args.data).is_file():
+        fail(f"--data: no such file {args.data!r}")
+    if args.top + args.random < 2:
+        fail(f"--top + --random must be at least 2 for a rank agreement, got {args.top + args.random}")
+    from search.pick import load_study
+    from trainers.cli import quiet_ultralytics
+
+    quiet_ultralytics()
+    try:
+        study, cfg = load_study(args.storage, args.study)
+    except PickError as e:
+        fail(str(e))
+    trials = choose_trials(study, cfg, args.top, args.random, args.seed)
+    if len(trials) < 2:
+        fail(f"study {args.study!r} has {len(trials)} COMPLETE architecture(s) to audit, at least 2 are needed")
+    log(f"auditing {len(trials)} architectures: {args.epochs} epochs, and {args.seeds} other seed(s) at "
+        f"{cfg.trial.epochs} epochs")
+    record = audit(study, cfg, trials, args.epochs, args.imgsz, str(Path(args.data).resolve()) if args.data else None,
+                   args.seeds)
+    study.set_user_attr(AUDIT_ATTR, record)
+    print(format_audit(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

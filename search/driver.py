@@ -59,25 +59,18 @@ class Progress:
     def __init__(self, study: optuna.Study, cfg: RunConfig):
         self.study, self.cfg, self.target, self.t0 = study, cfg, cfg.trials, time.time()
         self.deadline = self.t0 + cfg.timeout if cfg.timeout is not None else None
-        self.timed_out = self.spent = False
+        self.stopped: str | None = None
 
-    def out_of_time(self) -> bool:
-        """Whether ``--timeout`` has passed (logged once)."""
-        if self.deadline is None or time.time() < self.deadline:
-            return False
-        if not self.timed_out:
-            self.timed_out = True
-            log(f"--timeout {self.cfg.timeout:g} s reached: no new trial starts; waiting for the running ones")
-        return True
-
-    def out_of_epochs(self) -> bool:
-        """Whether the study's trials have trained ``--epoch-budget`` epochs in all (logged once)."""
-        if self.cfg.epoch_budget is None or trained_epochs(self.study) < self.cfg.epoch_budget:
-            return False
-        if not self.spent:
-            self.spent = True
-            log(f"--epoch-budget {self.cfg.epoch_budget} epochs trained: no new trial starts")
-        return True
+    def why_no_new_trial(self) -> str | None:
+        """Why no new trial may start (``--timeout`` passed, ``--epoch-budget`` spent), logged once; else ``None``."""
+        if self.stopped is None:
+            if self.deadline is not None and time.time() >= self.deadline:
+                self.stopped = f"--timeout {self.cfg.timeout:g} s reached"
+            elif self.cfg.epoch_budget is not None and trained_epochs(self.study) >= self.cfg.epoch_budget:
+                self.stopped = f"--epoch-budget {self.cfg.epoch_budget} epochs trained"
+            if self.stopped is not None:
+                log(f"{self.stopped}: no new trial starts; waiting for the running ones")
+        return self.stopped
 
     def prefix(self) -> str:
         return f"[{min(count_finished(self.study) + 1, self.target)}/{self.target}] "
@@ -107,7 +100,7 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
     while True:
         with gate:
             started = count_finished(study) + count_running(study, waiting=False)
-            if progress.out_of_time() or progress.out_of_epochs() or started >= cfg.trials:
+            if progress.why_no_new_trial() is not None or started >= cfg.trials:
                 return
             trial = study.ask()
             prefix = progress.prefix()

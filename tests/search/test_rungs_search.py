@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
-from search_helpers import FIXED_SPACE, load, run_search, trial_dirs
+from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
 from search.rungs import rung_decision
 
@@ -96,3 +96,15 @@ def test_timeout_starts_no_new_trial_and_still_reports(tmp_path: Path, data: Pat
     study = load(tmp_path, "late")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # the baseline, started at once, finished
     assert "Study 'late': 1 finished trials" in r.stdout and "Pareto front" in r.stdout
+
+
+@pytest.mark.slow
+def test_epoch_budget_starts_no_new_trial_once_spent(tmp_path: Path, data: Path) -> None:
+    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "6", "--study", "spent", "--epoch-budget",
+                   "2", "--rungs", "", "--seed", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "--epoch-budget 2 epochs trained: no new trial starts" in r.stderr
+    study = load(tmp_path, "spent")
+    trained = [t for t in study.trials if t.user_attrs.get("epoch_map") and "reused_from" not in t.user_attrs]
+    assert sum(len(t.user_attrs["epoch_map"]) for t in trained) == 2  # two 1-epoch trials, then no third
+    assert "Pareto front" in r.stdout

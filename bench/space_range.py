@@ -5,6 +5,7 @@ Run from the repository root::
     python3 bench/space_range.py                          # default space, 30 samples, CPU, 640 px, 1 thread
     python3 bench/space_range.py --n 60 --seed 1 --rounds 10
     python3 bench/space_range.py --space my_space.yaml --imgsz 320
+    python3 bench/space_range.py --device cuda:0         # fused fp16 in CUDA graphs (``--dtype auto``)
 
 Architectures (untrained: latency does not depend on the weights): ``--n`` drawn from the space
 by Optuna's random sampler (``--seed``), plus its corners: for every block the space lists, the
@@ -15,7 +16,8 @@ answers every parameter of ``SearchSpace.suggest`` by rule, so they are architec
 space and nothing else.
 
 Latency: :func:`trainers.latency.interleaved.measure_interleaved`, the fused model with the
-space's head, torch backend, on the CPU with ``--threads`` threads at ``--imgsz``. Models are
+space's head, torch backend, on ``--device`` (CPU with ``--threads`` threads by default; on a
+CUDA device the fused model in ``--dtype`` replayed as a CUDA graph) at ``--imgsz``. Models are
 measured in groups of ``--group``, the stock model in every group, round-robin (``--rounds``
 rounds of ``--repeats`` timed forwards each), and each architecture's ratio is its median over
 the stock model's median *of its own group*: only figures measured interleaved are comparable
@@ -125,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=640)
     p.add_argument("--threads", type=positive_int("--threads", 1, 256), default=1)
     p.add_argument("--nc", type=positive_int("--nc", 1, 10000), default=80)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="auto: float16 on CUDA, float32 on the CPU")
     return p
 
 
@@ -143,7 +148,10 @@ def main() -> None:
     from trainers.latency.report import LatencySetting
 
     torch.set_num_threads(args.threads)
-    setting = LatencySetting(imgsz=args.imgsz, device="cpu", threads=args.threads, head=space.spec.head)
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        fail(f"--device must be cpu or cuda[:N] on a machine with CUDA, got {args.device!r}")
+    setting = LatencySetting(imgsz=args.imgsz, device=args.device, dtype=args.dtype, threads=args.threads,
+                             head=space.spec.head)
     edges, drawn = corners(space), samples(space, args.n, args.seed)
     archs = {**edges, **drawn}
     t0 = time.perf_counter()
@@ -151,17 +159,19 @@ def main() -> None:
 
     print(f"# space {args.space}: {space.size()} architectures, {space.dimensions()} dimensions; "
           f"{len(drawn)} samples (seed {args.seed}) + {len(edges)} corners")
-    print(f"# torch on cpu, {args.threads} thread(s), {args.imgsz} px, fused, head {space.spec.head}, "
+    where = (f"cpu, {args.threads} thread(s)" if args.device == "cpu"
+             else f"{args.device} ({args.dtype} dtype, CUDA graph)")
+    print(f"# torch on {where}, {args.imgsz} px, fused, head {space.spec.head}, "
           f"{args.rounds} rounds x {args.repeats} forwards, groups of {args.group} + stock")
-    print(f"{'name':<18} {'hash':<12} {'ms':>7} {'ratio':>6}  blocks / width x depth per stage")
+    print(f"{'name':<18} {'hash':<12} {'ms':>8} {'ratio':>6}  blocks / width x depth per stage")
     for name, arch in archs.items():
         ms, ratio = measured[name]
-        print(f"{name:<18} {arch.hash:<12} {ms:7.1f} {ratio:5.2f}x  {arch.blocks_summary()} / {shape_of(arch)}")
+        print(f"{name:<18} {arch.hash:<12} {ms:8.3f} {ratio:5.2f}x  {arch.blocks_summary()} / {shape_of(arch)}")
     print(summary("all", [measured[k][1] for k in archs]))
     print(summary("random samples", [measured[k][1] for k in drawn]))
     print(summary("corners", [measured[k][1] for k in edges]))
     print(f"# measured in {time.perf_counter() - t0:.0f} s")
-    print_machine(torch.device("cpu"), args.threads)
+    print_machine(torch.device(args.device), args.threads)
 
 
 if __name__ == "__main__":

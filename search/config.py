@@ -73,6 +73,18 @@ class RunConfig:
         """The study's folder of trial runs and reports."""
         return Path(self.root) / self.study
 
+    @property
+    def planned_trials(self) -> int:
+        """Trials the search expects to run: ``trials``, or fewer when ``epoch_budget`` buys fewer full ones.
+
+        Sizes the sampler's random start: with ``--epoch-budget 40 --epochs 8`` a study trains about
+        5 full trials whatever ``--trials`` says, and a start sized from ``--trials`` would leave
+        TPE nothing but random draws.
+        """
+        if self.epoch_budget is None:
+            return self.trials
+        return max(1, min(self.trials, self.epoch_budget // max(1, self.trial.epochs)))
+
     def with_trial(self, **changes: Any) -> RunConfig:
         """A copy with some trial settings changed (e.g. ``data`` and ``nc`` once the dataset is known)."""
         return replace(self, trial=replace(self.trial, **changes))

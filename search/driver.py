@@ -124,7 +124,7 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # ours runs below
     storage = make_storage(cfg.storage)
-    sampler = make_sampler(cfg.sampler, cfg.seed, cfg.trials)
+    sampler = make_sampler(cfg.sampler, cfg.seed, cfg.planned_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg.study, storage, cfg.objectives, sampler)
     cfg.record_on(study)

@@ -124,3 +124,19 @@ def test_detections_distance_ignores_row_order_but_not_values() -> None:
     moved = shuffled.copy()
     moved[0, 1, 5] += 3.0  # another class for a row: not compared (runtimes break exact score ties differently)
     assert detections_distance(rows, moved) == 0.0
+
+
+@pytest.mark.parametrize(("flags", "planned", "startup"), [
+    ([], 10000, 10),  # no epoch budget: --trials sizes the random start (capped at 10)
+    (["--epoch-budget", "40", "--epochs", "8"], 5, 3),  # 5 full trials: TPE models from the 4th on
+    (["--epoch-budget", "400", "--epochs", "8", "--trials", "30"], 30, 10),  # --trials is the smaller
+])
+def test_an_epoch_budget_sizes_the_samplers_random_start(tmp_path: Path, space_file: Path, flags: list[str],
+                                                         planned: int, startup: int) -> None:
+    from search.study import make_sampler
+
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--trials", "10000",
+                       *flags])
+    assert cfg.planned_trials == planned
+    sampler = make_sampler("tpe", 0, cfg.planned_trials)
+    assert sampler._n_startup_trials == startup

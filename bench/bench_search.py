@@ -19,8 +19,8 @@ trial at 128 px, a budget of 36 epochs per study (6 full trials, the stock basel
 rungs at epochs 2 and 4 with eta 3, seeds 0 1 2. TPE's random start is sized from the budget
 (``RunConfig.planned_trials``: 6 full trials -> 3 random), so its later trials are modelled.
 At this size every arm sees only a handful of architectures: the table says what a small
-budget buys, not how the samplers compare over a long search. Prints every study, then per arm the hypervolume mean and stdev and the
-number of architectures explored, with the machine.
+budget buys, not how the samplers compare over a long search. Prints every study, then per arm
+the hypervolume mean and stdev and the number of architectures explored, with the machine.
 
     python3 bench/bench_search.py [--epoch-budget 36] [--epochs 6] [--seeds 0 1 2] [--root DIR]
 """
@@ -49,7 +49,9 @@ ARMS: dict[str, list[str]] = {
 
 def trained_epochs(study: Any) -> int:
     """Epochs the study's trials trained (per-epoch mAP recorded; reused trials count 0)."""
-    return sum(len(t.user_attrs.get("epoch_map", [])) for t in study.trials if "reused_from" not in t.user_attrs)
+    from search.records import read_record
+
+    return sum(len(read_record(t, "epoch_map", [])) for t in study.trials if "reused_from" not in t.user_attrs)
 
 
 def load(root: Path, name: str) -> Any:

@@ -143,12 +143,14 @@ def search_trials(device: str, args: argparse.Namespace, tmp: Path, timeout: flo
                  + " ".join(r.stderr.strip().splitlines()[-3:]))]
     import optuna
 
+    from search.records import read_record
+
     study = optuna.load_study(study_name="gpu_check", storage=f"sqlite:///{tmp / 'studies' / 'gpu_check.db'}")
     trials = study.trials  # the first is the stock model (the study's baseline), the second a sampled one
     results = [("search 2 trials", len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials),
                 f"rc 0, {len(trials)} trials ({', '.join(t.state.name for t in trials)}), {wall:.0f} s wall")]
     for t in trials:
-        lat, ua = t.user_attrs.get("latency", {}), t.user_attrs
+        lat, ua = read_record(t, "latency", {}), t.user_attrs
         on_gpu = "cpu" not in str(lat.get("device", "cpu")) and str(ua.get("device", "cpu")) not in ("cpu", "")
         name = f"search trial {t.number}" + (" (baseline)" if ua.get("baseline") else "")
         results.append((name, t.state.name == "COMPLETE" and on_gpu,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from search.pick import PickError
+from search.records import read_record
 from trainers.cli import OneLineParser, fail, log, positive_int
 
 AUDIT_ATTR = "audit"
@@ -54,7 +55,7 @@ def choose_trials(study: Any, cfg: Any, top: int, random_k: int, seed: int) -> l
     seen = {t.user_attrs["hash"] for t in chosen}
     others: dict[str, Any] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("hash") not in seen and "architecture" in t.user_attrs:
+        if t.user_attrs.get("hash") not in seen and read_record(t, "architecture") is not None:
             others.setdefault(t.user_attrs["hash"], t)
     pool = sorted(others.values(), key=lambda t: t.number)
     return chosen + random.Random(seed).sample(pool, min(random_k, len(pool)))
@@ -62,14 +63,15 @@ def choose_trials(study: Any, cfg: Any, top: int, random_k: int, seed: int) -> l
 
 def _train(trial: Any, settings: Any, label: str) -> float:
     """Train the trial's architecture with ``settings`` in a trial process; its final mAP50-95 (NaN on failure)."""
+    from search.pareto.front import latency_report
     from search.runner import run_trial_process
     from trainers.architecture import Architecture
-    from trainers.latency.report import LatencyReport
     from trainers.results import PreTraining, TrialFailure, TrialJob
 
-    lat = {k: v for k, v in trial.user_attrs["latency"].items() if k != "cached"}
-    pre = PreTraining(trial.user_attrs["params"], trial.user_attrs["gflops"], LatencyReport.from_dict(lat))
-    job = TrialJob(Architecture.from_dict(trial.user_attrs["architecture"]), settings, pre)
+    report = latency_report(trial)
+    assert report is not None, f"trial {trial.number} has no latency record"
+    pre = PreTraining(trial.user_attrs["params"], trial.user_attrs["gflops"], report)
+    job = TrialJob(Architecture.from_dict(read_record(trial, "architecture")), settings, pre)
     result = run_trial_process(job, prefix=f"[audit {label}] ")
     if isinstance(result, TrialFailure):
         log(f"[audit {label}] failed ({result.kind}): {result.reason}")

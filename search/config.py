@@ -73,6 +73,10 @@ class RunConfig:
         """The study's folder of trial runs and reports."""
         return Path(self.root) / self.study
 
+    def trial_folder(self, number: int, arch_hash: str) -> Path:
+        """The run folder of trial ``number`` (architecture ``arch_hash``): ``<study folder>/trial_NNNN_<hash>``."""
+        return Path(self.trial.out) / f"trial_{number:04d}_{arch_hash}"
+
     @property
     def planned_trials(self) -> int:
         """Trials the search expects to run: ``trials``, or fewer when ``epoch_budget`` buys fewer full ones.
@@ -84,6 +88,31 @@ class RunConfig:
         if self.epoch_budget is None:
             return self.trials
         return max(1, min(self.trials, self.epoch_budget // max(1, self.trial.epochs)))
+
+    def command(self) -> str:
+        """The ``python -m search.run`` command line that reproduces this run, every setting spelt out.
+
+        Flags, not the space file, carry the train settings, so a later edit of the space file's
+        ``train`` section does not change what the command runs (the blocks still come from it).
+        """
+        import shlex
+
+        t = self.trial
+        flags: list[tuple[str, Any]] = [
+            ("--space", self.space_file), ("--study", self.study), ("--storage", self.storage),
+            ("--studies-dir", self.root), ("--data", t.data or None), ("--trials", self.trials),
+            ("--epochs", t.epochs), ("--imgsz", t.imgsz), ("--batch", t.batch), ("--device", t.device),
+            ("--seed", self.seed), ("--sampler", self.sampler), ("--rungs", ",".join(map(str, self.rungs))),
+            ("--eta", self.eta), ("--latency-backend", t.latency_backend), ("--backend", self.backend),
+            ("--workers", self.workers), ("--ray-address", self.ray_address),
+            ("--latency-budget-ms", self.latency_budget_ms), ("--trial-timeout", self.trial_timeout),
+            ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
+            ("--init-from", t.init_from)]
+        words = ["python", "-m", "search.run"]
+        for flag, value in flags:
+            if value is not None:
+                words += [flag, str(value)]
+        return shlex.join(words)
 
     def with_trial(self, **changes: Any) -> RunConfig:
         """A copy with some trial settings changed (e.g. ``data`` and ``nc`` once the dataset is known)."""

@@ -3,6 +3,10 @@
 Before the report, the baseline and the front's candidates are re-measured together
 (:func:`search.interleaved.remeasure_front`) and the front is ranked on those comparable figures.
 
+Each trial's files (architecture, records, ``results.csv``, ``trial.log``) are uploaded as Optuna
+artifacts when its work is done, before it is told; the Pareto report after it is written
+(:mod:`search.artifacts`).
+
 Each worker asks for a trial only while ``finished + running < target``, so several workers
 (threads here, or processes sharing a PostgreSQL study) never overshoot the target by more
 than the number of workers. A trial interrupted by Ctrl-C or a dying worker is failed with
@@ -23,14 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
+from search.artifacts import (
+    STUDY_REPORT_FILES,
+    artifact_store,
+    attach_trial_artifacts,
+    dashboard_command,
+    upload_study_artifacts,
+)
 from search.config import RunConfig
 from search.interleaved import remeasure_front
 from search.objective import Outcome, describe, run_objective
 from search.pareto import format_table, pareto_front, write_report
+from search.records import read_record
 from search.rungs import rung_summary
 from search.space import SearchSpace
+from search.storage_outage import StorageUnavailable, exit_on_storage_outage, keep_outage
 from search.study import (
     count_finished,
     count_running,
@@ -83,7 +97,7 @@ class Progress:
 
 def trained_epochs(study: optuna.Study) -> int:
     """Epochs the study's trials have trained in all (their per-epoch mAP; a reused result trained nothing)."""
-    return sum(len(t.user_attrs.get("epoch_map", [])) for t in study.get_trials(deepcopy=False)
+    return sum(len(read_record(t, "epoch_map", [])) for t in study.get_trials(deepcopy=False)
                if "reused_from" not in t.user_attrs)
 
 
@@ -95,8 +109,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
 
 
 def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunConfig, progress: Progress,
-                gate: threading.Lock) -> None:
-    """Ask, run and tell trials until the study holds ``cfg.trials`` finished trials."""
+                gate: threading.Lock, store: FileSystemArtifactStore) -> None:
+    """Ask, run and tell trials until the study holds ``cfg.trials`` finished trials (their files into ``store``)."""
     while True:
         with gate:
             started = count_finished(study) + count_running(study, waiting=False)
@@ -108,18 +122,26 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
         try:
             with heartbeat(storage, trial_id(storage, study, trial.number)):
                 outcome = run_objective(study, trial, space, cfg, prefix=prefix)
+        except StorageUnavailable:  # nothing can be written: the rerun fails this trial as "worker died"
+            raise
         except BaseException as e:
             trial.set_user_attr("fail_kind", "worker_died")
             trial.set_user_attr("fail_reason", f"interrupted: {type(e).__name__}")
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
+        attach_trial_artifacts(store, trial, cfg)  # before the tell: a told trial takes no artifact
         _tell(study, trial, outcome)
         progress.done(trial, outcome, prefix)
 
 
+@exit_on_storage_outage
 def run_search(cfg: RunConfig, space: SearchSpace) -> int:
-    """Run (or resume) the search ``cfg`` describes over ``space``; print and write the Pareto report."""
+    """Run (or resume) the search ``cfg`` describes over ``space``; print and write the Pareto report.
+
+    A database unreachable for longer than the outage limit ends it with one line and exit code 3
+    (:mod:`search.storage_outage`).
+    """
     os.environ["REPNAS_LOCK_DIR"] = str(Path(cfg.root) / ".locks")  # one device lock per machine for this root
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")  # ours runs below
@@ -132,6 +154,7 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     if recovered:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")
     ensure_baseline(study, space)
+    store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
     log(f"study {cfg.study!r} in {cfg.storage}: {have} of {cfg.trials} trials finished; data {t.data}; "
@@ -139,25 +162,33 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     if cfg.backend == "ray":
         from search.ray_backend import run_ray
 
-        run_ray(cfg, space, study)
+        run_ray(cfg, space, study, store)
     elif have < cfg.trials:
         progress, gate = Progress(study, cfg), threading.Lock()
-        threads = [threading.Thread(target=worker_loop, args=(study, storage, space, cfg, progress, gate),
-                                    name=f"worker-{i}") for i in range(cfg.workers)]
+        outages: list[StorageUnavailable] = []  # a worker that met a long outage: raised here, after the join
+        threads = [threading.Thread(target=keep_outage(worker_loop, outages), name=f"worker-{i}",
+                                    args=(study, storage, space, cfg, progress, gate, store))
+                   for i in range(cfg.workers)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        if outages:
+            raise outages[0]
     recover_dead_trials(study, storage)
-    return report(study, cfg, remeasure_front(study, cfg))
+    return report(study, cfg, remeasure_front(study, cfg), store)
 
 
-def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyReport] | None = None) -> int:
+def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyReport] | None = None,
+           store: FileSystemArtifactStore | None = None) -> int:
     """Print the Pareto table, hypervolume and file locations; write them to the study folder.
 
     ``latency``: figures ranking the front instead of the trials' own (the interleaved re-measure).
+    ``store``: the study's artifact store, which gets ``pareto.png``, ``pareto.txt`` and ``pareto.json``.
     """
-    summary = write_report(study, cfg.folder, cfg.objectives, cfg.constraints, latency)
+    summary = write_report(study, cfg, latency)
+    if store is not None:
+        upload_study_artifacts(store, study, [cfg.folder / name for name in STUDY_REPORT_FILES])
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -176,5 +207,5 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
               f"within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
               f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
     print(f"Files: {cfg.folder}/pareto.txt, pareto.json {' '.join(summary['plots'])}")
-    print(f"Dashboard: optuna-dashboard {cfg.storage}")
+    print(f"Dashboard: {dashboard_command(cfg)}")
     return 0

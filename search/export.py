@@ -164,12 +164,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
-    from search.model_card import write_model_card
+    from search.model_card import (
+        FILES,
+        latency_measurements,
+        reproduce_commands,
+        teacher_comparison,
+        warm_start_of,
+        write_model_card,
+    )
     from trainers.exported import save_exported
     from trainers.heads import DEFAULT_HEAD, pin_head
-    from trainers.inference import fused_copy
+    from trainers.inference import count_params, fused_copy
     from trainers.latency.measure import measure_latency
-    from trainers.onnx_io import export_onnx
+    from trainers.ultralytics_export import export_with_ultralytics
     from trainers.versions import versions
 
     out = Path(args.out).resolve()
@@ -186,7 +193,7 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     weights = weights_of(chosen, args.weights)
     save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz, "head": head})
     shutil.copyfile(weights, out / "best.pt")
-    export_onnx(fused, out / "model.onnx", imgsz)
+    export_with_ultralytics(weights, out / "model.onnx", "onnx", imgsz, head)  # with Ultralytics' metadata
     log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
     checks = run_checks(trained, fused, out, imgsz, data, val_imgsz, head)
     latency = measure_latency(trained, imgsz=imgsz, device=recorded.latency_device if recorded else "auto",
@@ -195,16 +202,26 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
                               dtype=recorded.latency_dtype if recorded else "auto")
     retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
     card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule, "head": head,
+            "sizes": {"train_imgsz": retrained.get("imgsz") if retrained else recorded.imgsz if recorded else None,
+                      "val_imgsz": val_imgsz, "export_imgsz": imgsz},
             "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),
                         "retrained_map50_95": retrained["map50_95"] if retrained else None,
                         "retrained_epochs": retrained["epochs"] if retrained else None,
-                        "params": attrs.get("params"), "gflops": attrs.get("gflops"),
-                        "latency_ms": round(latency.median_ms, 4)},
-            "latency": latency.to_dict(), "checks": checks, "data": data, "weights": str(weights),
+                        "params_fused": count_params(fused), "params_training_form": count_params(trained),
+                        "gflops_fused": attrs.get("gflops"), "latency_ms": round(latency.median_ms, 4)},
+            "latency": latency.to_dict(), "latency_measurements": latency_measurements(chosen, latency),
+            "checks": checks, "data": data, "weights": str(weights), "files": FILES,
             "target": {"name": chosen.target, "latency_ms": round(on_target.median_ms, 4),
                        "latency": on_target.to_dict()} if on_target else None,
-            "versions": versions(), "commands": reproduce_commands(chosen, args, data)}
+            "warm_start": warm_start_of(chosen, retrained),
+            "teacher_comparison": teacher_comparison(chosen.study, chosen.trial.number) if chosen.trial else None,
+            "versions": versions(), "commands": reproduce_commands(chosen, args, data, imgsz, retrained)}
     write_model_card(out, card)
+    if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
+        from search.artifacts import artifact_store, upload_study_artifacts
+
+        upload_study_artifacts(artifact_store(chosen.config), chosen.study,
+                               [out / "model_card.md", out / "model_card.json"])
     for name, check in checks.items():
         log(f"check {name}: {'PASS' if check['ok'] else 'FAIL'}: {check['detail']}")
     log(f"latency: {latency.label()}")
@@ -216,19 +233,6 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
         log(f"export FAILED check(s): {', '.join(failed)} (files kept in {out})")
         return 1
     return 0
-
-
-def reproduce_commands(chosen: Picked, args: Any, data: str | None) -> list[str]:
-    """The commands that reproduce this model."""
-    src = f"--storage {args.storage} --study {args.study} --trial {chosen.trial.number}" if chosen.trial else \
-        f"--arch {args.arch}"
-    cmds = []
-    if chosen.config is not None and chosen.config.space_file:
-        cmds.append(f"python -m search.run --space {chosen.config.space_file} --study {args.study}")
-    cmds.append(f"python -m search.retrain {src} --data {data} --epochs E --out DIR")
-    target = f" --target {chosen.target}" if chosen.target else ""
-    cmds.append(f"python -m search.export {src}{target} --out {args.out}")
-    return cmds
 
 
 if __name__ == "__main__":

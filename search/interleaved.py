@@ -38,6 +38,7 @@ from search.pareto.front import (
     latency_report,
     pareto_front,
 )
+from search.records import read_record
 from search.space import Constraint
 from search.targets import TARGET_PREFIX, target_of, write_target
 from trainers.cli import log
@@ -78,7 +79,7 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
         if is_feasible(t, constraints) and any(intervals_overlap(latency_interval(t, latency), i)
                                                for i in front_intervals):
             chosen.setdefault(_key(t), t)
-    return [t for t in chosen.values() if "architecture" in t.user_attrs]
+    return [t for t in chosen.values() if read_record(t, "architecture") is not None]
 
 
 def _same_architecture(study: optuna.Study, by_hash: Mapping[str, LatencyReport]) -> dict[int, LatencyReport]:
@@ -124,7 +125,8 @@ def _measure(candidates: Sequence[FrozenTrial], settings: TrialSettings, rounds:
     from trainers.latency.interleaved import measure_interleaved
 
     assert settings.nc is not None
-    models = [build_model(Architecture.from_dict(t.user_attrs["architecture"]), nc=settings.nc) for t in candidates]
+    models = [build_model(Architecture.from_dict(read_record(t, "architecture")), nc=settings.nc)
+              for t in candidates]
 
     def on_round(k: int, total: int, reports: list[LatencyReport]) -> None:
         figures = ", ".join(f"trial {t.number} {r.median_ms:.2f}" for t, r in zip(candidates, reports))

@@ -7,30 +7,34 @@ latency budget, or breaking a constraint known before training, is PRUNED with i
 never trained. Otherwise one :class:`~trainers.results.TrialJob` (architecture, settings, those
 figures) goes to the trial process, which builds the model once more in its own process and
 trains it, without measuring again. The same architecture sampled twice reuses the earlier
-trial's outcome. Everything a trial knows is written to its user attrs (``metrics`` holds the
-objective values by name).
+trial's outcome. Everything a trial knows is written on it: short values people scan as user
+attrs (``hash``, ``blocks``, ``params``, ``gflops``, the one-line ``latency``), the rest as
+records (:mod:`search.records`: ``architecture``, the ``latency`` report, ``metrics`` holding the
+objective values by name, ``epoch_map``, ``versions``).
 
 With rungs (successive halving, :mod:`search.rungs`), a :class:`~search.rungs.RungWatcher`
-records the trial's per-epoch mAP as it trains (``epoch_map``) and, at each rung, stops it
+records the trial's per-epoch mAP as it trains (record ``epoch_map``) and, at each rung, stops it
 unless it ranks in the top 1/eta there: it ends PRUNED with a ``prune_reason`` naming the rung.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import RunConfig
+from search.records import is_record, read_record, records_of, write_record
 from search.space import Constraint, SearchSpace
 from search.study import worker_identity
+from search.warm_start import resolve_baseline
 from trainers.architecture import Architecture
-from trainers.results import PreTraining, TrialFailure, TrialJob
+from trainers.results import PreTraining, TrialFailure, TrialJob, TrialResult
 
 PRE_TRAINING_METRICS = ("params_m", "gflops", "latency_ms")
+NOT_COPIED = ("host", "pid", "baseline", "retry_of")  # user attrs of the trial run, not of its result
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,14 @@ def _set_constraints(trial: optuna.Trial, constraints: tuple[Constraint, ...], m
 
 
 def _reuse(trial: optuna.Trial, prev: FrozenTrial, cfg: RunConfig) -> Outcome:
+    for key, value in records_of(prev).items():
+        write_record(trial, key, value)
     for key, value in prev.user_attrs.items():
-        if key not in ("host", "pid", "baseline", "retry_of"):
+        if key not in NOT_COPIED and not is_record(value):  # a legacy study's records were copied above
             trial.set_user_attr(key, value)
     trial.set_user_attr("reused_from", prev.number)
-    if prev.user_attrs.get("metrics"):
-        _set_constraints(trial, cfg.constraints, prev.user_attrs["metrics"])
+    if metrics := read_record(prev, "metrics"):
+        _set_constraints(trial, cfg.constraints, metrics)
     note = f"same architecture as trial {prev.number}: reused its result"
     return Outcome(prev.state, list(prev.values) if prev.state == TrialState.COMPLETE else None, note)
 
@@ -88,10 +94,17 @@ def _pre_training(trial: optuna.Trial, arch: Architecture, cfg: RunConfig) -> Pr
 
     assert cfg.trial.nc is not None, "the run configuration's class count is resolved by search.run"
     pre = measure_pre_training(build_model(arch, nc=cfg.trial.nc), arch.hash, cfg.trial)
+    record_pre_training(trial, pre)
+    return pre
+
+
+def record_pre_training(trial: optuna.Trial, pre: PreTraining) -> None:
+    """Record what is known before training: ``params``, ``gflops`` and the one-line ``latency`` as user attrs,
+    the full latency report as the record ``latency``."""
+    write_record(trial, "latency", {**pre.latency.to_dict(), "cached": pre.latency_cached})
     trial.set_user_attr("params", pre.params)
     trial.set_user_attr("gflops", pre.gflops)
-    trial.set_user_attr("latency", {**pre.latency.to_dict(), "cached": pre.latency_cached})
-    return pre
+    trial.set_user_attr("latency", pre.latency.one_line())
 
 
 def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture | Outcome:
@@ -100,10 +113,15 @@ def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture
         arch = architecture_of_trial(trial, space)
     except ValueError as e:
         return _fail(trial, TrialFailure("build", str(e)))
-    trial.set_user_attr("hash", arch.hash)
-    trial.set_user_attr("architecture", arch.to_dict())
-    trial.set_user_attr("blocks", arch.blocks_summary())
+    record_architecture(trial, arch)
     return arch
+
+
+def record_architecture(trial: optuna.Trial, arch: Architecture) -> None:
+    """Record the trial's architecture: the record ``architecture``, user attrs ``hash`` and ``blocks``."""
+    write_record(trial, "architecture", arch.to_dict())
+    trial.set_user_attr("hash", arch.hash)
+    trial.set_user_attr("blocks", arch.blocks_summary())
 
 
 def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, cfg: RunConfig, prefix: str = "",
@@ -114,8 +132,9 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
     """
     from trainers.versions import versions
 
-    for key, value in {**worker_identity(), "versions": versions()}.items():
+    for key, value in worker_identity().items():
         trial.set_user_attr(key, value)
+    write_record(trial, "versions", versions())
     if arch is None:
         sampled = sample_architecture(trial, space)
         if isinstance(sampled, Outcome):
@@ -145,8 +164,12 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     from search.runner import TrialStopped, run_trial_process
 
     metrics = pre.metrics
-    settings = replace(cfg.trial, out=str(Path(cfg.trial.out) / f"trial_{trial.number:04d}_{arch.hash}"))
-    trial.set_user_attr("metrics", metrics)  # known before training: other trials' rungs compare with it
+    settings = replace(cfg.trial, out=str(cfg.trial_folder(trial.number, arch.hash)))
+    try:  # --teacher/--init-from baseline: trial 0's checkpoint (waited for while another worker trains it)
+        settings = resolve_baseline(study, trial, settings, cfg.trial_timeout)
+    except ValueError as e:
+        return _fail(trial, TrialFailure("error", str(e), arch.hash))
+    write_record(trial, "metrics", metrics)  # known before training: other trials' rungs compare with it
     job = TrialJob(arch, settings, pre)
     if cfg.rungs:  # successive halving: each epoch's mAP recorded as it comes, a rung may stop the trial
         watcher = RungWatcher(study, trial, cfg, prefix)
@@ -157,21 +180,35 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
         return _fail(trial, result)
     if isinstance(result, TrialStopped):
         assert watcher is not None and watcher.stopped is not None, "only a rung stops a trial"
-        trial.set_user_attr("stopped_at", watcher.stopped.to_dict())
+        write_record(trial, "stopped_at", watcher.stopped.to_dict())
         return _prune(trial, metrics, f"stopped at {watcher.stopped.reason(settings.epochs)}")
     metrics.update(map50_95=result.map50_95, map50=result.map50)
     _set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
-    for key, value in {"metrics": metrics, "map50_95": result.map50_95, "epoch_map": list(result.epoch_map),
-                       "weights": result.weights, "train_seconds": result.train_seconds, "device": result.device,
-                       "epochs": result.epochs}.items():
+    write_record(trial, "metrics", metrics)
+    write_record(trial, "epoch_map", list(result.epoch_map))
+    record_warm_start(trial, result)
+    for key, value in {"map50_95": result.map50_95, "weights": result.weights, "train_seconds": result.train_seconds,
+                       "device": result.device, "epochs": result.epochs}.items():
         trial.set_user_attr(key, value)
     values = [metrics[m] for m, _ in cfg.objectives]
     return Outcome(TrialState.COMPLETE, values, f"mAP50-95 {result.map50_95:.3f}, latency "
                    f"{metrics['latency_ms']:.2f} ms, trained in {result.train_seconds:.0f} s")
 
 
+def record_warm_start(trial: optuna.Trial, result: TrialResult) -> None:
+    """The teacher and initialisation of a trained trial: one-line user attrs and full records."""
+    for key in ("teacher", "init_from"):
+        info = getattr(result, key)
+        if info:
+            trial.set_user_attr(key, f"{info['sha256'][:12]} {info['architecture']} ({info['blocks']})")
+            write_record(trial, key, info)
+    if result.inherited:
+        trial.set_user_attr("inherited_share", result.inherited["share"])
+        write_record(trial, "inherited", result.inherited)
+
+
 def _prune(trial: optuna.Trial, metrics: dict[str, float], reason: str) -> Outcome:
-    trial.set_user_attr("metrics", metrics)
+    write_record(trial, "metrics", metrics)
     trial.set_user_attr("prune_reason", reason)
     return Outcome(TrialState.PRUNED, None, f"pruned: {reason}")
 

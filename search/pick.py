@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from search.config import RunConfig
+from search.records import read_record
 from trainers.architecture import Architecture, read_architecture
 from trainers.latency.report import LatencyReport
 
@@ -165,7 +166,7 @@ def pick(args: argparse.Namespace) -> Picked:
         trial = choose(front, args.pick, figures)
         on = f" of target {target}" if target else ""
         rule = f"trial {trial.number} by {RULE_TEXT[args.pick]} ({len(front)} front points{on})"
-    return Picked(Architecture.from_dict(trial.user_attrs["architecture"]), trial, study, rule, config, target,
+    return Picked(Architecture.from_dict(read_record(trial, "architecture")), trial, study, rule, config, target,
                   figures[trial.number] if figures is not None else None)
 
 
@@ -191,6 +192,6 @@ def _asked_trial(study: Any, args: argparse.Namespace) -> Any:
     found = [t for t in study.get_trials(deepcopy=False) if t.number == args.trial]
     if not found:
         raise PickError(f"--trial {args.trial}: no such trial in study {args.study!r} ({len(study.trials)} trials)")
-    if found[0].state.name != "COMPLETE" or "architecture" not in found[0].user_attrs:
+    if found[0].state.name != "COMPLETE" or read_record(found[0], "architecture") is None:
         raise PickError(f"--trial {args.trial}: trial is {found[0].state.name}, only COMPLETE trials can be used")
     return found[0]

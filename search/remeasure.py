@@ -28,6 +28,7 @@ from typing import Any
 
 from search.config import RunConfig
 from search.pick import PickError, load_study
+from search.records import read_record
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
 from trainers.heads import HEADS
 from trainers.latency.report import BACKEND_NAMES, LatencyReport, LatencySetting
@@ -103,7 +104,7 @@ def selected_trials(study: Any, config: RunConfig, front_only: bool) -> list[Any
     from search.pareto import baseline_trial, pareto_front
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if "architecture" in t.user_attrs]
+                if read_record(t, "architecture") is not None]
     if not front_only:
         return complete
     keep = [*pareto_front(study, config.objectives, config.constraints), baseline_trial(study)]
@@ -139,7 +140,7 @@ def measure_plan(study: Any, trials: Sequence[Any], todo: Plan, setting: Latency
     from trainers.build import build_model
     from trainers.latency.measure import measure_latency
 
-    arch_of = {t.number: t.user_attrs["architecture"] for t in trials}
+    arch_of = {t.number: read_record(t, "architecture") for t in trials}
     written, failed = set(), []
     for k, (arch_hash, numbers) in enumerate(todo.measure.items(), 1):
         which = f"[{k}/{len(todo.measure)}] trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"

@@ -5,8 +5,12 @@
 
 Uses the same trainer as the search, re-measures latency, writes ``result.json`` (a
 TrialResult) in ``--out`` and, when the architecture came from a study trial, records the
-retrained mAP, epochs, data and path as the study user attr ``retrained:<trial number>``
-(Optuna does not allow changing a finished trial), next to the trial's search-time mAP.
+retrained mAP, epochs, data, path, teacher and initialisation as the study user attr
+``retrained:<trial number>`` (Optuna does not allow changing a finished trial), next to the
+trial's search-time mAP, and again as ``retrained:<n>:teacher`` or ``retrained:<n>:plain`` so
+the model card can compare a run with a teacher and one without at the same epochs.
+``--teacher PATH|baseline`` distills from a checkpoint (Ultralytics' ``distill_model``),
+``--init-from PATH|baseline`` starts from its matching tensors (``trainers.inherit``).
 stdout: the result as one JSON line.
 """
 
@@ -18,7 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from search.pick import PickError, add_pick_args, check_pick_args, pick
-from trainers.cli import OneLineParser, device_arg, emit_json, fail, log, positive_int
+from search.run import checkpoint_arg
+from search.warm_start import resolve_baseline
+from trainers.cli import OneLineParser, device_arg, emit_json, fail, log, non_negative_float, positive_int
+from trainers.teacher import BASELINE
+from trainers.trial import check_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=16)
     p.add_argument("--device", type=device_arg, default="auto")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--teacher", type=checkpoint_arg("--teacher"),
+                   help="distill from this detection checkpoint, or 'baseline' (the study's trial 0)")
+    p.add_argument("--distill-weight", type=non_negative_float("--distill-weight"), default=None,
+                   help="distillation loss weight (default: the study's train.distill_weight, else 6.0)")
+    p.add_argument("--init-from", type=checkpoint_arg("--init-from"),
+                   help="start from this checkpoint's matching tensors, or 'baseline'")
     args = p.parse_args(argv)
     if (problem := check_pick_args(args)) is not None:
         fail(problem)
@@ -52,15 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     settings = replace(recorded, data=str(Path(args.data).resolve()), out=str(out / "train"), epochs=args.epochs,
                        imgsz=imgsz, batch=args.batch, device=args.device, latency_cache=None, nc=None,
-                       nan_at_batch=None)  # the study's head and latency setting, this run's data and schedule
+                       nan_at_batch=None, teacher=args.teacher, init_from=args.init_from,
+                       distill_weight=recorded.distill_weight if args.distill_weight is None else args.distill_weight)
+    # the study's head and latency setting, this run's data, schedule, teacher and initialisation
+    try:
+        settings = resolve_baseline(chosen.study, None, settings) if chosen.study is not None else settings
+    except ValueError as e:
+        fail(str(e))
+    if BASELINE in (settings.teacher, settings.init_from):
+        fail(f"'{BASELINE}' needs a study (--storage --study): --arch has no baseline trial")
+    check_checkpoints(settings)
     result = run_trial(chosen.arch, settings)
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     if isinstance(result, TrialResult) and chosen.trial is not None and chosen.study is not None:
         # Optuna refuses to update a finished trial, so the record sits on the study, keyed by the trial
-        chosen.study.set_user_attr(f"retrained:{chosen.trial.number}", {
-            "map50_95": result.map50_95, "map50": result.map50, "epochs": result.epochs, "data": settings.data,
-            "imgsz": imgsz, "path": result.weights, "result": str(out / "result.json")})
+        record = {"map50_95": result.map50_95, "map50": result.map50, "epochs": result.epochs, "data": settings.data,
+                  "imgsz": imgsz, "path": result.weights, "result": str(out / "result.json"), "teacher": result.teacher,
+                  "init_from": result.init_from, "inherited": result.inherited}
+        chosen.study.set_user_attr(f"retrained:{chosen.trial.number}", record)  # the latest: what export ships
+        variant = "teacher" if result.teacher else "plain"  # both kept: the card compares them at equal epochs
+        chosen.study.set_user_attr(f"retrained:{chosen.trial.number}:{variant}", record)
     emit_json(result.to_dict())
     return 0 if isinstance(result, TrialResult) else 1
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from search.config import RunConfig
@@ -48,6 +49,20 @@ def rungs_arg(text: str) -> tuple[int, ...]:
         return parse_rungs(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--rungs {e}") from None
+
+
+def checkpoint_arg(flag: str) -> Callable[[str], str]:
+    """argparse ``type=`` for ``--teacher``/``--init-from``: ``baseline``, or an existing file (made absolute)."""
+    from trainers.teacher import BASELINE
+
+    def parse(text: str) -> str:
+        if text == BASELINE:
+            return text
+        if not Path(text).is_file():
+            raise argparse.ArgumentTypeError(f"{flag} must be a checkpoint file or {BASELINE!r}, got {text!r}")
+        return str(Path(text).resolve())
+
+    return parse
 
 
 def study_name(text: str) -> str:
@@ -90,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start no new trial once the study's trials have trained this many epochs in all")
     p.add_argument("--timeout", type=positive_float("--timeout"),
                    help="seconds; no new trial starts after it, running ones finish, then the report")
+    p.add_argument("--teacher", type=checkpoint_arg("--teacher"),
+                   help="distill every trial from this Ultralytics detection checkpoint, or 'baseline': the "
+                        "study's own trained stock model (trial 0); weight: the space's train.distill_weight")
+    p.add_argument("--init-from", type=checkpoint_arg("--init-from"),
+                   help="start every trial from this checkpoint's tensors where layer and shape match, or "
+                        "'baseline' (trial 0)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
 
@@ -149,7 +170,8 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
         latency_imgsz=spec.latency.imgsz,
         latency_device=device, latency_dtype=spec.latency.dtype,
         latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
-        latency_cache=str(root / "latency_cache.json"), seed=args.seed)
+        latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
+        distill_weight=spec.train.distill_weight, init_from=args.init_from)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
@@ -207,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     cfg, space = validate(argv)
     cfg = resolve_data(cfg)
+    from trainers.teacher import BASELINE
+    from trainers.trial import check_checkpoints
+
+    check_checkpoints(replace(cfg.trial, teacher=None if cfg.trial.teacher == BASELINE else cfg.trial.teacher,
+                              init_from=None if cfg.trial.init_from == BASELINE else cfg.trial.init_from))
     from trainers.cli import quiet_ultralytics
 
     quiet_ultralytics()

@@ -3,8 +3,8 @@
 Rungs are epochs (``train.rungs`` in the space, ``--rungs 3,6`` on ``search.run``; increasing,
 below the trial's epochs) and ``eta`` (``train.eta`` / ``--eta``, at least 2) is the reduction
 factor. A training trial streams its per-epoch mAP (:class:`~trainers.results.EpochProgress`);
-:class:`RungWatcher` records it on the trial as it comes (user attrs ``epoch_map`` and
-``epoch_map50``), so every worker, a thread of this driver or a process sharing the storage,
+:class:`RungWatcher` records it on the trial as it comes (records ``epoch_map`` and
+``epoch_map50``, :mod:`search.records`), so every worker, a thread of this driver or a process sharing the storage,
 reads the others' values from the study. Optuna's ``Trial.report``/``should_prune`` raise in
 multi-objective studies, so nothing goes through them.
 
@@ -12,7 +12,7 @@ When a trial ends epoch ``r`` of the rungs, it is compared with every trial that
 finished ones (COMPLETE, or PRUNED after training at least ``r`` epochs) and running ones, one
 per architecture hash. Each is a point of the study's objectives in which mAP50-95 (and mAP50)
 is the value at epoch ``r`` and latency (and params, GFLOPs: all known before training) is the
-recorded figure (user attr ``metrics``). Latencies compare exactly here: a rung only decides
+recorded figure (record ``metrics``). Latencies compare exactly here: a rung only decides
 which trials train on, the final front is built noise-aware.
 
 The rule (:func:`decide`). With ``n`` points at the rung, the trial included:
@@ -26,8 +26,8 @@ The rule (:func:`decide`). With ``n`` points at the rung, the trial included:
 - The baseline (user attr ``baseline``) is never stopped; its decision is still recorded.
 
 A stopped trial is killed and recorded PRUNED, with ``prune_reason`` naming the rung, its rank
-and the trials that dominate it, ``stopped_at`` (the decision) and its ``epoch_map`` so far.
-Every decision is kept in the trial's ``rungs`` attr. A trial writes its own value before it
+and the trials that dominate it, the records ``stopped_at`` (the decision) and its ``epoch_map``
+so far. Every decision is kept in the trial's record ``rungs``. A trial writes its own value before it
 reads the others', so of two trials reaching a rung at once the later one sees the earlier,
 and a decision is a pure function of the stored values: every worker reading the same study
 decides the same way.
@@ -44,10 +44,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.config import RunConfig
+from search.records import read_record, write_record
 from trainers.cli import log
 from trainers.results import EpochProgress
 
-CURVES = {"map50_95": "epoch_map", "map50": "epoch_map50"}  # accuracy objective -> its per-epoch user attr
+CURVES = {"map50_95": "epoch_map", "map50": "epoch_map50"}  # accuracy objective -> its per-epoch record
 AT_A_RUNG = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
@@ -135,7 +136,7 @@ class RungDecision:
     go_on: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (the ``rungs`` and ``stopped_at`` user attrs)."""
+        """Plain JSON data (the ``rungs`` and ``stopped_at`` records)."""
         return {**asdict(self), "dominated_by": list(self.dominated_by)}
 
     def reason(self, epochs: int) -> str:
@@ -164,10 +165,10 @@ def decide(points: Sequence[RungPoint], number: int, eta: int, epoch: int) -> Ru
 def point_at(t: FrozenTrial, objectives: Sequence[tuple[str, str]], epoch: int) -> RungPoint | None:
     """Trial ``t`` at rung ``epoch`` (its accuracy at that epoch, its other figures), or ``None`` if it lacks one."""
     values = []
-    metrics = t.user_attrs.get("metrics") or {}
+    metrics = read_record(t, "metrics") or {}
     for metric, direction in objectives:
         if metric in CURVES:
-            curve = t.user_attrs.get(CURVES[metric]) or []
+            curve = read_record(t, CURVES[metric]) or []
             value = curve[epoch - 1] if len(curve) >= epoch else None
         else:
             value = metrics.get(metric)
@@ -217,15 +218,15 @@ class RungWatcher:
         """Record the epoch; ``True`` when the trial must stop here."""
         self.curves["epoch_map"].append(round(progress.map50_95, 5))
         self.curves["epoch_map50"].append(round(progress.map50, 5))
-        for attr, curve in self.curves.items():  # written before any rung reads the study: see the module docstring
-            self.trial.set_user_attr(attr, list(curve))
+        for key, curve in self.curves.items():  # written before any rung reads the study: see the module docstring
+            write_record(self.trial, key, list(curve))
         if progress.epoch not in self.cfg.rungs:
             return False
         decision = rung_decision(self.study, self.trial.number, self.cfg.objectives, progress.epoch, self.cfg.eta)
         if decision is None:
             return False
         self.decisions.append(decision.to_dict())
-        self.trial.set_user_attr("rungs", self.decisions)
+        write_record(self.trial, "rungs", self.decisions)
         if not decision.go_on and not self.baseline:
             self.stopped = decision  # the caller records and logs it when the process is gone
             return True
@@ -237,12 +238,12 @@ class RungWatcher:
 def rung_summary(study: optuna.Study) -> str:
     """One line for the report: trials stopped at each rung and epochs trained in all ('' when no rung decided)."""
     trials = study.get_trials(deepcopy=False)
-    if not any(t.user_attrs.get("rungs") for t in trials):
+    if not any(read_record(t, "rungs") for t in trials):
         return ""
     at: dict[int, int] = {}
     for t in trials:
-        if "reused_from" not in t.user_attrs and isinstance(stop := t.user_attrs.get("stopped_at"), dict):
+        if "reused_from" not in t.user_attrs and isinstance(stop := read_record(t, "stopped_at"), dict):
             at[stop["epoch"]] = at.get(stop["epoch"], 0) + 1
-    epochs = sum(len(t.user_attrs.get("epoch_map") or []) for t in trials if "reused_from" not in t.user_attrs)
+    epochs = sum(len(read_record(t, "epoch_map", [])) for t in trials if "reused_from" not in t.user_attrs)
     where = ", ".join(f"{n} at epoch {e}" for e, n in sorted(at.items())) or "none"
     return f"Successive halving: {sum(at.values())} trial(s) stopped at a rung ({where}); {epochs} epochs trained"

@@ -4,6 +4,10 @@ One study per search, two (or more) directions from the space's objectives, ``me
 set so optuna-dashboard labels them. Trials record why they ended in user attrs
 (``fail_kind``, ``fail_reason``, ``prune_reason``), so a trial that failed because its worker
 died (no ``fail_kind``) is not counted as finished and is run again.
+
+The storage waits through a database outage (:mod:`search.storage_outage`): a write that fails
+while the database is down is retried until it lands, or, past the outage limit, the search stops
+with one line and the same command resumes it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
+
+from search.storage_outage import OutageTolerantStorage, is_connection_error, outage_limit_s
 
 HEARTBEAT_INTERVAL_S = 2
 GRACE_PERIOD_S = 10
@@ -45,24 +51,41 @@ def absolute_sqlite_url(url: str) -> str:
     return url
 
 
-def make_storage(url: str) -> RDBStorage:
-    """An RDB storage with heartbeats; stale trials are failed and re-enqueued (up to 3 times)."""
+def make_storage(url: str, outage_limit: float | None = None) -> OutageTolerantStorage:
+    """An RDB storage with heartbeats; stale trials are failed and re-enqueued (up to 3 times).
+
+    Calls wait through a database outage of up to ``outage_limit`` seconds (default
+    :func:`~search.storage_outage.outage_limit_s`), then raise
+    :class:`~search.storage_outage.StorageUnavailable` (:mod:`search.storage_outage`).
+    """
+    limit = outage_limit_s() if outage_limit is None else outage_limit
+    return OutageTolerantStorage(lambda: _rdb_storage_racing(url), url, limit)
+
+
+def _rdb_storage_racing(url: str) -> RDBStorage:
+    """``_rdb_storage``, retried when workers race to create the schema (an unreachable database is not retried
+    here: the outage-tolerant storage waits for it)."""
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return _rdb_storage(url)
-        except sqlalchemy.exc.SQLAlchemyError:  # workers racing to create the schema: the loser retries
-            if attempt == 4:
+        except sqlalchemy.exc.SQLAlchemyError as e:  # workers racing to create the schema: the loser retries
+            if attempt == 4 or is_connection_error(e):
                 raise
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
 
 
 def _rdb_storage(url: str) -> RDBStorage:
+    engine_kwargs: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        engine_kwargs["pool_pre_ping"] = True  # a connection the database dropped (restart) is replaced, not used
+    if url.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": 10}  # an unreachable host fails, it does not hang
     return RDBStorage(
         absolute_sqlite_url(url),
-        engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {},
+        engine_kwargs=engine_kwargs,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
@@ -82,7 +105,7 @@ def make_sampler(name: str, seed: int | None, n_trials: int) -> optuna.samplers.
     raise ValueError(f"sampler must be one of ['tpe', 'nsga2', 'random'], got {name!r}")
 
 
-def open_study(name: str, storage: RDBStorage, objectives: tuple[tuple[str, str], ...],
+def open_study(name: str, storage: BaseStorage, objectives: tuple[tuple[str, str], ...],
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
     """Create or resume (``load_if_exists``) the study; refuse one whose directions differ."""
     directions: list[Any] = [d for _, d in objectives]
@@ -128,18 +151,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def trial_id(storage: RDBStorage, study: optuna.Study, number: int) -> int:
+def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
     """The storage id of trial ``number`` (what heartbeats and storage writes take)."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
-def recover_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
+def retry_attrs(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
+    """User attrs of the re-queued copy of a trial whose worker died: ``retry_of`` (its number), and the
+    baseline flags, so a re-run stock model is still the study's baseline."""
+    kept = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "is_baseline")}
+    return {**kept, "retry_of": trial.number}
+
+
+def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     """Fail at once RUNNING trials whose worker on this host is gone, and re-enqueue their params.
 
     Other hosts' stale trials are failed by Optuna's heartbeat grace period
-    (``fail_stale_trials``), whose callback re-enqueues them too. Returns the failed numbers.
+    (``fail_stale_trials``, after this host's own: those get a reason), whose callback re-enqueues them
+    too. Returns the numbers failed here.
     """
-    optuna.storages.fail_stale_trials(study)
     me = socket.gethostname()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -149,13 +179,14 @@ def recover_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
             storage.set_trial_user_attr(tid, "fail_kind", "worker_died")
             storage.set_trial_user_attr(tid, "fail_reason", f"worker died (pid {pid} on {host} gone)")
             if storage.set_trial_state_values(tid, TrialState.FAIL):
-                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+                study.enqueue_trial(t.params, user_attrs=retry_attrs(t), skip_if_exists=False)
                 failed.append(t.number)
+    optuna.storages.fail_stale_trials(study)
     return failed
 
 
 @contextlib.contextmanager
-def heartbeat(storage: RDBStorage, trial_id: int) -> Iterator[None]:
+def heartbeat(storage: OutageTolerantStorage, trial_id: int) -> Iterator[None]:
     """Send Optuna heartbeats for ``trial_id`` from a thread while the body runs (ask/tell drivers)."""
     stop = threading.Event()
 

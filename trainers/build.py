@@ -1,5 +1,8 @@
 """``build_model(arch, nc)``: a real Ultralytics ``DetectionModel`` for an :class:`Architecture`.
 
+The model is a :class:`trainers.detection_model.RepDetectionModel` (a ``DetectionModel`` whose
+``fuse()`` also folds our blocks), so Ultralytics' exporter, validator and predictor fuse it.
+
 The YOLO26 model dict is given each stage's width and depth first
 (:func:`trainers.yolo26.resized_model_dict`: Ultralytics' own parser then sizes every later
 layer and the head to match), the model is built from it, then each stage's module is swapped
@@ -21,16 +24,17 @@ from trainers.architecture import Architecture
 
 def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     """Build the detector for ``arch`` with ``nc`` classes (training form, unfused)."""
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    from ultralytics.nn.tasks import yaml_model_load
     from ultralytics.utils.torch_utils import initialize_weights
 
+    from trainers.detection_model import RepDetectionModel
     from trainers.yolo26 import resized_model_dict, swap_stages
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
-    model: Any = DetectionModel(cfg, nc=nc, verbose=verbose)
+    model: Any = RepDetectionModel(cfg, nc=nc, verbose=verbose)
     swap_stages(model, arch.stages)
     initialize_weights(model)
     return model

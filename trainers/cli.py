@@ -77,6 +77,22 @@ def positive_int(name: str, lo: int = 1, hi: int = 1_000_000) -> Any:
     return parse
 
 
+def non_negative_float(name: str) -> Any:
+    """argparse ``type=`` for a finite float ``>= 0`` with a message naming ``name``."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def existing_file(name: str) -> Any:
     """argparse ``type=`` for a path to an existing regular file."""
 

@@ -24,3 +24,17 @@ def class_count(data: str | Path) -> int:
     if isinstance(d, dict) and isinstance(d.get("names"), (list, dict)) and d["names"]:
         return len(d["names"])
     raise ValueError(f"data YAML {str(path)!r} gives no class count: it needs 'nc' or a non-empty 'names'")
+
+
+def class_names(data: str | Path) -> dict[int, str] | None:
+    """The class names of an Ultralytics data YAML (index -> name), or ``None`` when it lists none."""
+    try:
+        d = yaml.safe_load(Path(data).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    names = d.get("names") if isinstance(d, dict) else None
+    if isinstance(names, list):
+        return {i: str(n) for i, n in enumerate(names)}
+    if isinstance(names, dict):
+        return {int(k): str(v) for k, v in names.items()}
+    return None

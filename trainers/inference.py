@@ -26,7 +26,9 @@ def fused_copy(model: nn.Module, ultralytics_fuse: bool = True, ours: bool = Tru
         p.requires_grad_(False)
     if before_fuse is not None:
         before_fuse(fused)
-    if ultralytics_fuse and hasattr(fused, "fuse"):
+    if ultralytics_fuse and not ours and hasattr(fused, "fuse_ultralytics_only"):
+        fused = fused.fuse_ultralytics_only()  # a RepDetectionModel's fuse() would fold ours too
+    elif ultralytics_fuse and hasattr(fused, "fuse"):
         fused = fused.fuse(verbose=False)
     if ours:
         reparameterize_model(fused)

@@ -41,6 +41,9 @@ class TrialSettings:
         nan_at_batch: fault injection for tests (poison the weights before that batch).
         se_width_cost: lambda of the DynamicSE width cost added to the training loss (see
             :mod:`trainers.se_budget`); ``0`` trains on the stock loss.
+        teacher: an Ultralytics detection checkpoint distilled into the trial (Ultralytics'
+            ``distill_model``), or ``None``; ``distill_weight``: its loss weight (Ultralytics' ``dis``).
+        init_from: a checkpoint whose matching tensors start the trial (:mod:`trainers.inherit`), or ``None``.
     """
 
     data: str
@@ -60,6 +63,9 @@ class TrialSettings:
     nc: int | None = None
     nan_at_batch: int | None = None
     se_width_cost: float = 0.0
+    teacher: str | None = None
+    distill_weight: float = 6.0
+    init_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -156,6 +162,9 @@ class TrialResult:
     device: str
     epochs: int
     epoch_map: tuple[float, ...] = field(default_factory=tuple)
+    teacher: dict[str, Any] | None = None  # CheckpointInfo of the teacher distilled from
+    init_from: dict[str, Any] | None = None  # CheckpointInfo of the initialisation source
+    inherited: dict[str, Any] | None = None  # Inherited.to_dict(): tensors and share of parameters copied
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, latency nested under ``latency``."""
@@ -167,7 +176,7 @@ class TrialResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:
         """Inverse of :meth:`to_dict`."""
-        kw = {k: data[k] for k in cls.__dataclass_fields__}
+        kw = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         kw["latency"] = LatencyReport.from_dict(data["latency"])
         kw["epoch_map"] = tuple(data.get("epoch_map", ()))
         return cls(**kw)

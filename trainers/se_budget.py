@@ -100,17 +100,24 @@ def remove_se_width_cost(model: nn.Module) -> None:
         model.criterion = cost.inner
 
 
+def trained_student(trainer: Any) -> nn.Module:
+    """The model a trainer trains: unwrapped from DDP, and the student when it distills from a teacher."""
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(trainer.model)
+    return getattr(model, "student_model", model)
+
+
 def se_width_cost_callbacks(weight: float) -> dict[str, Callable[[Any], None]]:
-    """Ultralytics trainer callbacks, by event name, that price DynamicSE width with ``weight`` during training."""
+    """Ultralytics trainer callbacks, by event name, that price DynamicSE width with ``weight`` during training.
+
+    With a teacher the cost is installed on the student only (a frozen teacher's widths cost nothing).
+    """
 
     def on_train_start(trainer: Any) -> None:
-        from ultralytics.utils.torch_utils import unwrap_model
-
-        install_se_width_cost(unwrap_model(trainer.model), weight)
+        install_se_width_cost(trained_student(trainer), weight)
 
     def on_train_end(trainer: Any) -> None:
-        from ultralytics.utils.torch_utils import unwrap_model
-
-        remove_se_width_cost(unwrap_model(trainer.model))
+        remove_se_width_cost(trained_student(trainer))
 
     return {"on_train_start": on_train_start, "on_train_end": on_train_end}

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from trainers.architecture import Architecture, read_architecture
-from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, log, positive_int
+from trainers.cli import (
+    OneLineParser,
+    device_arg,
+    emit_json,
+    existing_file,
+    fail,
+    log,
+    non_negative_float,
+    positive_int,
+)
 from trainers.heads import DEFAULT_HEAD, HEADS
 from trainers.latency.report import BACKEND_NAMES
 from trainers.results import PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
@@ -75,6 +84,7 @@ def trial_overrides(arch: Architecture, settings: TrialSettings, out: Path, devi
         "close_mosaic": max(1, settings.epochs // 4), "warmup_epochs": min(3.0, settings.epochs / 5),
         "amp": device != "cpu", "nbs": settings.batch, "warmup_bias_lr": 0.0, "optimizer": "AdamW", "lr0": 0.003,
         "nms": ultralytics_nms_arg(settings.head),
+        **({"distill_model": settings.teacher, "dis": settings.distill_weight} if settings.teacher else {}),
     }
 
 
@@ -98,6 +108,10 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         return TrialFailure("build", f"{type(e).__name__}: {e}"[:500], arch.hash)
     out, device = Path(settings.out).resolve(), train_device(settings.device)
     try:
+        teacher, init_from, inherited = checkpoints_of(model, settings, nc)
+    except ValueError as e:
+        return TrialFailure("error", str(e), arch.hash)
+    try:
         pre = pre_training or measure_pre_training(model, arch.hash, settings)
         epochs_log: list[dict[str, float]] = []
         trainer = ArchitectureTrainer(overrides=trial_overrides(arch, settings, out, device), architecture=arch,
@@ -116,20 +130,31 @@ def run_trial(arch: Architecture, settings: TrialSettings,
             gflops=pre.gflops, latency=pre.latency, train_seconds=round(train_seconds, 2),
             weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
             epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
+            teacher=teacher.to_dict() if teacher else None, init_from=init_from.to_dict() if init_from else None,
+            inherited=inherited.to_dict() if inherited else None,
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
 
 
-def _se_width_cost_arg(text: str) -> float:
-    """``--se-width-cost``: a finite float ``>= 0``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"--se-width-cost must be a finite number >= 0, got {text!r}")
-    return value
+def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:
+    """Check the teacher and the initialisation source, and start ``model`` from the latter.
+
+    Returns (teacher CheckpointInfo | None, init CheckpointInfo | None, Inherited | None);
+    ``ValueError`` (one line) for a checkpoint that is missing, not a detection model, or made for
+    other classes.
+    """
+    from trainers.dataset import class_names
+    from trainers.inherit import inherit_weights, source_state
+    from trainers.teacher import inspect_checkpoint
+
+    names = class_names(settings.data)
+    teacher = inspect_checkpoint(settings.teacher, "--teacher", nc, names) if settings.teacher else None
+    init_from, inherited = None, None
+    if settings.init_from:
+        init_from = inspect_checkpoint(settings.init_from, "--init-from", nc, names)
+        inherited = inherit_weights(model, source_state(settings.init_from))
+    return teacher, init_from, inherited
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -150,8 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD)
     p.add_argument("--latency-cache", default=None)
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
-    p.add_argument("--se-width-cost", type=_se_width_cost_arg, default=0.0,
+    p.add_argument("--se-width-cost", type=non_negative_float("--se-width-cost"), default=0.0,
                    help="lambda of the DynamicSE width cost in the loss (default 0: none)")
+    p.add_argument("--teacher", help="Ultralytics detection checkpoint to distill from (Ultralytics' distill_model)")
+    p.add_argument("--distill-weight", type=non_negative_float("--distill-weight"), default=6.0,
+                   help="distillation loss weight (Ultralytics' dis, default 6.0)")
+    p.add_argument("--init-from", help="checkpoint whose tensors matching by layer and shape start the model")
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
                    help=argparse.SUPPRESS)
     return p
@@ -181,8 +210,25 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
         device=args.device, latency_imgsz=args.latency_imgsz, latency_device=args.latency_device,
         latency_dtype=args.latency_dtype, latency_backend=args.latency_backend, latency_threads=args.latency_threads,
         head=args.head, latency_cache=args.latency_cache, seed=args.seed,
-        nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost)
+        nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost, distill_weight=args.distill_weight,
+        teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
+        init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
+    check_checkpoints(settings)
     return TrialJob(arch, settings)
+
+
+def check_checkpoints(settings: TrialSettings) -> None:
+    """Exit 2 with one line when the teacher or the initialisation checkpoint cannot serve ``settings.data``."""
+    from trainers.dataset import class_count, class_names
+    from trainers.teacher import inspect_checkpoint
+
+    try:
+        nc, names = settings.nc or class_count(settings.data), class_names(settings.data)
+        for flag, path in (("--teacher", settings.teacher), ("--init-from", settings.init_from)):
+            if path:
+                inspect_checkpoint(path, flag, nc, names)
+    except ValueError as e:
+        fail(str(e))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,8 @@ at least as good in every other objective dominates (higher mAP, or equal mAP: t
 the lower median stays, the other is a duplicate within noise). Intervals that do not overlap
 compare as usual, so a clearly faster, less accurate trial stays on the front. Where either
 trial has no interval (reports written before intervals existed, or ``noise=False``), the
-latencies compare exactly. The latency report of a trial is its ``latency`` user attr, or the
-``latency`` override.
+latencies compare exactly. The latency report of a trial is its ``latency`` record
+(:mod:`search.records`), or the ``latency`` override.
 
 "Equal within noise" is not transitive (A ~ B and B ~ C do not give A ~ C), so the front is
 built best-first: trials ordered by their other objectives, then latency median, then number,
@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.records import read_record
 from search.space import Constraint
 from trainers.latency.report import LatencyReport
 
@@ -39,7 +40,7 @@ Interval = tuple[float, float]
 
 def is_feasible(t: FrozenTrial, constraints: Sequence[Constraint]) -> bool:
     """Whether every constraint holds for the trial's recorded metrics."""
-    metrics = t.user_attrs.get("metrics", {})
+    metrics = read_record(t, "metrics", {})
     return all(c.metric not in metrics or c.violation(metrics[c.metric]) <= 0 for c in constraints)
 
 
@@ -49,7 +50,7 @@ def _as_min(values: Sequence[float], directions: Sequence[str]) -> list[float]:
 
 def trial_metrics(t: FrozenTrial, latency: Mapping[int, LatencyReport] | None = None) -> dict[str, float]:
     """The trial's recorded metrics, ``latency_ms`` taken from ``latency`` when it has the trial."""
-    metrics = dict(t.user_attrs.get("metrics", {}))
+    metrics = dict(read_record(t, "metrics", {}))
     if latency is not None and t.number in latency:
         metrics[LATENCY_METRIC] = latency[t.number].median_ms
     return metrics
@@ -65,10 +66,10 @@ def objective_values(t: FrozenTrial, objectives: Sequence[tuple[str, str]],
 
 
 def latency_report(t: FrozenTrial, latency: Mapping[int, LatencyReport] | None = None) -> LatencyReport | None:
-    """The report behind the trial's latency figure: ``latency``'s, else its own ``latency`` user attr, else None."""
+    """The report behind the trial's latency figure: ``latency``'s, else its own ``latency`` record, else None."""
     if latency is not None and t.number in latency:
         return latency[t.number]
-    data = t.user_attrs.get("latency")
+    data = read_record(t, "latency")
     return LatencyReport.from_dict(data) if isinstance(data, dict) and "median_ms" in data else None
 
 

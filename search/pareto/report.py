@@ -1,16 +1,20 @@
-"""The Pareto front as people read it: rows with deltas against the stock baseline, a table, JSON, plots."""
+"""The Pareto front as people read it: rows with deltas against the stock baseline, a table, JSON, plots.
+
+``pareto.txt`` and ``pareto.json`` start with the report's header (:mod:`.header`); the plots are
+drawn by :mod:`.plot`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from search.config import RunConfig
 from search.pareto.front import (
     baseline_trial,
     front_hypervolume,
@@ -19,7 +23,8 @@ from search.pareto.front import (
     pareto_front,
     trial_metrics,
 )
-from search.space import Constraint
+from search.pareto.header import ReportHeader, report_header
+from search.pareto.plot import plot_data, write_plots
 from trainers.latency.report import LatencyReport
 
 
@@ -81,46 +86,38 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(study: optuna.Study, folder: Path, objectives: Sequence[tuple[str, str]],
-                 constraints: Sequence[Constraint],
+def write_report(study: optuna.Study, cfg: RunConfig,
                  latency: Mapping[int, LatencyReport] | None = None) -> dict[str, Any]:
-    """Write ``pareto.json``, ``pareto.txt`` and the Pareto plot(s) into ``folder``; return the summary.
+    """Write ``pareto.json``, ``pareto.txt`` and the Pareto plots into ``cfg.folder``; return the summary.
 
-    ``latency``: figures replacing those trials' own (listed in the summary as ``latency_replaced``).
+    Both files start with the report's header (:class:`~search.pareto.header.ReportHeader`: study,
+    data, head, latency target and conditions). ``latency``: figures replacing those trials' own
+    (listed in the summary as ``latency_replaced``).
     """
+    folder = cfg.folder
     folder.mkdir(parents=True, exist_ok=True)
-    front = pareto_front(study, objectives, constraints, latency)
+    front = pareto_front(study, cfg.objectives, cfg.constraints, latency)
     baseline = baseline_trial(study)
     map_noise = (study.user_attrs.get("audit") or {}).get("map_noise")
     rows = front_rows(front, baseline, latency, map_noise)
-    summary = {"study": study.study_name, "front": rows, "hypervolume": front_hypervolume(front, baseline, latency),
+    header = report_header(study.study_name, cfg, front, baseline, latency)
+    hv = front_hypervolume(front, baseline, latency)
+    plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency), folder)
+    summary = {"header": header.to_dict(), "study": study.study_name, "front": rows, "hypervolume": hv,
                "baseline_trial": baseline.number if baseline else None,
-               "latency_replaced": sorted(latency) if latency else [],
-               "plots": _write_plots(study, folder, objectives)}
+               "latency_replaced": sorted(latency) if latency else [], "plots": plots}
     (folder / "pareto.json").write_text(json.dumps(summary, indent=1, default=str))
-    (folder / "pareto.txt").write_text(format_table(rows) + "\n")
+    (folder / "pareto.txt").write_text(format_report_text(header, rows, hv))
     return summary
 
 
-def _write_plots(study: optuna.Study, folder: Path, objectives: Sequence[tuple[str, str]]) -> list[str]:
-    names = [m for m, _ in objectives]
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) or not 2 <= len(names) <= 3:
-        return []
-    written = []
-    try:
-        fig = optuna.visualization.plot_pareto_front(study, target_names=names)
-        fig.write_html(str(folder / "pareto.html"))
-        written.append(str(folder / "pareto.html"))
-    except Exception:  # plotly missing or too old: the PNG below still tells the story
-        pass
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        ax = optuna.visualization.matplotlib.plot_pareto_front(study, target_names=names)
-        figure: Any = ax.get_figure(root=True)
-        figure.savefig(folder / "pareto.png", dpi=120, bbox_inches="tight")
-        written.append(str(folder / "pareto.png"))
-    except Exception:
-        pass
-    return written
+def format_report_text(header: ReportHeader, rows: Sequence[dict[str, Any]], hv: dict[str, Any] | None) -> str:
+    """``pareto.txt``: the header, the front's table, its hypervolume."""
+    lines = [f"Pareto front ({len(rows)} points, feasible trials only; deltas vs the stock baseline)",
+             *header.lines(), "", format_table(rows)]
+    if hv:
+        ref = hv["reference"]
+        lines.append(f"Hypervolume {hv['hypervolume']:.4f} ({hv['hypervolume_low']:.4f} to "
+                     f"{hv['hypervolume_high']:.4f} within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
+                     f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
+    return "\n".join(lines) + "\n"

@@ -36,7 +36,7 @@ TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "lat
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
-TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "se_width_cost")
+TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "se_width_cost", "distill_weight")
 MAX_RATIO = 64
 
 
@@ -93,6 +93,7 @@ class TrainSettings:
 
     ``rungs``, ``eta``: successive halving (:mod:`search.rungs`); ``rungs=()`` turns it off.
     ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.se_budget`); 0: none.
+    ``distill_weight``: the distillation loss weight (Ultralytics' ``dis``) when a teacher is given.
     """
 
     data: str | None = None
@@ -102,6 +103,7 @@ class TrainSettings:
     rungs: tuple[int, ...] = ()
     eta: int = 3
     se_width_cost: float = 0.0
+    distill_weight: float = 6.0
 
 
 @dataclass(frozen=True)
@@ -296,14 +298,15 @@ def _parse_train(r: Reader, value: Any) -> TrainSettings:
         batch=r.integer(d.get("batch", default.batch), "train.batch", 1, 1024),
         rungs=_rungs(r, d.get("rungs")),
         eta=r.integer(d.get("eta", default.eta), "train.eta", 2, 100),
-        se_width_cost=_se_width_cost(r, d.get("se_width_cost", default.se_width_cost)),
+        se_width_cost=_non_negative(r, d.get("se_width_cost", default.se_width_cost), "train.se_width_cost"),
+        distill_weight=_non_negative(r, d.get("distill_weight", default.distill_weight), "train.distill_weight"),
     )
 
 
-def _se_width_cost(r: Reader, value: Any) -> float:
-    """``train.se_width_cost``: lambda of the DynamicSE width cost, a finite number >= 0."""
+def _non_negative(r: Reader, value: Any, where: str) -> float:
+    """A finite number >= 0 (``train.se_width_cost``, ``train.distill_weight``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise r.fail("train.se_width_cost", f"must be a finite number >= 0, got {short(value)}")
+        raise r.fail(where, f"must be a finite number >= 0, got {short(value)}")
     return float(value)
 
 

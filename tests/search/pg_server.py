@@ -1,7 +1,9 @@
 """A throwaway local PostgreSQL server for tests: initdb in a temp dir, a free loopback port.
 
 ``initdb`` refuses to run as root, so as root the server runs as the ``postgres`` user
-(``runuser``). Debian puts the binaries in ``/usr/lib/postgresql/*/bin``.
+(``runuser``). Debian puts the binaries in ``/usr/lib/postgresql/*/bin``. The server can be
+stopped and started again on the same port and data (:meth:`PostgresServer.stop`,
+:meth:`PostgresServer.start`): the database outage of ``test_storage_outage.py``.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ def pg_bin() -> Path | None:
 
 
 def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class PostgresServer:
-    """Start with :meth:`start`, stop with :meth:`stop`; :attr:`url` is an SQLAlchemy URL."""
+    """Start with :meth:`start`, stop with :meth:`stop` (and start again); :attr:`url` is an SQLAlchemy URL."""
 
     def __init__(self, root: Path):
         self.bin = pg_bin()
@@ -46,16 +49,19 @@ class PostgresServer:
         subprocess.run([*self.as_user, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> PostgresServer:
+        """Create the cluster on first use, then start the server and wait until it accepts connections."""
         assert self.bin is not None
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.as_user:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        if not self.data.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            if self.as_user:
+                shutil.chown(self.root, "postgres", "postgres")
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w",
                   "start")
         return self
 
-    def stop(self) -> None:
-        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (``immediate``: drop every connection at once, like a crash; ``fast``: a clean stop)."""
+        subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],
                        capture_output=True, timeout=60)

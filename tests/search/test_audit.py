@@ -18,6 +18,7 @@ from search.audit import choose_trials, hypervolume_contributions
 from search.config import RunConfig
 from search.pareto import format_table, front_rows
 from search.ranks import average_ranks, kendall_tau, spearman_rho
+from search.records import record_attrs
 from trainers.results import TrialSettings
 
 
@@ -37,8 +38,9 @@ def _study(tmp_path: Path, points: list[tuple[str, float, float]]) -> optuna.Stu
     for i, (name, acc, lat) in enumerate(points):
         study.add_trial(optuna.trial.create_trial(
             values=[acc, lat], params={"x": i}, distributions={"x": CategoricalDistribution(list(range(10)))},
-            user_attrs={"hash": name, "blocks": name, "architecture": {}, "baseline": i == 0,
-                        "metrics": {"map50_95": acc, "latency_ms": lat, "params_m": 2.0}}))
+            user_attrs={"hash": name, "blocks": name, "baseline": i == 0},
+            system_attrs=record_attrs({"architecture": {},
+                                       "metrics": {"map50_95": acc, "latency_ms": lat, "params_m": 2.0}})))
     return study
 
 

@@ -140,3 +140,21 @@ def test_an_epoch_budget_sizes_the_samplers_random_start(tmp_path: Path, space_f
     assert cfg.planned_trials == planned
     sampler = make_sampler("tpe", 0, cfg.planned_trials)
     assert sampler._n_startup_trials == startup
+
+
+def test_the_recorded_command_reruns_the_same_configuration(tmp_path: Path, space_file: Path) -> None:
+    import shlex
+
+    data = tmp_path / "d.yaml"
+    data.write_text("names: {0: a}\n")
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--epochs", "5",
+                       "--imgsz", "96", "--batch", "4", "--seed", "7", "--sampler", "random", "--rungs", "2,4",
+                       "--eta", "2", "--trials", "13", "--data", str(data), "--latency-budget-ms", "12.5",
+                       "--epoch-budget", "40", "--timeout", "600", "--trial-timeout", "90"])
+    words = shlex.split(cfg.command())
+    assert words[:3] == ["python", "-m", "search.run"]
+    again, _ = validate(words[3:])
+    assert again == cfg
+    bare, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
+    assert validate(shlex.split(bare.command())[3:])[0] == bare  # no data flag: the embedded set again
+    assert "--rungs ''" in bare.command()  # the space's rungs are spelt out, here none

@@ -16,6 +16,7 @@ from search import interleaved
 from search.config import RunConfig
 from search.interleaved import last_remeasure, remeasure_candidates, remeasure_front
 from search.pareto import pareto_front
+from search.records import read_record, record_attrs
 from search.targets import TARGET_PREFIX, read_target, target_of
 from trainers.architecture import Architecture
 from trainers.devices import device_name
@@ -38,9 +39,9 @@ def _report(median: float, ci: tuple[float, float], imgsz: int = 640, at: str = 
 
 def _trial(m: float, lat: float, ci: tuple[float, float], h: str, **attrs: object) -> optuna.trial.FrozenTrial:
     return create_trial(state=TrialState.COMPLETE, values=[m, lat], params={h: h},
-                        distributions={h: CategoricalDistribution([h])},
-                        user_attrs={"hash": h, "architecture": {"stub": h}, "latency": _report(lat, ci).to_dict(),
-                                    "metrics": {"map50_95": m, "latency_ms": lat}, **attrs})
+                        distributions={h: CategoricalDistribution([h])}, user_attrs={"hash": h, **attrs},
+                        system_attrs=record_attrs({"architecture": {"stub": h}, "latency": _report(lat, ci).to_dict(),
+                                                   "metrics": {"map50_95": m, "latency_ms": lat}}))
 
 
 def _sqlite_study(tmp_path: Path, trials: list[optuna.trial.FrozenTrial]) -> optuna.Study:
@@ -110,7 +111,7 @@ def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tm
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(tmp_path, "noise")
     base = study.trials[0]
-    assert base.user_attrs["latency"]["median_ms"] == 1000.0 and base.user_attrs["latency"]["cached"] is True
+    assert read_record(base, "latency")["median_ms"] == 1000.0 and read_record(base, "latency")["cached"] is True
     own_front = [t.number for t in pareto_front(study, OBJ)]
     assert 0 not in own_front and own_front, "on its stale figure the baseline is off the front"
 

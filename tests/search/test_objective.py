@@ -10,6 +10,7 @@ import pytest
 
 from search.config import RunConfig
 from search.objective import run_objective
+from search.records import read_record
 from search.run import validate
 from search.space import SearchSpace
 from trainers.architecture import Architecture
@@ -79,9 +80,11 @@ def test_one_build_one_measurement_one_job(run: tuple[RunConfig, SearchSpace, di
     pre = job.pre_training
     assert pre is not None and not pre.latency_cached
     assert done.user_attrs["params"] == pre.params and done.user_attrs["gflops"] == pre.gflops
-    assert done.user_attrs["latency"]["median_ms"] == pre.latency.median_ms == done.values[1]
-    assert done.user_attrs["metrics"]["params_m"] == pre.params / 1e6
-    assert done.values[0] == 0.25 and done.user_attrs["epoch_map"] == [0.2, 0.25]
+    assert read_record(done, "latency")["median_ms"] == pre.latency.median_ms == done.values[1]
+    assert done.user_attrs["latency"] == pre.latency.one_line()  # the short line people scan
+    assert read_record(done, "metrics")["params_m"] == pre.params / 1e6
+    assert done.values[0] == 0.25 and read_record(done, "epoch_map") == [0.2, 0.25]
+    assert read_record(done, "architecture") == arch.to_dict() and done.user_attrs["hash"] == arch.hash
 
 
 def test_a_cached_latency_is_not_measured_again(run: tuple[RunConfig, SearchSpace, dict[str, list[Any]]]) -> None:
@@ -90,4 +93,4 @@ def test_a_cached_latency_is_not_measured_again(run: tuple[RunConfig, SearchSpac
     second = _one_trial(cfg, space, "b")  # another study: the same architecture is trained again, not re-measured
     assert len(seen["builds"]) == 2 and len(seen["measures"]) == 1 and len(seen["jobs"]) == 2
     assert seen["jobs"][1].pre_training.latency_cached
-    assert second.user_attrs["latency"]["cached"] and second.values[1] == first.values[1]
+    assert read_record(second, "latency")["cached"] and second.values[1] == first.values[1]

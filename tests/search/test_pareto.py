@@ -15,6 +15,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.pareto import format_table, front_hypervolume, front_rows, hypervolume_2d, pareto_front
 from search.pareto.report import NOISE_NOTE
+from search.records import is_record, record_attrs
 from search.space import Constraint
 from trainers.latency.report import LatencyReport
 
@@ -22,10 +23,13 @@ OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 
 
 def _trial(m: float, lat: float, h: str, params_m: float = 2.0, **attrs: object) -> optuna.trial.FrozenTrial:
+    """A COMPLETE trial as the objective records it: dict values are records, the rest user attrs."""
+    records = {"metrics": {"map50_95": m, "latency_ms": lat, "params_m": params_m},
+               **{k: v for k, v in attrs.items() if is_record(v)}}
     return create_trial(
         state=TrialState.COMPLETE, values=[m, lat], params={h: h}, distributions={h: CategoricalDistribution([h])},
-        user_attrs={"hash": h, "blocks": "C3k2", "metrics": {"map50_95": m, "latency_ms": lat, "params_m": params_m},
-                    **attrs},
+        user_attrs={"hash": h, "blocks": "C3k2", **{k: v for k, v in attrs.items() if not is_record(v)}},
+        system_attrs=record_attrs(records),
     )
 
 
@@ -38,7 +42,7 @@ def _report(median: float, ci: tuple[float, float] | None) -> LatencyReport:
 
 
 def _timed(m: float, lat: float, ci: tuple[float, float] | None, h: str, **attrs: object) -> optuna.trial.FrozenTrial:
-    """A trial whose ``latency`` user attr is a full report dict, as the objective records it."""
+    """A trial whose ``latency`` record is a full report dict, as the objective records it."""
     return _trial(m, lat, h, latency={**_report(lat, ci).to_dict(), "cached": False}, **attrs)
 
 

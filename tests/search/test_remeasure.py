@@ -20,6 +20,7 @@ from search.config import RunConfig
 from search.pareto import baseline_trial, pareto_front
 from search.pareto.__main__ import main as pareto_main
 from search.pick import PickError, check_pick_args, pick
+from search.records import record_attrs
 from search.remeasure import class_count_of, measure_plan, plan, setting_of
 from search.remeasure import main as remeasure_main
 from search.targets import read_target, target_of, targets, write_target
@@ -237,9 +238,10 @@ def hand(tmp_path: Path) -> tuple[str, optuna.Study]:
     RunConfig("hand", url, str(tmp_path), "", TrialSettings(data="", out=str(tmp_path / "hand"))).record_on(study)
     arch = Architecture.baseline().to_dict()
     for h, m, lat in (("a", 0.5, 10.0), ("b", 0.4, 20.0), ("c", 0.3, 30.0)):
-        study.add_trial(create_trial(state=TrialState.COMPLETE, values=[m, lat], user_attrs={
-            "hash": h, "architecture": arch, "blocks": h, "is_baseline": h == "a",
-            "metrics": {"map50_95": m, "latency_ms": lat, "params_m": 2.0}}))
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, values=[m, lat], user_attrs={"hash": h, "blocks": h, "is_baseline": h == "a"},
+            system_attrs=record_attrs({"architecture": arch,
+                                       "metrics": {"map50_95": m, "latency_ms": lat, "params_m": 2.0}})))
     return url, study
 
 

@@ -8,6 +8,9 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
+from search.records import is_record, read_record
+from trainers.latency.report import LatencyReport
+
 
 @pytest.mark.slow
 def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data: Path) -> None:
@@ -20,17 +23,19 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
     assert len(finished) == 3
     first = study.trials[0]
     assert first.user_attrs["baseline"] is True
-    assert set(first.user_attrs["architecture"]["stages"]["p3_backbone"]) == {"block", "downsample"}
+    assert set(read_record(first, "architecture")["stages"]["p3_backbone"]) == {"block", "downsample"}
     for t in study.trials:
         if t.state != TrialState.COMPLETE:
             continue
         assert len(t.values) == 2 and 0.0 <= t.values[0] <= 1.0 and t.values[1] > 0
-        attrs = t.user_attrs
-        keys = ("architecture", "hash", "params", "gflops", "latency", "epoch_map", "versions", "device", "weights")
-        for key in keys:
-            assert key in attrs, key
-        assert attrs["latency"]["imgsz"] == 64 and attrs["latency"]["median_ms"] == pytest.approx(t.values[1])
-        assert len(attrs["epoch_map"]) == 1
+        for key in ("hash", "blocks", "params", "gflops", "latency", "device", "weights"):  # short, for people
+            assert key in t.user_attrs and not is_record(t.user_attrs[key]), key
+        for key in ("architecture", "latency", "metrics", "epoch_map", "versions"):  # records, for programs
+            assert read_record(t, key) is not None, key
+        latency = read_record(t, "latency")
+        assert latency["imgsz"] == 64 and latency["median_ms"] == pytest.approx(t.values[1])
+        assert t.user_attrs["latency"] == LatencyReport.from_dict(latency).one_line()
+        assert len(read_record(t, "epoch_map")) == 1
     assert "Pareto front" in r.stdout and "Hypervolume" in r.stdout
     assert (tmp_path / "studies" / "tiny" / "pareto.json").is_file()
     assert not (tmp_path / "runs").exists()
@@ -43,7 +48,7 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
         trial = by_number[int(folder.name.split("_")[1])]
         assert job.architecture.hash == trial.user_attrs["hash"] and job.settings.head == "nms_free"
         assert job.pre_training is not None and job.pre_training.params == trial.user_attrs["params"]
-        assert job.pre_training.latency.median_ms == trial.user_attrs["latency"]["median_ms"]
+        assert job.pre_training.latency.median_ms == read_record(trial, "latency")["median_ms"]
     assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
@@ -86,7 +91,7 @@ def test_ray_backend_writes_into_the_same_storage(tmp_path: Path, data: Path) ->
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 2
     assert any(t.user_attrs.get("baseline") for t in complete)
-    assert all("latency" in t.user_attrs and "architecture" in t.user_attrs for t in complete)
+    assert all(read_record(t, "latency") and read_record(t, "architecture") for t in complete)
 
 
 @pytest.mark.parametrize(

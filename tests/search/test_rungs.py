@@ -18,6 +18,7 @@ from optuna.trial import TrialState, create_trial
 from search_helpers import run_search
 
 from search.config import RunConfig
+from search.records import read_record, record_attrs, write_record
 from search.run import validate
 from search.rungs import (
     RungPoint,
@@ -93,8 +94,8 @@ def test_a_non_dominated_point_can_lose_the_tie_break_and_says_so() -> None:
 
 def frozen(number: int, state: TrialState, curve: list[float], latency: float, **attrs: Any) -> Any:
     t = create_trial(state=state, values=[curve[-1], latency] if state == TrialState.COMPLETE else None,
-                     user_attrs={"hash": f"h{number}", "epoch_map": curve, "metrics": {"latency_ms": latency},
-                                 **attrs})
+                     user_attrs={"hash": f"h{number}", **attrs},
+                     system_attrs=record_attrs({"epoch_map": curve, "metrics": {"latency_ms": latency}}))
     t.number = number
     return t
 
@@ -132,24 +133,26 @@ def test_two_workers_on_one_sqlite_study_decide_the_same(tmp_path: Path) -> None
     study_b = optuna.load_study(study_name="s", storage=optuna.storages.RDBStorage(url))  # another connection
     for curve, latency in (([0.1, 0.5], 5.0), ([0.1, 0.2], 20.0)):  # finished: trials 0 and 1
         study_a.add_trial(create_trial(state=TrialState.COMPLETE, values=[curve[-1], latency],
-                                       user_attrs={"hash": f"f{latency}", "epoch_map": curve,
-                                                   "metrics": {"latency_ms": latency}}))
+                                       user_attrs={"hash": f"f{latency}"},
+                                       system_attrs=record_attrs({"epoch_map": curve,
+                                                                  "metrics": {"latency_ms": latency}})))
     cfg = config(tmp_path, rungs=(2,), eta=2)
     watchers = []
     for study, latency in ((study_a, 4.0), (study_b, 30.0)):  # worker A runs trial 2, worker B trial 3
         trial = study.ask()
         trial.set_user_attr("hash", f"run{trial.number}")
-        trial.set_user_attr("metrics", {"latency_ms": latency})
+        write_record(trial, "metrics", {"latency_ms": latency})
         watchers.append(RungWatcher(study, trial, cfg))
     wa, wb = watchers
     assert not wa.on_epoch(progress(1, 0.3)) and not wb.on_epoch(progress(1, 0.05))  # not a rung
     assert not wa.on_epoch(progress(2, 0.6))  # A at rung 2 first: it dominates both finished trials
     assert wb.on_epoch(progress(2, 0.1))  # B reads A's streamed value from the storage: stopped
     assert wb.stopped is not None and wb.stopped.dominated_by == (0, 1, 2) and wb.stopped.of == 4
-    (a_first,) = study_b.trials[2].user_attrs["rungs"]
+    (a_first,) = read_record(study_b.trials[2], "rungs")
     assert a_first["of"] == 3 and a_first["position"] == 1 and a_first["go_on"]
-    assert study_a.trials[3].user_attrs["epoch_map"] == [0.05, 0.1]
-    assert study_a.trials[3].user_attrs["epoch_map50"] == [0.1, 0.2]
+    assert read_record(study_a.trials[3], "epoch_map") == [0.05, 0.1]
+    assert read_record(study_a.trials[3], "epoch_map50") == [0.1, 0.2]
+    assert not {"rungs", "epoch_map", "epoch_map50"} & set(study_a.trials[3].user_attrs)  # records, not user attrs
     for number in (2, 3):  # the same stored values give the same decision, whichever worker reads them
         da = rung_decision(study_a, number, OBJECTIVES, 2, 2)
         assert da == rung_decision(study_b, number, OBJECTIVES, 2, 2)
@@ -159,15 +162,15 @@ def test_two_workers_on_one_sqlite_study_decide_the_same(tmp_path: Path) -> None
 
 def test_the_baseline_is_never_stopped_but_its_decision_is_kept(tmp_path: Path) -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"hash": "good", "epoch_map": [0.9],
-                                                                      "metrics": {"latency_ms": 0.1}}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"hash": "good"},
+                                 system_attrs=record_attrs({"epoch_map": [0.9], "metrics": {"latency_ms": 0.1}})))
     study.enqueue_trial({}, user_attrs={"baseline": True})
     trial = study.ask()
     trial.set_user_attr("hash", "stock")
-    trial.set_user_attr("metrics", {"latency_ms": 9.0})
+    write_record(trial, "metrics", {"latency_ms": 9.0})
     watcher = RungWatcher(study, trial, config(tmp_path, rungs=(1,), eta=2))
     assert not watcher.on_epoch(progress(1, 0.1)) and watcher.stopped is None
-    (decision,) = study.trials[1].user_attrs["rungs"]
+    (decision,) = read_record(study.trials[1], "rungs")
     assert not decision["go_on"] and decision["dominated_by"] == [0]
 
 

@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
+from search.records import read_record, record_attrs
 from search.rungs import rung_decision
 
 pytestmark = pytest.mark.slow
@@ -34,9 +35,9 @@ def seed_study(tmp: Path, name: str, points: list[tuple[float, float]]) -> None:
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}",
                                 directions=["maximize", "minimize"])
     for i, (m, latency) in enumerate(points):
-        study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
-            "hash": f"seeded{i:06d}", "epoch_map": [m] * 3, "metrics": {"latency_ms": latency},
-            "prune_reason": "seeded by the test"}))
+        study.add_trial(create_trial(
+            state=TrialState.PRUNED, user_attrs={"hash": f"seeded{i:06d}", "prune_reason": "seeded by the test"},
+            system_attrs=record_attrs({"epoch_map": [m] * 3, "metrics": {"latency_ms": latency}})))
     study.enqueue_trial({"p3_backbone.block": "OREPA"})
 
 
@@ -54,17 +55,17 @@ def test_a_dominated_trial_stops_at_the_first_rung_and_the_baseline_never_does(t
     study = load(tmp_path, "stop")
     base, orepa = trained(study)
     assert len(study.trials) == 3 and base.user_attrs["baseline"] and base.state == TrialState.COMPLETE
-    assert len(base.user_attrs["epoch_map"]) == 3  # trained to the end although ...
-    (at_rung,) = base.user_attrs["rungs"]
+    assert len(read_record(base, "epoch_map")) == 3  # trained to the end although ...
+    (at_rung,) = read_record(base, "rungs")
     assert not at_rung["go_on"] and at_rung["dominated_by"][0] == 0  # ... it ranked outside the top 1/eta
     assert "goes on (the baseline is never stopped) at rung 1" in r.stderr
 
     assert orepa.state == TrialState.PRUNED
     reason = orepa.user_attrs["prune_reason"]
     assert reason.startswith("stopped at rung 1 (epoch 1 of 3): rank ") and "top 1 (1/eta, eta 2) go on" in reason
-    assert "dominated by trials [0" in reason and orepa.user_attrs["stopped_at"]["dominated_by"][0] == 0
-    assert len(orepa.user_attrs["epoch_map"]) == 1 and len(orepa.user_attrs["epoch_map50"]) == 1
-    assert orepa.user_attrs["metrics"]["latency_ms"] == orepa.user_attrs["latency"]["median_ms"] > 0
+    assert "dominated by trials [0" in reason and read_record(orepa, "stopped_at")["dominated_by"][0] == 0
+    assert len(read_record(orepa, "epoch_map")) == 1 and len(read_record(orepa, "epoch_map50")) == 1
+    assert read_record(orepa, "metrics")["latency_ms"] == read_record(orepa, "latency")["median_ms"] > 0
     (folder,) = [f for f in trial_dirs(tmp_path, "stop") if f.name.endswith(orepa.user_attrs["hash"])]
     log = (folder / "trial.log").read_text()
     assert "epoch 1/3" in log and "epoch 2/3" not in log  # killed at the rung, not trained on
@@ -80,8 +81,8 @@ def test_two_workers_let_non_dominated_trials_go_on_and_decide_consistently(tmp_
     real = trained(study)
     assert len(study.trials) == 5
     assert [t.state for t in real] == [TrialState.COMPLETE] * 2, [t.user_attrs.get("prune_reason") for t in real]
-    assert {len(t.user_attrs["epoch_map"]) for t in real} == {3}
-    decisions = [t.user_attrs["rungs"][0] for t in real]
+    assert {len(read_record(t, "epoch_map")) for t in real} == {3}
+    decisions = [read_record(t, "rungs")[0] for t in real]
     assert all(d["go_on"] and d["keep"] == d["of"] // 2 and d["position"] <= 2 for d in decisions)
     later = max(decisions, key=lambda d: d["of"])  # the one that reached the rung second saw the other's value
     assert later["of"] == 5
@@ -105,6 +106,6 @@ def test_epoch_budget_starts_no_new_trial_once_spent(tmp_path: Path, data: Path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "--epoch-budget 2 epochs trained: no new trial starts" in r.stderr
     study = load(tmp_path, "spent")
-    trained = [t for t in study.trials if t.user_attrs.get("epoch_map") and "reused_from" not in t.user_attrs]
-    assert sum(len(t.user_attrs["epoch_map"]) for t in trained) == 2  # two 1-epoch trials, then no third
+    trained = [t for t in study.trials if read_record(t, "epoch_map") and "reused_from" not in t.user_attrs]
+    assert sum(len(read_record(t, "epoch_map")) for t in trained) == 2  # two 1-epoch trials, then no third
     assert "Pareto front" in r.stdout

@@ -63,6 +63,22 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     payload = torch.load(out / "model.pt", weights_only=True)
     assert set(payload) >= {"architecture", "nc", "names", "state_dict"}
     assert payload["head"] == card["head"] == card["latency"]["head"] == "nms_free"  # the study's pinned head
+    assert card["sizes"] == {"train_imgsz": 64, "val_imgsz": 64, "export_imgsz": 64}
+    m = card["metrics"]
+    assert m["params_fused"] == sum(v.numel() for k, v in payload["state_dict"].items() if "running" not in k
+                                    and "num_batches" not in k) < m["params_training_form"]
+    whens = [row["when"] for row in card["latency_measurements"]]
+    assert whens[0] == "search, trial 1, before training" and whens[-1] == "export (this card)"
+    assert all(row["imgsz"] == 64 and row["device"] for row in card["latency_measurements"])
+    run_cmd = card["commands"][0]
+    for flag in ("--data", "--epochs 1", "--imgsz 64", "--batch 4", "--trials 2", "--device", "--seed 3"):
+        assert flag in run_cmd, (flag, run_cmd)
+    assert "E " not in " ".join(card["commands"]) and "DIR" not in " ".join(card["commands"])  # no placeholders
+    from optuna.artifacts import get_all_artifact_meta
+
+    assert {"model_card.md", "model_card.json"} <= {m.filename for m in get_all_artifact_meta(load(study_dir, "ship"))}
+    md = (out / "model_card.md").read_text()
+    assert "1x3x64x64" in md and "No module named 'blocks'" in md and "onnxruntime only" in md
 
     from ultralytics.nn.tasks import load_checkpoint
 
@@ -82,6 +98,15 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     (got,) = ort.InferenceSession(str(out / "model.onnx")).run(None, {"images": x[:1].numpy()})
     assert got.shape == (1, 84, 6)  # the one-to-one head's top-k (84 anchors at 64 px): box, score, class
     assert detections_distance(got, want) <= 1e-3  # near-tied scores of a 1-epoch model may sort differently
+
+    # written by Ultralytics' exporter: its metadata names the classes, the size and the head
+    import onnx
+    from ultralytics import YOLO
+
+    meta = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}
+    assert meta["task"] == "detect" and meta["imgsz"] == "[64, 64]" and meta["end2end"] == "True"
+    assert YOLO(str(out / "model.onnx"), task="detect").predict(x[:1].numpy().transpose(0, 2, 3, 1)[0] * 255,
+                                                                 imgsz=64, verbose=False)[0].names == payload["names"]
 
 
 def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Path) -> None:

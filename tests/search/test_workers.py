@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, load, run_search, trial_dirs
 
+from search.records import read_record
 from search.study import is_finished
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def test_two_processes_share_one_postgres_study(tmp_path: Path, data: Path, post
     assert len({t.number for t in study.trials}) == len(study.trials)
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
-            assert len(t.values) == 2 and "architecture" in t.user_attrs
+            assert len(t.values) == 2 and read_record(t, "architecture") is not None
 
 
 def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path, data: Path) -> None:

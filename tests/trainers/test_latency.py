@@ -52,6 +52,18 @@ def _assert_consistent(report: LatencyReport, repeats: int) -> None:
     assert report.label().startswith(f"{report.median_ms:.2f} ms median")
 
 
+def test_one_line_and_conditions_name_every_condition_in_words() -> None:
+    report = LatencyReport(median_ms=112.0599, p90_ms=115.0, mean_ms=112.5, cv=0.01, n=60, mode="eager",
+                           device="cpu (x86_64, 2 cores)", dtype="float32", batch=1, imgsz=640, threads=1,
+                           torch="2.14.1", fused=True, head="nms_free", ci_low_ms=111.3, ci_high_ms=113.1)
+    assert report.one_line() == "112.1 ms +/- 0.9 (cpu, float32, 640 px, 1 thread)"
+    assert report.conditions() == ("torch eager fused, cpu (x86_64, 2 cores), float32, batch 1, 640 px, 1 thread, "
+                                   "head nms_free")
+    gpu = LatencyReport.from_dict({**report.to_dict(), "device": "NVIDIA H200", "dtype": "float16", "threads": 4,
+                                   "backend": "onnxruntime", "ci_low_ms": None, "ci_high_ms": None})
+    assert gpu.one_line() == "112.1 ms (NVIDIA H200, float16, 640 px, 4 threads, onnxruntime)"  # no interval: no +/-
+
+
 def test_fused_report_has_every_field_and_leaves_the_model_alone(tiny: nn.Module) -> None:
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     threads, training = torch.get_num_threads(), tiny.training

@@ -83,6 +83,26 @@ class LatencyReport:
         olo, ohi = other.interval
         return lo <= ohi and olo <= hi
 
+    def conditions(self) -> str:
+        """What the figure was measured in: ``torch eager fused, cpu (x86_64, 2 cores), float32, batch 1, 640 px,
+        1 thread, head nms_free``."""
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        return (f"{self.backend} {self.mode}{' fused' if self.fused else ''}, {self.device}, {self.dtype}, "
+                f"batch {self.batch}, {self.imgsz} px, {threads}, head {self.head}")
+
+    def one_line(self) -> str:
+        """A short line for people scanning a table: ``112.1 ms +/- 0.9 (cpu, float32, 640 px, 1 thread)``.
+
+        ``+/-``: half the width of the 95% interval of the median (left out when the report has none);
+        the device without its details; the backend when it is not torch.
+        """
+        spread = f" +/- {(self.ci_high_ms - self.ci_low_ms) / 2:.1f}" if (
+            self.ci_low_ms is not None and self.ci_high_ms is not None) else ""
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        backend = f", {self.backend}" if self.backend != "torch" else ""
+        return (f"{self.median_ms:.1f} ms{spread} ({self.device.split(' (')[0]}, {self.dtype}, {self.imgsz} px, "
+                f"{threads}{backend})")
+
     def label(self) -> str:
         """A one-line label: ``1.42 ms median [1.40, 1.45] (p90 ..., cv ...) torch graph float16 b1 640px ...``."""
         lo, hi = self.interval

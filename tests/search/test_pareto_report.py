@@ -1,0 +1,122 @@
+"""The Pareto report as people read it: the header of pareto.txt/json, the plot, a missing plotting library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from search.config import RunConfig
+from search.pareto import baseline_trial, pareto_front, write_report
+from search.pareto.header import report_header
+from search.pareto.plot import plot_data, write_plots
+from search.records import record_attrs
+from search.space import Constraint
+from trainers.latency.report import LatencyReport
+from trainers.results import TrialSettings
+
+TARGET = "torch/cpu-x86_64-2-cores/float32/640/t1/nms_free"
+CONDITIONS = "torch eager fused, cpu (x86_64, 2 cores), float32, batch 1, 640 px, 1 thread, head nms_free"
+
+
+def _report(median: float) -> LatencyReport:
+    return LatencyReport(median_ms=median, p90_ms=median * 1.05, mean_ms=median, cv=0.02, n=60, mode="eager",
+                         device="cpu (x86_64, 2 cores)", dtype="float32", batch=1, imgsz=640, threads=1,
+                         torch="2.14.1", fused=True, head="nms_free", ci_low_ms=median - 1, ci_high_ms=median + 1)
+
+
+def _trial(m: float, lat: float, h: str, params_m: float = 2.5, baseline: bool = False) -> optuna.trial.FrozenTrial:
+    records = {"metrics": {"map50_95": m, "latency_ms": lat, "params_m": params_m},
+               "latency": {**_report(lat).to_dict(), "cached": False}}
+    return create_trial(state=TrialState.COMPLETE, values=[m, lat], params={h: h},
+                        distributions={h: CategoricalDistribution([h])}, system_attrs=record_attrs(records),
+                        user_attrs={"hash": h, "blocks": f"{h}/C3k2", "baseline": baseline})
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> RunConfig:
+    """A study of four architectures: the baseline (0), a better one (1), a slow one (2), one over params_m <= 4 (3)."""
+    url = f"sqlite:///{tmp_path / 'rep.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="rep", storage=url, directions=["maximize", "minimize"])
+    study.add_trials([_trial(0.40, 95.0, "base", baseline=True), _trial(0.45, 80.0, "good"),
+                      _trial(0.60, 150.0, "slow"), _trial(0.90, 50.0, "big", params_m=9.0)])
+    return RunConfig(study="rep", storage=url, root=str(tmp_path), space_file="",
+                     constraints=(Constraint("params_m", "<=", 4.0),),
+                     trial=TrialSettings(data="/data/shapes.yaml", out=str(tmp_path / "rep"), epochs=12, imgsz=128))
+
+
+def _study(cfg: RunConfig) -> optuna.Study:
+    return optuna.load_study(study_name=cfg.study, storage=cfg.storage)
+
+
+def test_pareto_txt_and_json_start_with_study_data_head_and_latency_target(cfg: RunConfig) -> None:
+    summary = write_report(_study(cfg), cfg)
+    text = (cfg.folder / "pareto.txt").read_text().splitlines()
+    assert text[0].startswith("Pareto front (2 points")
+    assert text[1:7] == ["study:       rep",
+                         "data:        /data/shapes.yaml (trained 12 epochs at 128 px)",
+                         "head:        nms_free",
+                         f"latency:     target {TARGET}",
+                         f"             {CONDITIONS}",
+                         "             each trial's own figure, measured when it ran"]
+    assert "constraints: params_m <= 4" in text[7] and text[8].startswith("baseline:    trial 0")
+    table = text[text.index("") + 1:]
+    assert table[0].split()[:2] == ["trial", "hash"] and [row.split()[0] for row in table[2:4]] == ["1", "2"]
+    assert any(line.startswith("Hypervolume ") for line in table)
+    header = json.loads((cfg.folder / "pareto.json").read_text())["header"]
+    assert header == summary["header"]
+    assert (header["study"], header["data"], header["head"]) == ("rep", "/data/shapes.yaml", "nms_free")
+    assert header["latency_target"] == TARGET and header["latency_conditions"] == CONDITIONS
+    assert header["train"] == "12 epochs at 128 px" and header["baseline_trial"] == 0
+
+
+def test_the_header_says_when_an_interleaved_remeasure_ranks_the_front(cfg: RunConfig) -> None:
+    study = _study(cfg)
+    again = {0: _report(90.0), 1: _report(85.0)}
+    front = pareto_front(study, cfg.objectives, cfg.constraints, again)
+    header = report_header("rep", cfg, front, baseline_trial(study), again)
+    assert header.latency_source.startswith("re-measured together (interleaved) at the end of the search for "
+                                            "trials [0, 1]")
+    write_report(study, cfg, again)
+    assert "re-measured together (interleaved)" in (cfg.folder / "pareto.txt").read_text()
+
+
+def test_the_plot_labels_every_architecture_marks_the_baseline_and_titles_its_axes(cfg: RunConfig) -> None:
+    study = _study(cfg)
+    front = pareto_front(study, cfg.objectives, cfg.constraints)
+    header = report_header("rep", cfg, front, baseline_trial(study))
+    data = plot_data(study, cfg.objectives, cfg.constraints, front, header)
+    assert data is not None
+    by_number = {p.number: p for p in data.points}
+    assert set(by_number) == {0, 1, 2, 3}
+    assert by_number[0].baseline and not by_number[0].on_front  # "good" dominates the stock model
+    assert [p.number for p in data.front] == [1, 2] and data.x_minimized
+    assert not by_number[3].feasible and not by_number[3].on_front
+    assert (by_number[1].x, by_number[1].y, by_number[1].x_interval) == (80.0, 0.45, (79.0, 81.0))
+    assert data.x_title.startswith("latency, ms (median)") and CONDITIONS in data.x_title
+    assert data.y_title == "mAP50-95 on the val set of shapes.yaml\n12 epochs at 128 px, head nms_free"
+    assert data.title == "Study 'rep': 2 of 4 architectures on the Pareto front"
+    written = write_plots(data, cfg.folder)
+    assert written == [str(cfg.folder / "pareto.png"), str(cfg.folder / "pareto.html")]
+    assert (cfg.folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Study 'rep'" in (cfg.folder / "pareto.html").read_text()
+
+
+@pytest.mark.parametrize(("module", "missing", "kept"), [("matplotlib", "pareto.png", "pareto.html"),
+                                                          ("plotly", "pareto.html", "pareto.png")])
+def test_a_missing_plotting_library_prints_one_warning_line(cfg: RunConfig, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str], module: str,
+                                                            missing: str, kept: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` raises ImportError
+    summary = write_report(_study(cfg), cfg)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {module} is not installed: {missing} not drawn (pip install {module})"]
+    assert not (cfg.folder / missing).exists() and (cfg.folder / kept).is_file()
+    assert summary["plots"] == [str(cfg.folder / kept)]
+    assert (cfg.folder / "pareto.txt").is_file() and (cfg.folder / "pareto.json").is_file()

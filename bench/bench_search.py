@@ -111,8 +111,8 @@ def main() -> None:
           f"rungs {args.rungs}; studies in {root}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     ref: float | None = None
-    for arm in args.arms:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seeds outer: a run cut short still compares every arm on the same seeds
+        for arm in args.arms:
             run = run_arm(arm, seed, args, root)
             if ref is None:
                 from search.pareto import baseline_trial, trial_metrics

@@ -53,6 +53,7 @@ from search.study import (
     make_storage,
     open_study,
     recover_dead_trials,
+    retry_attrs,
     trial_id,
 )
 from trainers.cli import log
@@ -128,7 +129,7 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
             trial.set_user_attr("fail_kind", "worker_died")
             trial.set_user_attr("fail_reason", f"interrupted: {type(e).__name__}")
             study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial))
             raise
         attach_trial_artifacts(store, trial, cfg)  # before the tell: a told trial takes no artifact
         _tell(study, trial, outcome)

@@ -31,11 +31,10 @@ here and are left out, its architecture and records are not).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,14 @@ from search.config import RunConfig
 from search.objective import Outcome, run_objective, sample_architecture
 from search.space import SearchSpace
 from search.storage_outage import OutageTolerantStorage, StorageUnavailable, outage_limit_s
-from search.study import HEARTBEAT_INTERVAL_S, count_finished, make_storage, retry_attrs, worker_identity
+from search.study import (
+    HEARTBEAT_INTERVAL_S,
+    count_finished,
+    make_storage,
+    periodically,
+    retry_attrs,
+    worker_identity,
+)
 from search.study import trial_id as storage_trial_id
 from trainers.architecture import Architecture
 from trainers.cli import log
@@ -191,25 +197,6 @@ def ray_env() -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def heartbeats(searcher: Any) -> Iterator[None]:
-    """Send the searcher's heartbeats from a thread while the body runs (during an outage the storage waits)."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_INTERVAL_S):
-            with contextlib.suppress(StorageUnavailable):
-                searcher.beat()
-
-    thread = threading.Thread(target=beat, name="ray-heartbeats", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study,
             store: FileSystemArtifactStore | None = None) -> None:
     """Run the missing trials of the study through Ray Tune with ``cfg.workers`` at once (their files into
@@ -237,7 +224,7 @@ def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study,
             run_config=tune.RunConfig(name=f"{cfg.study}_ray", storage_path=str(Path(cfg.root) / "ray"), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)),  # the searcher re-queues
         )
-        with heartbeats(searcher):
+        with periodically(searcher.beat, "ray-heartbeats"):
             tuner.fit()
     except Exception as e:
         outage = outage_of(e)

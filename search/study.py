@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,20 +186,27 @@ def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
 
 
 @contextlib.contextmanager
-def heartbeat(storage: OutageTolerantStorage, trial_id: int) -> Iterator[None]:
-    """Send Optuna heartbeats for ``trial_id`` from a thread while the body runs (ask/tell drivers)."""
+def periodically(fn: Callable[[], Any], name: str, interval_s: float = HEARTBEAT_INTERVAL_S) -> Iterator[None]:
+    """Call ``fn`` every ``interval_s`` from a daemon thread while the body runs (a failed call is skipped)."""
     stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_INTERVAL_S):
-            with contextlib.suppress(Exception):
-                storage.record_heartbeat(trial_id)
+    def loop() -> None:
+        while not stop.wait(interval_s):
+            with contextlib.suppress(Exception):  # an outage or a closed connection: the next beat tries again
+                fn()
 
-    storage.record_heartbeat(trial_id)
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def heartbeat(storage: OutageTolerantStorage, trial_id: int) -> Iterator[None]:
+    """Send Optuna heartbeats for ``trial_id`` from a thread while the body runs (ask/tell drivers)."""
+    storage.record_heartbeat(trial_id)
+    with periodically(lambda: storage.record_heartbeat(trial_id), f"heartbeat-{trial_id}"):
+        yield

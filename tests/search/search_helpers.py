@@ -39,6 +39,12 @@ def run_search(tmp: Path, space_text: str, *args: str, timeout: int = 600) -> su
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env, timeout=timeout)
 
 
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m args`` from ``cwd``, offline; its output captured."""
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+                          env={**os.environ, "YOLO_OFFLINE": "1"})
+
+
 def load(tmp: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}")
 

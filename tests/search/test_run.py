@@ -76,7 +76,7 @@ def test_latency_budget_prunes_before_training(tmp_path: Path, data: Path) -> No
     study = load(tmp_path, "budget")
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     for t in study.trials:
-        assert "budget" in t.user_attrs["prune_reason"] and t.user_attrs["metrics"]["latency_ms"] > 0.001
+        assert "budget" in t.user_attrs["prune_reason"] and read_record(t, "metrics")["latency_ms"] > 0.001
     assert trial_dirs(tmp_path, "budget") == []
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from search_helpers import load, run_search
+from search_helpers import cli, load, run_search
 
 from search.records import read_record
 from trainers.teacher import file_sha256
@@ -22,11 +19,6 @@ stages:
 latency: {imgsz: 64, device: cpu}
 train: {epochs: 1, imgsz: 64, batch: 4, distill_weight: 3.0}
 """
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env={**os.environ, "YOLO_OFFLINE": "1"})
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from trial_helpers import IMGSZ, REP_ARCH, run_module
 
 from trainers.architecture import Architecture
 from trainers.build import build_model
-from trainers.dataset import class_count
+from trainers.dataset import class_count, class_names
 from trainers.inherit import inherit_weights, matching_tensors, source_state
 from trainers.teacher import file_sha256, inspect_checkpoint
 
@@ -100,13 +100,26 @@ def _bad_checkpoints(tmp: Path, stock: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.parametrize("flag", ["--teacher", "--init-from"])
 def test_a_bad_checkpoint_is_one_line_exit_2_before_training(tmp_path: Path, coco8_copy: Path,
                                                              stock_checkpoint: Path, flag: str) -> None:
-    for case, (path, words) in _bad_checkpoints(tmp_path, stock_checkpoint).items():
-        r = run_module("trainers.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
-                       "--epochs", "1", "--imgsz", str(IMGSZ), "--device", "cpu", "--out", str(tmp_path / "run"),
-                       flag, str(path), cwd=tmp_path, timeout=300)
-        assert r.returncode == 2, (case, r.stderr[-2000:])
-        assert r.stderr.count("\n") == 1 and flag in r.stderr and words in r.stderr, (case, r.stderr)
-        assert "Traceback" not in r.stderr and not (tmp_path / "run").exists(), case
+    bad = _bad_checkpoints(tmp_path, stock_checkpoint)
+    nc, names = class_count(coco8_copy), class_names(coco8_copy)
+    for case, (path, words) in bad.items():  # every case, in process: the one-line reason
+        with pytest.raises(ValueError) as e:
+            inspect_checkpoint(path, flag, nc, names)
+        assert str(e.value).startswith(flag) and words in str(e.value) and "\n" not in str(e.value), case
+    path, words = bad["nc" if flag == "--teacher" else "garbage"]  # and what the command line makes of it
+    r = run_module("trainers.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
+                   "--epochs", "1", "--imgsz", str(IMGSZ), "--device", "cpu", "--out", str(tmp_path / "run"),
+                   flag, str(path), cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and r.stderr == f"error: {inspect_error(path, flag, nc, names)}\n", r.stderr
+    assert words in r.stderr and not (tmp_path / "run").exists()
+
+
+def inspect_error(path: Path, flag: str, nc: int, names: dict[int, str] | None) -> str:
+    try:
+        inspect_checkpoint(path, flag, nc, names)
+    except ValueError as e:
+        return str(e)
+    raise AssertionError(f"{path} was accepted")
 
 
 def test_inspect_names_what_the_checkpoint_is(stock_checkpoint: Path, coco8_copy: Path) -> None:

@@ -10,9 +10,11 @@ Every study gets the same budget of *trained epochs*: ``search.run --epoch-budge
 trial once the epochs its trials trained (the length of their per-epoch mAP; early-stopped trials
 count what they trained, reused and pruned-before-training trials count 0) reach the budget (the
 trials running then finish, so a study may end a little over it: the table shows the epochs).
-All studies share one studies folder, so one latency cache; hypervolume is computed here for
-every study against ONE reference point (mAP 0, 2x the stock model's latency in the first study),
-from the trials' own figures.
+All studies share one studies folder, so one latency cache. Hypervolume is computed here for
+every study in (mAP50-95, latency / the stock model's) against ONE reference point (0, 2.0),
+on the figures of each study's end-of-search interleaved re-measure (the stock model and the
+front measured together): studies run minutes apart on a shared CPU see different loads.
+``--report`` prints the table of the studies already in ``--root`` without running any.
 
 Defaults (sized for about 60 minutes on a 2-core CPU): the embedded synthetic set, 6 epochs per
 trial at 128 px, a budget of 36 epochs per study (6 full trials, the stock baseline among them),
@@ -80,16 +82,41 @@ def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[s
     return {"study": study, "wall_s": time.time() - t0, "epochs": trained_epochs(study)}
 
 
-def hypervolume(study: Any, ref_latency: float) -> tuple[float, int]:
-    """Hypervolume of the study's front against (mAP 0, ``ref_latency``), and its distinct architectures."""
+def hypervolume(study: Any) -> tuple[float, int]:
+    """Hypervolume of the study's front in (mAP50-95, latency / its baseline's), against (0, 2.0).
+
+    Latency as a ratio to the stock model *measured together with it* (the end-of-search
+    interleaved re-measure, ``latency@<target>``; a study without one falls back to the trials'
+    own figures): studies run minutes apart on a shared CPU see different loads, and absolute
+    milliseconds would rank the load, not the search. Also returns the distinct architectures.
+    """
     from search.config import RunConfig
-    from search.pareto import hypervolume_2d, pareto_front, trial_metrics
+    from search.pareto import baseline_trial, hypervolume_2d, pareto_front, trial_metrics
+    from search.targets import read_target, targets
 
     cfg = RunConfig.from_study(study)
-    front = pareto_front(study, cfg.objectives, cfg.constraints)
-    pts = [(trial_metrics(t)["map50_95"], trial_metrics(t)["latency_ms"]) for t in front]
+    measured = targets(study)
+    latency = read_target(study, measured[0]) if len(measured) == 1 else None
+    base = baseline_trial(study)
     explored = len({t.user_attrs.get("hash") for t in study.trials if t.user_attrs.get("hash")})
-    return hypervolume_2d(pts, (0.0, ref_latency)), explored
+    if base is None:
+        return 0.0, explored
+    base_ms = trial_metrics(base, latency)["latency_ms"]
+    front = pareto_front(study, cfg.objectives, cfg.constraints, latency=latency)
+    pts = [(trial_metrics(t, latency)["map50_95"], trial_metrics(t, latency)["latency_ms"] / base_ms) for t in front]
+    return hypervolume_2d(pts, (0.0, 2.0)), explored
+
+
+def report(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Per arm: hypervolume mean and stdev over its seeds, architectures explored, epochs, wall time."""
+    print("\n# hypervolume in (mAP50-95, latency / the study's stock model measured with it), reference (0, 2.0)")
+    print(f"{'arm':>14} {'HV mean':>8} {'HV stdev':>8} {'archs mean':>10} {'epochs':>6} {'runs':>4}")
+    for arm, rs in runs.items():
+        hvs = [r["hv"] for r in rs]
+        spread = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
+        print(f"{arm:>14} {statistics.fmean(hvs):>8.4f} {spread:>8.4f} "
+              f"{statistics.fmean(r['explored'] for r in rs):>10.1f} "
+              f"{statistics.fmean(r['epochs'] for r in rs):>6.1f} {len(rs):>4}")
 
 
 def main() -> None:
@@ -104,32 +131,28 @@ def main() -> None:
     p.add_argument("--rungs", default="2,4")
     p.add_argument("--data")
     p.add_argument("--root", help="studies folder (default: a temp dir)")
+    p.add_argument("--report", action="store_true", help="only report the studies already in --root")
     args = p.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="bench-search-")).resolve()
     print_machine()
     print(f"# budget {args.epoch_budget} trained epochs per study; {args.epochs} epochs per trial at {args.imgsz} px; "
           f"rungs {args.rungs}; studies in {root}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {}
-    ref: float | None = None
     for seed in args.seeds:  # seeds outer: a run cut short still compares every arm on the same seeds
         for arm in args.arms:
-            run = run_arm(arm, seed, args, root)
-            if ref is None:
-                from search.pareto import baseline_trial, trial_metrics
-
-                base = baseline_trial(run["study"])
-                ref = 2 * trial_metrics(base)["latency_ms"] if base else 1e9
-            run["hv"], run["explored"] = hypervolume(run["study"], ref)
+            name = f"{arm.replace('+', '_')}_s{seed}"
+            if args.report:
+                if not (root / f"{name}.db").is_file():
+                    continue
+                run = {"study": load(root, name), "wall_s": float("nan")}
+                run["epochs"] = trained_epochs(run["study"])
+            else:
+                run = run_arm(arm, seed, args, root)
+            run["hv"], run["explored"] = hypervolume(run["study"])
             runs.setdefault(arm, []).append(run)
             print(f"{arm:>14} seed {seed}: hypervolume {run['hv']:.4f}, {run['explored']} architectures, "
                   f"{run['epochs']} epochs trained, {run['wall_s']:.0f} s", flush=True)
-    print(f"\n# reference point: mAP 0, latency {ref:.2f} ms (2x the stock model's)")
-    print(f"{'arm':>14} {'HV mean':>8} {'HV stdev':>8} {'archs mean':>10} {'runs':>4}")
-    for arm, rs in runs.items():
-        hvs = [r["hv"] for r in rs]
-        spread = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
-        print(f"{arm:>14} {statistics.fmean(hvs):>8.4f} {spread:>8.4f} "
-              f"{statistics.fmean(r['explored'] for r in rs):>10.1f} {len(rs):>4}")
+    report(runs)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
      "latency.backend: must be one of ['torch', 'onnxruntime', 'openvino'], got 'tensorrt'"),
     ("negative-se-cost", GOOD_STAGE + "train: {se_width_cost: -0.1}\n",
      "train.se_width_cost: must be a finite number >= 0, got -0.1"),
+    ("string-distill-weight", GOOD_STAGE + "train: {distill_weight: heavy}\n",
+     "train.distill_weight: must be a finite number >= 0, got 'heavy'"),
     ("zero-threads", GOOD_STAGE + "latency: {threads: 0}\n", "latency.threads: must be an integer in [1, 256], got 0"),
     ("huge-reduction",
      "stages:\n  p4_backbone: {block: RepViT, se: {placement: in_blocks, reduction: 1000000000000000000000}}\n",

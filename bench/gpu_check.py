@@ -12,6 +12,9 @@ it; without CUDA it says so in one line and exits 2). Run from the repository ro
    events; ``nms_free`` head, ``--latency-imgsz`` 640 px). Per architecture: the repeats' medians, the within-run
    CV, the spread between repeats, whether their intervals overlap, the timing mode (``graph``
    expected), and whether every repeat ranks the architectures the same.
+   Then the same three measured together, round-robin (``measure_interleaved``, as the search's
+   end-of-search re-measure), ``--latency-repeats`` times: does the ranking hold? (On an H200 the
+   separate measurements above moved stock by 13% between repeats and swapped it with OREPA.)
 2. ``bench/bench_blocks.py --device cuda`` at small sizes (a subprocess; its table printed as is).
 3. ``python -m search.run``: 2 trials (the stock baseline and one sampled) of a tiny space, 1 epoch
    at 128 px, training and latency on the GPU, on ``--data`` or a small set made by
@@ -88,6 +91,30 @@ def latency_repeatability(device: str, args: argparse.Namespace) -> list[Result]
                     "same order in every repeat: " + " < ".join(next(iter(orders))) if len(orders) == 1
                     else f"{len(orders)} different orders: " + "; ".join(" < ".join(o) for o in sorted(orders))))
     return results
+
+
+def interleaved_ranking(device: str, args: argparse.Namespace) -> list[Result]:
+    """The same three architectures measured together, round-robin (what the search's final re-measure does),
+    ``--latency-repeats`` times: whether every repeat ranks them the same and how far medians move."""
+    from latency import architectures
+
+    from trainers.build import build_model
+    from trainers.latency.interleaved import measure_interleaved
+    from trainers.latency.report import LatencySetting
+
+    archs = {k: v for k, v in architectures().items() if k in ("YOLO26n (stock)", "RepViT", "OREPA")}
+    models = [build_model(arch, nc=80) for arch in archs.values()]
+    setting = LatencySetting(imgsz=args.latency_imgsz, device=device, head="nms_free")
+    runs = []
+    for r in range(args.latency_repeats):
+        reports = measure_interleaved(models, setting, rounds=10, repeats=3)
+        runs.append(dict(zip(archs, reports)))
+        log(f"  interleaved repeat {r + 1}: " + ", ".join(f"{k} {v.median_ms:.3f}" for k, v in runs[-1].items()))
+    orders = {tuple(sorted(run, key=lambda k: run[k].median_ms)) for run in runs}
+    spreads = {k: max(run[k].median_ms for run in runs) / min(run[k].median_ms for run in runs) - 1 for k in archs}
+    return [("latency interleaved ranking", len(orders) == 1,
+             f"{len(orders)} order(s) over {len(runs)} repeats: " + "; ".join(" < ".join(o) for o in sorted(orders))
+             + "; median spread " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in spreads.items()))]
 
 
 def blocks_rows(device: str, timeout: float) -> Result:
@@ -213,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("REPNAS_LOCK_DIR", str(Path(tmp) / "locks"))
         if "latency" not in args.skip:
             results += latency_repeatability(device, args)
+            results += interleaved_ranking(device, args)
         if "blocks" not in args.skip:
             results.append(blocks_rows(device, timeout=150))
         if "search" not in args.skip:

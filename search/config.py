@@ -42,7 +42,8 @@ class RunConfig:
         trials, sampler, seed, backend, workers, ray_address: how the search runs.
         latency_budget_ms, trial_timeout: limits per trial.
         rungs, eta: successive halving (:mod:`search.rungs`): the epochs at which a trial is compared with the
-            others, and the reduction factor; ``()``: off.
+            others, and the reduction factor; ``()``: off. ``rung_min_signal``: the mAP spread at a
+            rung below which nobody is stopped there (the space's ``train.rung_min_signal``).
         timeout: seconds after the workers start past which no new trial starts (running ones finish).
         epoch_budget: epochs trained by the study's trials in all past which no new trial starts.
     """
@@ -64,6 +65,7 @@ class RunConfig:
     trial_timeout: float | None = None
     rungs: tuple[int, ...] = ()
     eta: int = 3
+    rung_min_signal: float = 0.01
     timeout: float | None = None
     epoch_budget: int | None = None
     source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs

@@ -177,7 +177,8 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
                      ray_address=args.ray_address, latency_budget_ms=args.latency_budget_ms,
                      trial_timeout=args.trial_timeout, rungs=spec.train.rungs if args.rungs is None else args.rungs,
-                     eta=args.eta or spec.train.eta, timeout=args.timeout, epoch_budget=args.epoch_budget)
+                     eta=args.eta or spec.train.eta, rung_min_signal=spec.train.rung_min_signal,
+                     timeout=args.timeout, epoch_budget=args.epoch_budget)
 
 
 def resolve_data(cfg: RunConfig) -> RunConfig:

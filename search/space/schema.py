@@ -36,7 +36,8 @@ TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "lat
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
-TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "se_width_cost", "distill_weight")
+TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "rung_min_signal", "se_width_cost",
+              "distill_weight")
 MAX_RATIO = 64
 
 
@@ -92,6 +93,7 @@ class TrainSettings:
     """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset.
 
     ``rungs``, ``eta``: successive halving (:mod:`search.rungs`); ``rungs=()`` turns it off.
+    ``rung_min_signal``: the mAP spread at a rung below which nobody is stopped there.
     ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.se_budget`); 0: none.
     ``distill_weight``: the distillation loss weight (Ultralytics' ``dis``) when a teacher is given.
     """
@@ -102,6 +104,7 @@ class TrainSettings:
     batch: int = 8
     rungs: tuple[int, ...] = ()
     eta: int = 3
+    rung_min_signal: float = 0.01
     se_width_cost: float = 0.0
     distill_weight: float = 6.0
 
@@ -298,6 +301,7 @@ def _parse_train(r: Reader, value: Any) -> TrainSettings:
         batch=r.integer(d.get("batch", default.batch), "train.batch", 1, 1024),
         rungs=_rungs(r, d.get("rungs")),
         eta=r.integer(d.get("eta", default.eta), "train.eta", 2, 100),
+        rung_min_signal=_non_negative(r, d.get("rung_min_signal", default.rung_min_signal), "train.rung_min_signal"),
         se_width_cost=_non_negative(r, d.get("se_width_cost", default.se_width_cost), "train.se_width_cost"),
         distill_weight=_non_negative(r, d.get("distill_weight", default.distill_weight), "train.distill_weight"),
     )

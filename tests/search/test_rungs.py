@@ -262,3 +262,15 @@ def test_bad_rung_flags_are_one_line_and_exit_2(tmp_path: Path, args: list[str],
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_a_rung_without_accuracy_signal_stops_nobody_and_says_so() -> None:
+    # early epochs: every mAP near 0, so sorting would rank on latency alone and stop the slower ones
+    flat = pts((0.0, 1.0), (0.004, 2.0), (0.001, 3.0), (0.0, 4.0), (0.006, 5.0), (0.002, 6.0))
+    slowest = decide(flat, 5, eta=3, epoch=2, accuracy=[0])
+    assert slowest.go_on and slowest.keep == 6 and not slowest.signal and slowest.spread == pytest.approx(0.006)
+    assert "no accuracy signal yet (mAP spans 0.0060 < 0.01 over 6 trials)" in slowest.reason(6)
+    assert not decide(flat, 5, eta=3, epoch=2).go_on  # the same points, accuracy not named: latency decides
+    apart = pts((0.0, 1.0), (0.004, 2.0), (0.001, 3.0), (0.0, 4.0), (0.006, 5.0), (0.03, 6.0))
+    d = decide(apart, 4, eta=3, epoch=2, accuracy=[0])  # mAP separates now: the rule of the rung applies
+    assert d.signal and d.keep == 2 and not d.go_on

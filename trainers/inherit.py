@@ -63,5 +63,9 @@ def source_state(path: str) -> dict[str, torch.Tensor]:
 
     from trainers.teacher import load_detection_checkpoint
 
-    model = load_detection_checkpoint(Path(path), "--init-from")
+    return state_of(load_detection_checkpoint(Path(path), "--init-from"))
+
+
+def state_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a loaded source model."""
     return {k: v.float() for k, v in model.state_dict().items()}

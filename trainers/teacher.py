@@ -70,10 +70,15 @@ def inspect_checkpoint(path: str | Path, flag: str, nc: int | None = None,
     ``ValueError`` with one line naming ``flag`` for a missing file, a file that is not a
     detection checkpoint, another class count or other class names.
     """
+    path = Path(path).resolve()
+    return describe_checkpoint(path, load_detection_checkpoint(path, flag), flag, nc, names)
+
+
+def describe_checkpoint(path: Path, model: Any, flag: str, nc: int | None = None,
+                        names: dict[int, str] | None = None) -> CheckpointInfo:
+    """:func:`inspect_checkpoint` for a checkpoint already loaded (``model``, from ``path``)."""
     from trainers.build import architecture_of
 
-    path = Path(path).resolve()
-    model = load_detection_checkpoint(path, flag)
     got_nc = int(model.yaml.get("nc", len(getattr(model, "names", {}) or {})))
     if nc is not None and got_nc != nc:
         raise ValueError(f"{flag}: {str(path)!r} detects {got_nc} classes, the data has {nc}")

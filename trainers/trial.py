@@ -145,15 +145,17 @@ def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, A
     other classes.
     """
     from trainers.dataset import class_names
-    from trainers.inherit import inherit_weights, source_state
-    from trainers.teacher import inspect_checkpoint
+    from trainers.inherit import inherit_weights, state_of
+    from trainers.teacher import describe_checkpoint, inspect_checkpoint, load_detection_checkpoint
 
     names = class_names(settings.data)
     teacher = inspect_checkpoint(settings.teacher, "--teacher", nc, names) if settings.teacher else None
     init_from, inherited = None, None
-    if settings.init_from:
-        init_from = inspect_checkpoint(settings.init_from, "--init-from", nc, names)
-        inherited = inherit_weights(model, source_state(settings.init_from))
+    if settings.init_from:  # loaded once: described, then its matching tensors copied
+        path = Path(settings.init_from).resolve()
+        source = load_detection_checkpoint(path, "--init-from")
+        init_from = describe_checkpoint(path, source, "--init-from", nc, names)
+        inherited = inherit_weights(model, state_of(source))
     return teacher, init_from, inherited
 
 

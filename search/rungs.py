@@ -22,7 +22,12 @@ The rule (:func:`decide`). With ``n`` points at the rung, the trial included:
   crowding distance, largest first (NSGA-II's: the ends of a front, the fastest and the most
   accurate, have an infinite distance, then points in the sparsest stretches of the front; it
   needs no reference point, unlike a hypervolume contribution); then by trial number. The trial
-  goes on when its position is within the first ``n // eta``, and is stopped otherwise.
+  goes on when its position is within the first ``max(n // eta, size of front 1)``, and is
+  stopped otherwise: a trial no other trial at the rung dominates always goes on. With the
+  handful of trials a small study has at a rung, ``n // eta`` alone stops points of the rung's
+  own front (measured: in 3 studies of 6-epoch trials with rungs at 2 and 4, 5 of the 14 trials
+  stopped at epoch 4 were non-dominated there, a 99 ms trial with mAP 0.122 among them, while the
+  stock model at 149 ms had 0.009); only dominated trials beyond the top ``n // eta`` are losers.
 - No accuracy signal yet: when the accuracy objectives at the rung (mAP50-95 at that epoch)
   span less than ``train.rung_min_signal`` (default :data:`MIN_SIGNAL`, 0.01) over the points
   there, everyone goes on. Early in training
@@ -162,9 +167,10 @@ class RungDecision:
         if not self.signal:
             return (f"{where}: no accuracy signal yet (mAP spans {self.spread:.4f} < {self.min_signal:g} over "
                     f"{self.of} trials)")
-        rank = f"rank {self.position} of {self.of}, top {self.keep} (1/eta, eta {self.eta}) go on"
-        by = (f"dominated by trials {list(self.dominated_by)}" if self.dominated_by else
-              "dominated by no trial" + ("" if self.go_on else ", behind on crowding distance"))
+        rule = (f"1/eta, eta {self.eta}" if self.keep == self.of // self.eta else
+                f"the whole first front; 1/eta, eta {self.eta}, keeps {self.of // self.eta}")
+        rank = f"rank {self.position} of {self.of}, top {self.keep} ({rule}) go on"
+        by = f"dominated by trials {list(self.dominated_by)}" if self.dominated_by else "dominated by no trial"
         return f"{where}: {rank}; front {self.front}, {by}"
 
 
@@ -182,7 +188,8 @@ def decide(points: Sequence[RungPoint], number: int, eta: int, epoch: int,
     position = next(i for i, (p, _) in enumerate(order, start=1) if p.number == number)
     front = order[position - 1][1]
     n = len(points)
-    keep = n if n < eta or (spread is not None and spread < min_signal) else n // eta
+    first_front = sum(1 for _, f in order if f == 1)
+    keep = n if n < eta or (spread is not None and spread < min_signal) else max(n // eta, first_front)
     return RungDecision(epoch, number, position, n, keep, eta, front, dominated_by, position <= keep, spread,
                         min_signal)
 

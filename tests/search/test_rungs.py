@@ -39,9 +39,9 @@ from trainers.results import EpochProgress, TrialSettings
 OBJECTIVES = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 
 
-def pts(*values: tuple[float, float]) -> list[RungPoint]:
-    """Points numbered 0, 1, ... from (mAP, latency) pairs (mAP negated: every value minimized)."""
-    return [RungPoint(i, (-m, lat)) for i, (m, lat) in enumerate(values)]
+def pts(*values: tuple[float, float], first: int = 0) -> list[RungPoint]:
+    """Points numbered ``first``, ``first + 1``, ... from (mAP, latency) pairs (mAP negated: every value minimized)."""
+    return [RungPoint(first + i, (-m, lat)) for i, (m, lat) in enumerate(values)]
 
 
 def test_non_dominated_fronts_peel_in_order() -> None:
@@ -76,7 +76,10 @@ def test_decide_keeps_the_top_n_over_eta_and_names_who_dominates() -> None:
     assert best.go_on and best.front == 1 and best.dominated_by == ()
     assert best.reason(12).endswith("rank 2 of 4, top 2 (1/eta, eta 2) go on; front 1, dominated by no trial")
     assert not decide(points, 1, eta=2, epoch=3).go_on  # front 2 after 0 and 3
-    assert decide(points, 1, eta=4, epoch=3).keep == 1
+    wide = decide(points, 1, eta=4, epoch=3)  # 4 // 4 = 1, but front 1 holds trials 0 and 3: both go on
+    assert wide.keep == 2 and not wide.go_on
+    assert decide(points, 3, eta=4, epoch=3).go_on and decide(points, 0, eta=4, epoch=3).go_on
+    assert "top 2 (the whole first front; 1/eta, eta 4, keeps 1) go on" in wide.reason(12)
 
 
 def test_fewer_than_eta_at_a_rung_goes_on_without_waiting() -> None:
@@ -86,10 +89,14 @@ def test_fewer_than_eta_at_a_rung_goes_on_without_waiting() -> None:
     assert "fewer than eta 3" in d.reason(6)
 
 
-def test_a_non_dominated_point_can_lose_the_tie_break_and_says_so() -> None:
-    points = pts((0.5, 5.0), (0.1, 1.0), (0.3, 3.0))  # one front; 2 is its middle point
+def test_a_non_dominated_point_goes_on_even_behind_on_crowding_distance() -> None:
+    points = pts((0.5, 5.0), (0.1, 1.0), (0.3, 3.0))  # one front; 2 is its middle point, last on crowding
     d = decide(points, 2, eta=3, epoch=1)
-    assert not d.go_on and d.dominated_by == () and "behind on crowding distance" in d.reason(3)
+    assert (d.position, d.keep, d.front, d.go_on, d.dominated_by) == (3, 3, 1, True, ())
+    # a fourth point, dominated by 2: 4 // 3 = 1 would keep trial 0 only; the front keeps 3, and 3 stops
+    more = [*points, *pts((0.2, 4.0), first=3)]
+    d = decide(more, 3, eta=3, epoch=1)
+    assert (d.position, d.keep, d.front, d.go_on, d.dominated_by) == (4, 3, 2, False, (2,))
 
 
 def frozen(number: int, state: TrialState, curve: list[float], latency: float, **attrs: Any) -> Any:
@@ -272,5 +279,5 @@ def test_a_rung_without_accuracy_signal_stops_nobody_and_says_so() -> None:
     assert "no accuracy signal yet (mAP spans 0.0060 < 0.01 over 6 trials)" in slowest.reason(6)
     assert not decide(flat, 5, eta=3, epoch=2).go_on  # the same points, accuracy not named: latency decides
     apart = pts((0.0, 1.0), (0.004, 2.0), (0.001, 3.0), (0.0, 4.0), (0.006, 5.0), (0.03, 6.0))
-    d = decide(apart, 4, eta=3, epoch=2, accuracy=[0])  # mAP separates now: the rule of the rung applies
-    assert d.signal and d.keep == 2 and not d.go_on
+    d = decide(apart, 3, eta=3, epoch=2, accuracy=[0])  # mAP separates now: the rule of the rung applies
+    assert d.signal and d.keep == 4 and not d.go_on and d.dominated_by == (0, 1, 2)  # front 1: 0, 1, 4, 5

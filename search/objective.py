@@ -14,7 +14,8 @@ objective values by name, ``epoch_map``, ``versions``).
 
 With rungs (successive halving, :mod:`search.rungs`), a :class:`~search.rungs.RungWatcher`
 records the trial's per-epoch mAP as it trains (record ``epoch_map``) and, at each rung, stops it
-unless it ranks in the top 1/eta there: it ends PRUNED with a ``prune_reason`` naming the rung.
+unless it ranks in the top 1/eta there or no trial there dominates it: it ends PRUNED with a
+``prune_reason`` naming the rung.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ study and runs only the missing trials. Ends with the Pareto table and where its
 
 Successive halving (``--rungs 3,6 --eta 3``, or the space's ``train.rungs``/``train.eta``; ``--rungs ''``
 turns it off) stops a training trial at a rung unless it ranks in the top 1/eta of the trials there
-(:mod:`search.rungs`). ``--timeout SECONDS`` starts no new trial after that many seconds; the running
-ones finish and the report follows.
+or no trial there dominates it (:mod:`search.rungs`). ``--timeout SECONDS`` starts no new trial
+after that many seconds; the running ones finish and the report follows.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rungs", type=rungs_arg,
                    help="successive-halving rungs: epochs like 3,6 ('' turns it off; default: the space's train.rungs)")
     p.add_argument("--eta", type=positive_int("--eta", 2, 100),
-                   help="at each rung the top 1/eta go on (default: the space's train.eta, else 3)")
+                   help="at each rung the top 1/eta and the non-dominated go on "
+                        "(default: the space's train.eta, else 3)")
     p.add_argument("--epoch-budget", type=positive_int("--epoch-budget", 1, 10**7),
                    help="start no new trial once the study's trials have trained this many epochs in all")
     p.add_argument("--timeout", type=positive_float("--timeout"),

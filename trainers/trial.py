@@ -118,6 +118,7 @@ def run_trial(arch: Architecture, settings: TrialSettings,
                                       model=model, se_width_cost=settings.se_width_cost)
         for event, fn in trial_callbacks(device, epochs_log, nan_at_batch=settings.nan_at_batch).items():
             trainer.add_callback(event, fn)
+        threads = cpu_threads(trainer, settings.train_threads)
         t0 = time.time()
         trainer.train()
         train_seconds = time.time() - t0
@@ -131,10 +132,27 @@ def run_trial(arch: Architecture, settings: TrialSettings,
             weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
             epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
             teacher=teacher.to_dict() if teacher else None, init_from=init_from.to_dict() if init_from else None,
-            inherited=inherited.to_dict() if inherited else None,
+            inherited=inherited.to_dict() if inherited else None, train_threads=threads[-1] if threads else None,
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
+
+
+def cpu_threads(trainer: Any, threads: int | None) -> list[int]:
+    """Train on ``threads`` torch threads when on the CPU; the list it fills with the count each epoch ran on.
+
+    Set after the trainer is built: its ``select_device`` sets Ultralytics' own count
+    (``cpu_count - 1``). The list stays empty off the CPU.
+    """
+    import torch
+
+    seen: list[int] = []
+    if trainer.device.type != "cpu":
+        return seen
+    if threads:
+        torch.set_num_threads(threads)
+    trainer.add_callback("on_train_epoch_end", lambda _: seen.append(torch.get_num_threads()))
+    return seen
 
 
 def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:
@@ -183,6 +201,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=non_negative_float("--distill-weight"), default=6.0,
                    help="distillation loss weight (Ultralytics' dis, default 6.0)")
     p.add_argument("--init-from", help="checkpoint whose tensors matching by layer and shape start the model")
+    p.add_argument("--train-threads", type=positive_int("--train-threads", 1, 1024), default=None,
+                   help="torch threads while training on the CPU (default: Ultralytics' cpu_count - 1)")
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
                    help=argparse.SUPPRESS)
     return p
@@ -213,6 +233,7 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
         latency_dtype=args.latency_dtype, latency_backend=args.latency_backend, latency_threads=args.latency_threads,
         head=args.head, latency_cache=args.latency_cache, seed=args.seed,
         nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost, distill_weight=args.distill_weight,
+        train_threads=args.train_threads,
         teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
         init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
     check_checkpoints(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,10 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
         assert job.architecture.hash == trial.user_attrs["hash"] and job.settings.head == "nms_free"
         assert job.pre_training is not None and job.pre_training.params == trial.user_attrs["params"]
         assert job.pre_training.latency.median_ms == read_record(trial, "latency")["median_ms"]
+        threads = max(1, min(8, (os.cpu_count() or 1)))  # one local worker: every core, as Ultralytics caps
+        assert job.settings.train_threads == threads
+        if trial.state == TrialState.COMPLETE:
+            assert trial.user_attrs["train_threads"] == threads
     assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
@@ -92,6 +97,7 @@ def test_ray_backend_writes_into_the_same_storage(tmp_path: Path, data: Path) ->
     assert len(complete) == 2
     assert any(t.user_attrs.get("baseline") for t in complete)
     assert all(read_record(t, "latency") and read_record(t, "architecture") for t in complete)
+    assert study.user_attrs["run_config"]["trial"]["train_threads"] is None  # Ray trials: Ultralytics' own count
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,15 @@ def baseline_trial(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -
 @pytest.fixture(scope="module")
 def rep_trial(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -> Trained:
     """RepViT + OREPA + C3k2_RVB_SE stages trained one epoch on coco8 at 64 px."""
-    return _run_in_empty_dir(tmp_path_factory.mktemp("rep"), REP_ARCH, coco8_copy)
+    return _run_in_empty_dir(tmp_path_factory.mktemp("rep"), REP_ARCH, coco8_copy, train_threads=2)
+
+
+def test_cpu_training_runs_on_the_threads_asked_for(baseline_trial: Trained, rep_trial: Trained) -> None:
+    from ultralytics.utils import NUM_THREADS
+
+    assert isinstance(baseline_trial.result, TrialResult) and isinstance(rep_trial.result, TrialResult)
+    assert baseline_trial.result.train_threads == NUM_THREADS  # not asked: Ultralytics' cpu_count - 1
+    assert rep_trial.result.train_threads == 2
 
 
 def baseline_params(nc: int) -> int:

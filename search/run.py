@@ -14,7 +14,6 @@ after that many seconds; the running ones finish and the report follows.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -161,11 +160,6 @@ def _check_rungs(cfg: RunConfig, source: str) -> None:
         fail(f"{source}: {e} (--rungs '' turns successive halving off)")
 
 
-def train_threads(backend: str, workers: int) -> int | None:
-    """CPU training threads of each local worker: the cores shared out, at most 8 as Ultralytics caps (Ray: None)."""
-    return max(1, min(8, (os.cpu_count() or 1) // workers)) if backend == "optuna" else None
-
-
 def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage: str, root: Path,
                 data: str) -> RunConfig:
     """Flags over the space file's ``train``/``latency`` sections: the one typed configuration of the run."""
@@ -178,8 +172,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
         latency_device=device, latency_dtype=spec.latency.dtype,
         latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
         latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
-        distill_weight=spec.train.distill_weight, init_from=args.init_from,
-        train_threads=train_threads(args.backend, args.workers))
+        distill_weight=spec.train.distill_weight, init_from=args.init_from)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,

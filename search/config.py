@@ -109,7 +109,7 @@ class RunConfig:
             ("--workers", self.workers), ("--ray-address", self.ray_address),
             ("--latency-budget-ms", self.latency_budget_ms), ("--trial-timeout", self.trial_timeout),
             ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
-            ("--init-from", t.init_from)]
+            ("--init-from", t.init_from), ("--train-threads", t.train_threads)]
         words = ["python", "-m", "search.run"]
         for flag, value in flags:
             if value is not None:

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=positive_int("--eta", 2, 100),
                    help="at each rung the top 1/eta and the non-dominated go on "
                         "(default: the space's train.eta, else 3)")
+    p.add_argument("--train-threads", type=positive_int("--train-threads", 1, 1024),
+                   help="torch threads of each CPU trial's training (default: Ultralytics' cpu_count - 1); "
+                        "more is faster only on an otherwise idle machine")
     p.add_argument("--epoch-budget", type=positive_int("--epoch-budget", 1, 10**7),
                    help="start no new trial once the study's trials have trained this many epochs in all")
     p.add_argument("--timeout", type=positive_float("--timeout"),
@@ -172,7 +175,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
         latency_device=device, latency_dtype=spec.latency.dtype,
         latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
         latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
-        distill_weight=spec.train.distill_weight, init_from=args.init_from)
+        distill_weight=spec.train.distill_weight, init_from=args.init_from, train_threads=args.train_threads)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,

@@ -44,9 +44,10 @@ class TrialSettings:
         teacher: an Ultralytics detection checkpoint distilled into the trial (Ultralytics'
             ``distill_model``), or ``None``; ``distill_weight``: its loss weight (Ultralytics' ``dis``).
         init_from: a checkpoint whose matching tensors start the trial (:mod:`trainers.inherit`), or ``None``.
-        train_threads: torch threads while training on the CPU; ``None``: Ultralytics' own choice,
-            ``cpu_count - 1`` (one idle core of two). ``search.run`` gives each of its workers
-            ``cpu_count // workers``: 2 threads trained the stock model 16% faster on 2 cores.
+        train_threads: torch threads while training on the CPU; ``None`` (what ``search.run`` uses):
+            Ultralytics' own ``cpu_count - 1``, at most 8. On 2 cores, 2 threads trained the stock
+            model 16% faster alone but 3.3x slower than 1 thread beside one busy process (OpenMP
+            threads wait on each other), so the search leaves the spare core.
     """
 
     data: str

@@ -150,7 +150,8 @@ def test_the_recorded_command_reruns_the_same_configuration(tmp_path: Path, spac
     cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--epochs", "5",
                        "--imgsz", "96", "--batch", "4", "--seed", "7", "--sampler", "random", "--rungs", "2,4",
                        "--eta", "2", "--trials", "13", "--data", str(data), "--latency-budget-ms", "12.5",
-                       "--epoch-budget", "40", "--timeout", "600", "--trial-timeout", "90"])
+                       "--epoch-budget", "40", "--timeout", "600", "--trial-timeout", "90", "--train-threads", "2"])
+    assert cfg.trial.train_threads == 2
     words = shlex.split(cfg.command())
     assert words[:3] == ["python", "-m", "search.run"]
     again, _ = validate(words[3:])
@@ -158,3 +159,4 @@ def test_the_recorded_command_reruns_the_same_configuration(tmp_path: Path, spac
     bare, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
     assert validate(shlex.split(bare.command())[3:])[0] == bare  # no data flag: the embedded set again
     assert "--rungs ''" in bare.command()  # the space's rungs are spelt out, here none
+    assert bare.trial.train_threads is None and "--train-threads" not in bare.command()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
 from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
+from ultralytics.utils import NUM_THREADS
 
 from search.records import is_record, read_record
 from trainers.latency.report import LatencyReport
@@ -50,10 +50,9 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
         assert job.architecture.hash == trial.user_attrs["hash"] and job.settings.head == "nms_free"
         assert job.pre_training is not None and job.pre_training.params == trial.user_attrs["params"]
         assert job.pre_training.latency.median_ms == read_record(trial, "latency")["median_ms"]
-        threads = max(1, min(8, (os.cpu_count() or 1)))  # one local worker: every core, as Ultralytics caps
-        assert job.settings.train_threads == threads
+        assert job.settings.train_threads is None  # Ultralytics' own count: it leaves a core for the rest
         if trial.state == TrialState.COMPLETE:
-            assert trial.user_attrs["train_threads"] == threads
+            assert trial.user_attrs["train_threads"] == NUM_THREADS
     assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
@@ -113,6 +112,7 @@ def test_ray_backend_writes_into_the_same_storage(tmp_path: Path, data: Path) ->
         (["--storage", "redis://x"], "--storage"),
         (["--ray-address", "auto"], "--ray-address"),
         (["--device", "gpu7"], "--device"),
+        (["--train-threads", "0"], "--train-threads"),
     ],
 )
 def test_bad_cli_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], needle: str) -> None:

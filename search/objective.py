@@ -189,7 +189,8 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     write_record(trial, "epoch_map", list(result.epoch_map))
     record_warm_start(trial, result)
     for key, value in {"map50_95": result.map50_95, "weights": result.weights, "train_seconds": result.train_seconds,
-                       "device": result.device, "epochs": result.epochs, "train_threads": result.train_threads}.items():
+                       "device": result.device, "epochs": result.epochs,
+                       "epoch_threads": list(result.epoch_threads)}.items():
         trial.set_user_attr(key, value)
     values = [metrics[m] for m, _ in cfg.objectives]
     return Outcome(TrialState.COMPLETE, values, f"mAP50-95 {result.map50_95:.3f}, latency "

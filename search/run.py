@@ -24,6 +24,7 @@ from search.space import SearchSpace, SpaceError
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
 from trainers.latency.report import BACKEND_NAMES
 from trainers.results import TrialSettings
+from trainers.threads import AUTO, thread_count_arg
 
 
 def positive_float(name: str) -> Callable[[str], float]:
@@ -102,9 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=positive_int("--eta", 2, 100),
                    help="at each rung the top 1/eta and the non-dominated go on "
                         "(default: the space's train.eta, else 3)")
-    p.add_argument("--train-threads", type=positive_int("--train-threads", 1, 1024),
-                   help="torch threads of each CPU trial's training (default: Ultralytics' cpu_count - 1); "
-                        "more is faster only on an otherwise idle machine")
+    p.add_argument("--train-threads", type=thread_count_arg("--train-threads"), default=AUTO,
+                   help="torch threads of each CPU trial's training: N, or auto (default): per epoch, "
+                        "Ultralytics' cpu_count - 1 plus the core it leaves, while no other process uses it")
     p.add_argument("--epoch-budget", type=positive_int("--epoch-budget", 1, 10**7),
                    help="start no new trial once the study's trials have trained this many epochs in all")
     p.add_argument("--timeout", type=positive_float("--timeout"),

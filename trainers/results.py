@@ -44,10 +44,10 @@ class TrialSettings:
         teacher: an Ultralytics detection checkpoint distilled into the trial (Ultralytics'
             ``distill_model``), or ``None``; ``distill_weight``: its loss weight (Ultralytics' ``dis``).
         init_from: a checkpoint whose matching tensors start the trial (:mod:`trainers.inherit`), or ``None``.
-        train_threads: torch threads while training on the CPU; ``None`` (what ``search.run`` uses):
-            Ultralytics' own ``cpu_count - 1``, at most 8. On 2 cores, 2 threads trained the stock
-            model 16% faster alone but 3.3x slower than 1 thread beside one busy process (OpenMP
-            threads wait on each other), so the search leaves the spare core.
+        train_threads: torch threads while training on the CPU: ``None``, Ultralytics' own
+            ``cpu_count - 1`` (at most 8); a count; or ``"auto"`` (what ``search.run`` uses):
+            Ultralytics' count plus its spare core, per epoch, while the other processes leave
+            that core idle (see :mod:`trainers.threads`, which gives the measurements).
     """
 
     data: str
@@ -70,7 +70,7 @@ class TrialSettings:
     teacher: str | None = None
     distill_weight: float = 6.0
     init_from: str | None = None
-    train_threads: int | None = None
+    train_threads: int | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -170,12 +170,13 @@ class TrialResult:
     teacher: dict[str, Any] | None = None  # CheckpointInfo of the teacher distilled from
     init_from: dict[str, Any] | None = None  # CheckpointInfo of the initialisation source
     inherited: dict[str, Any] | None = None  # Inherited.to_dict(): tensors and share of parameters copied
-    train_threads: int | None = None  # torch threads the last epoch trained with (None: not on the CPU)
+    epoch_threads: tuple[int, ...] = field(default_factory=tuple)  # torch threads of each epoch (CPU only)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, latency nested under ``latency``."""
         out = asdict(self)
         out["epoch_map"] = list(self.epoch_map)
+        out["epoch_threads"] = list(self.epoch_threads)
         out["ok"] = True
         return out
 
@@ -185,6 +186,7 @@ class TrialResult:
         kw = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         kw["latency"] = LatencyReport.from_dict(data["latency"])
         kw["epoch_map"] = tuple(data.get("epoch_map", ()))
+        kw["epoch_threads"] = tuple(data.get("epoch_threads", ()))
         return cls(**kw)
 
 

@@ -38,6 +38,7 @@ from trainers.cli import (
 from trainers.heads import DEFAULT_HEAD, HEADS
 from trainers.latency.report import BACKEND_NAMES
 from trainers.results import PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
+from trainers.threads import cpu_threads, thread_count_arg
 
 
 def measure_pre_training(model: Any, arch_hash: str, settings: TrialSettings) -> PreTraining:
@@ -132,27 +133,10 @@ def run_trial(arch: Architecture, settings: TrialSettings,
             weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
             epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
             teacher=teacher.to_dict() if teacher else None, init_from=init_from.to_dict() if init_from else None,
-            inherited=inherited.to_dict() if inherited else None, train_threads=threads[-1] if threads else None,
+            inherited=inherited.to_dict() if inherited else None, epoch_threads=tuple(threads),
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
-
-
-def cpu_threads(trainer: Any, threads: int | None) -> list[int]:
-    """Train on ``threads`` torch threads when on the CPU; the list it fills with the count each epoch ran on.
-
-    Set after the trainer is built: its ``select_device`` sets Ultralytics' own count
-    (``cpu_count - 1``). The list stays empty off the CPU.
-    """
-    import torch
-
-    seen: list[int] = []
-    if trainer.device.type != "cpu":
-        return seen
-    if threads:
-        torch.set_num_threads(threads)
-    trainer.add_callback("on_train_epoch_end", lambda _: seen.append(torch.get_num_threads()))
-    return seen
 
 
 def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:
@@ -201,8 +185,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=non_negative_float("--distill-weight"), default=6.0,
                    help="distillation loss weight (Ultralytics' dis, default 6.0)")
     p.add_argument("--init-from", help="checkpoint whose tensors matching by layer and shape start the model")
-    p.add_argument("--train-threads", type=positive_int("--train-threads", 1, 1024), default=None,
-                   help="torch threads while training on the CPU (default: Ultralytics' cpu_count - 1)")
+    p.add_argument("--train-threads", type=thread_count_arg("--train-threads"), default=None,
+                   help="torch threads while training on the CPU: N, or auto (Ultralytics' count plus its spare "
+                        "core while other processes leave it idle; see trainers.threads); "
+                        "default: Ultralytics' cpu_count - 1")
     p.add_argument("--nan-at-batch", type=positive_int("--nan-at-batch", 1, 10**9), default=None,
                    help=argparse.SUPPRESS)
     return p

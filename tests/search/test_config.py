@@ -159,4 +159,4 @@ def test_the_recorded_command_reruns_the_same_configuration(tmp_path: Path, spac
     bare, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
     assert validate(shlex.split(bare.command())[3:])[0] == bare  # no data flag: the embedded set again
     assert "--rungs ''" in bare.command()  # the space's rungs are spelt out, here none
-    assert bare.trial.train_threads is None and "--train-threads" not in bare.command()
+    assert bare.trial.train_threads == "auto" and "--train-threads auto" in bare.command()

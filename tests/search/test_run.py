@@ -11,6 +11,7 @@ from ultralytics.utils import NUM_THREADS
 
 from search.records import is_record, read_record
 from trainers.latency.report import LatencyReport
+from trainers.threads import usable_cores
 
 
 @pytest.mark.slow
@@ -50,9 +51,11 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
         assert job.architecture.hash == trial.user_attrs["hash"] and job.settings.head == "nms_free"
         assert job.pre_training is not None and job.pre_training.params == trial.user_attrs["params"]
         assert job.pre_training.latency.median_ms == read_record(trial, "latency")["median_ms"]
-        assert job.settings.train_threads is None  # Ultralytics' own count: it leaves a core for the rest
+        assert job.settings.train_threads == "auto"  # Ultralytics' count, plus its spare core while idle
         if trial.state == TrialState.COMPLETE:
-            assert trial.user_attrs["train_threads"] == NUM_THREADS
+            counts = trial.user_attrs["epoch_threads"]
+            assert len(counts) == job.settings.epochs
+            assert set(counts) <= {NUM_THREADS, min(len(usable_cores()), NUM_THREADS + 1)}
     assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
@@ -96,7 +99,7 @@ def test_ray_backend_writes_into_the_same_storage(tmp_path: Path, data: Path) ->
     assert len(complete) == 2
     assert any(t.user_attrs.get("baseline") for t in complete)
     assert all(read_record(t, "latency") and read_record(t, "architecture") for t in complete)
-    assert study.user_attrs["run_config"]["trial"]["train_threads"] is None  # Ray trials: Ultralytics' own count
+    assert study.user_attrs["run_config"]["trial"]["train_threads"] == "auto"
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,8 @@ def test_cpu_training_runs_on_the_threads_asked_for(baseline_trial: Trained, rep
     from ultralytics.utils import NUM_THREADS
 
     assert isinstance(baseline_trial.result, TrialResult) and isinstance(rep_trial.result, TrialResult)
-    assert baseline_trial.result.train_threads == NUM_THREADS  # not asked: Ultralytics' cpu_count - 1
-    assert rep_trial.result.train_threads == 2
+    assert baseline_trial.result.epoch_threads == (NUM_THREADS,)  # not asked: Ultralytics' cpu_count - 1
+    assert rep_trial.result.epoch_threads == (2,)
 
 
 def baseline_params(nc: int) -> int:
@@ -89,6 +89,7 @@ def _assert_sane_result(trial: Trained) -> None:
     assert r.device == "cpu"
     assert r.epochs == 1
     assert len(r.epoch_map) == r.epochs and all(0.0 <= m <= 1.0 for m in r.epoch_map)
+    assert TrialResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r  # what the search reads back
 
     weights = Path(r.weights)
     assert weights.is_file() and weights.name == "best.pt"

@@ -1,0 +1,115 @@
+"""How many torch threads a trial trains with on the CPU, epoch by epoch.
+
+Ultralytics trains on ``cpu_count - 1`` threads (at most 8): it leaves a core for the rest of the
+machine. On a 2-core machine that is one thread. Measured there (stock YOLO26n, 128 px, batch 8):
+
+- alone, 2 threads trained 16% faster than 1 (``bench/synth_train.py --epochs 4``: 38.1/40.6 s
+  against 31.9/34.3 s);
+- beside one busy process, 2 threads took 97.4 s for 3 epochs and 1 thread 29.6 s: OpenMP threads
+  wait on each other, and one of them is always waiting for the core the other process holds.
+
+So the extra core pays only while nothing else wants it. ``auto`` (what ``search.run`` uses)
+decides at the start of every epoch: Ultralytics' count plus the core it leaves, when the other
+processes on the cores this one may use took less than :data:`IDLE_CORES` of CPU during the
+previous epoch (before the first: since the trainer was built); Ultralytics' count otherwise. A
+busy neighbour costs at most one epoch at the wrong count. The count each epoch ran with is
+recorded (``TrialResult.epoch_threads``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Final
+
+AUTO: Final = "auto"
+IDLE_CORES: Final = 0.5  # others' CPU use, in cores, below which the spare core goes to training
+MIN_WINDOW_S: Final = 0.5  # shortest interval others' CPU use is measured over
+
+
+def usable_cores() -> list[int]:
+    """The CPUs this process may run on (its affinity; every CPU where that is unknown)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return list(range(os.cpu_count() or 1))
+
+
+class OtherCpuUse:
+    """CPU time the *other* processes took on this process's CPUs, in cores, between two readings.
+
+    Busy time of those CPUs (everything but idle, iowait and steal, from ``psutil``) minus this
+    process's own user and system time. The first :meth:`cores` call measures since construction.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil, self._me, self._cpus = psutil, psutil.Process(), usable_cores()
+        self._last = self._reading()
+
+    def _reading(self) -> tuple[float, float, float]:
+        per_cpu = self._psutil.cpu_times(percpu=True)
+        busy = 0.0
+        for i in self._cpus:
+            if i < len(per_cpu):
+                t = per_cpu[i]
+                busy += sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0) \
+                    - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)  # guest time is in user already
+        mine = self._me.cpu_times()
+        return time.monotonic(), busy, mine.user + mine.system
+
+    def cores(self) -> float:
+        """Cores the other processes used on average since the last call (waits to a 0.5 s window)."""
+        wait = MIN_WINDOW_S - (time.monotonic() - self._last[0])
+        if wait > 0:
+            time.sleep(wait)
+        now = self._reading()
+        (t0, busy0, mine0), (t1, busy1, mine1) = self._last, now
+        self._last = now
+        return max(0.0, (busy1 - busy0) - (mine1 - mine0)) / max(t1 - t0, 1e-9)
+
+
+def auto_thread_count(base: int, cores: int, others_cores: float) -> int:
+    """``base`` threads plus the spare core when the others left it idle (``others_cores`` < 0.5)."""
+    return min(cores, base + 1) if others_cores < IDLE_CORES else base
+
+
+def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
+    """Train on ``threads`` torch threads on the CPU; the list it fills with the count each epoch ran on.
+
+    ``None``: Ultralytics' own count; an integer: that many; ``"auto"``: chosen per epoch as the
+    module docstring says. Set after the trainer is built, since its ``select_device`` sets
+    Ultralytics' count. The list stays empty off the CPU.
+    """
+    import torch
+
+    seen: list[int] = []
+    if trainer.device.type != "cpu":
+        return seen
+    if threads == AUTO:
+        base, cores, others = torch.get_num_threads(), len(usable_cores()), OtherCpuUse()
+        trainer.add_callback("on_train_epoch_start",
+                             lambda _: torch.set_num_threads(auto_thread_count(base, cores, others.cores())))
+    elif threads:
+        torch.set_num_threads(int(threads))
+    trainer.add_callback("on_train_epoch_end", lambda _: seen.append(torch.get_num_threads()))
+    return seen
+
+
+def thread_count_arg(name: str) -> Any:
+    """argparse ``type=`` for ``auto`` or a thread count in [1, 1024], with a message naming ``name``."""
+    import argparse
+
+    def parse(text: str) -> int | str:
+        if text == AUTO:
+            return AUTO
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if not 1 <= value <= 1024:
+            raise argparse.ArgumentTypeError(f"{name} must be auto or an integer in [1, 1024], got {text!r}")
+        return value
+
+    return parse

@@ -34,6 +34,7 @@ from machine import print_machine
 
 from trainers.cli import OneLineParser, fail, log, positive_int, quiet_ultralytics
 from trainers.data import CLI_FLAGS, DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, SynthSpec
+from trainers.threads import cpu_threads, thread_count_arg
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=positive_int("--epochs", 1, 1000), default=12)
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=128)
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=8)
-    p.add_argument("--threads", type=positive_int("--threads", 1, 256),
-                   help="torch threads for training (default: Ultralytics' choice, cpu_count - 1 capped at 8)")
+    p.add_argument("--threads", type=thread_count_arg("--threads"),
+                   help="torch threads for training: N, or auto as search.run trains (trainers.threads); "
+                        "default: Ultralytics' choice, cpu_count - 1 capped at 8")
     p.add_argument("--stock", action="store_true", help="Ultralytics' default recipe instead of the trial's")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                    help="any other trainer override, e.g. --set mosaic=0 (repeatable; values parsed as YAML)")
@@ -145,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "-".join([f"e{args.epochs}-i{args.imgsz}-b{args.batch}-{data.parent.name}-t{args.threads or 'auto'}",
                      *(f"{k}{v}" for k, v in args.extra.items())] + (["stock"] if args.stock else []))
     trainer = ArchitectureTrainer(overrides=train_overrides(args, data, name), architecture=Architecture.baseline())
-    if args.threads:  # after the trainer: its select_device("cpu") sets Ultralytics' own thread count
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
+    epoch_threads = cpu_threads(trainer, args.threads)  # as a trial sets them
     rows: list[dict[str, float]] = []
     trainer.add_callback("on_fit_epoch_end", epoch_logger(rows))
     load0 = os.getloadavg()
@@ -162,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         "map50_95": round(float(metrics.get(MAP_KEY, "nan")), 4),
         "map50": round(float(metrics.get(MAP50_KEY, "nan")), 4),
         "epoch_map50_95": [round(r["map50_95"], 4) for r in rows], "load_before": load0[0], "load_after": load1[0],
-        "threads": threads,
+        "threads": epoch_threads,
     }
     print_machine(torch.device("cpu"))
     print(f"# load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f}: other work on the machine "
           f"inflates the times")
     print(f"# data {data} ({s.n_train} train / {s.n_val} val images, {s.size} px)" if args.data is None
           else f"# data {data}")
-    print(f"# {settings_line(args)}, {threads} torch thread(s) while training")
+    print(f"# {settings_line(args)}, torch threads per epoch while training: {epoch_threads}")
     print(f"wall time {wall:.1f} s | mAP50-95 {result['map50_95']:.4f} | mAP50 {result['map50']:.4f}")
     print(json.dumps(result, sort_keys=True))
     return 0

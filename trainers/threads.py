@@ -14,6 +14,10 @@ processes on the cores this one may use took less than :data:`IDLE_CORES` of CPU
 previous epoch (before the first: since the trainer was built); Ultralytics' count otherwise. A
 busy neighbour costs at most one epoch at the wrong count. The count each epoch ran with is
 recorded (``TrialResult.epoch_threads``).
+
+Measured with ``bench/synth_train.py --epochs 3 --threads auto`` on that machine: alone, epochs
+on ``[2, 2, 2]`` threads, 22.8 s; beside ``python -c "while True: pass"``, ``[1, 1, 1]``, 26.9 s,
+as fast as a fixed 1 thread there (26.8 s) where a fixed 2 took 97.4 s.
 """
 
 from __future__ import annotations

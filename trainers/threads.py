@@ -9,11 +9,13 @@ machine. On a 2-core machine that is one thread. Measured there (stock YOLO26n, 
   wait on each other, and one of them is always waiting for the core the other process holds.
 
 So the extra core pays only while nothing else wants it. ``auto`` (what ``search.run`` uses)
-decides at the start of every epoch: Ultralytics' count plus the core it leaves, when the other
-processes on the cores this one may use took less than :data:`IDLE_CORES` of CPU during the
-previous epoch (before the first: since the trainer was built); Ultralytics' count otherwise. A
-busy neighbour costs at most one epoch at the wrong count. The count each epoch ran with is
-recorded (``TrialResult.epoch_threads``).
+gives it at the start of every epoch: Ultralytics' count plus the core it leaves, when the other
+processes on the cores this one may use took less than :data:`IDLE_CORES` of CPU since the last
+look (before the first epoch: since the trainer was built); Ultralytics' count otherwise. While
+training on the extra core it looks again every :data:`CHECK_EVERY_S` seconds, between batches,
+and hands the core back as soon as another process uses it: a neighbour that starts mid-epoch
+costs a few seconds at the wrong count, not an epoch. The count each epoch ended on is recorded
+(``TrialResult.epoch_threads``).
 
 Measured with ``bench/synth_train.py --epochs 3 --threads auto`` on that machine: alone, epochs
 on ``[2, 2, 2]`` threads, 22.8 s; beside ``python -c "while True: pass"``, ``[1, 1, 1]``, 26.9 s,
@@ -29,6 +31,7 @@ from typing import Any, Final
 AUTO: Final = "auto"
 IDLE_CORES: Final = 0.5  # others' CPU use, in cores, below which the spare core goes to training
 MIN_WINDOW_S: Final = 0.5  # shortest interval others' CPU use is measured over
+CHECK_EVERY_S: Final = 2.0  # how often, training on the extra core, others' use is looked at again
 
 
 def usable_cores() -> list[int]:
@@ -79,11 +82,35 @@ def auto_thread_count(base: int, cores: int, others_cores: float) -> int:
     return min(cores, base + 1) if others_cores < IDLE_CORES else base
 
 
-def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
-    """Train on ``threads`` torch threads on the CPU; the list it fills with the count each epoch ran on.
+class AutoThreads:
+    """The ``auto`` rule on a trainer's events: the spare core given at epoch start, taken back mid-epoch."""
 
-    ``None``: Ultralytics' own count; an integer: that many; ``"auto"``: chosen per epoch as the
-    module docstring says. Set after the trainer is built, since its ``select_device`` sets
+    def __init__(self, base: int, cores: int, probe: OtherCpuUse) -> None:
+        self.base, self.cores, self.probe, self._looked = base, cores, probe, time.monotonic()
+
+    def on_epoch_start(self, trainer: Any = None) -> None:
+        """Ultralytics' count, plus the spare core when the others left it idle since the last look."""
+        import torch
+
+        torch.set_num_threads(auto_thread_count(self.base, self.cores, self.probe.cores()))
+        self._looked = time.monotonic()
+
+    def on_batch_end(self, trainer: Any = None) -> None:
+        """On the extra core, every ``CHECK_EVERY_S``: back to Ultralytics' count once another process wants it."""
+        import torch
+
+        if torch.get_num_threads() <= self.base or time.monotonic() - self._looked < CHECK_EVERY_S:
+            return
+        self._looked = time.monotonic()
+        if self.probe.cores() >= IDLE_CORES:
+            torch.set_num_threads(self.base)
+
+
+def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
+    """Train on ``threads`` torch threads on the CPU; the list it fills with the count each epoch ended on.
+
+    ``None``: Ultralytics' own count; an integer: that many; ``"auto"``: :class:`AutoThreads`, as
+    the module docstring says. Set after the trainer is built, since its ``select_device`` sets
     Ultralytics' count. The list stays empty off the CPU.
     """
     import torch
@@ -92,9 +119,9 @@ def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
     if trainer.device.type != "cpu":
         return seen
     if threads == AUTO:
-        base, cores, others = torch.get_num_threads(), len(usable_cores()), OtherCpuUse()
-        trainer.add_callback("on_train_epoch_start",
-                             lambda _: torch.set_num_threads(auto_thread_count(base, cores, others.cores())))
+        auto = AutoThreads(torch.get_num_threads(), len(usable_cores()), OtherCpuUse())
+        trainer.add_callback("on_train_epoch_start", auto.on_epoch_start)
+        trainer.add_callback("on_train_batch_end", auto.on_batch_end)
     elif threads:
         torch.set_num_threads(int(threads))
     trainer.add_callback("on_train_epoch_end", lambda _: seen.append(torch.get_num_threads()))

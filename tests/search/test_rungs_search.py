@@ -8,6 +8,7 @@ architecture enqueued, so the search trains exactly the stock baseline and OREPA
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -69,6 +70,7 @@ def test_a_dominated_trial_stops_at_the_first_rung_and_the_baseline_never_does(t
     (folder,) = [f for f in trial_dirs(tmp_path, "stop") if f.name.endswith(orepa.user_attrs["hash"])]
     log = (folder / "trial.log").read_text()
     assert "epoch 1/3" in log and "epoch 2/3" not in log  # killed at the rung, not trained on
+    assert re.search(r"epoch 1/3 mAP50-95 \d\.\d{3} \(\d+ s, \d+ thread\(s\)\)", log)  # CPU threads shown
     assert "Successive halving: 1 trial(s) stopped at a rung (1 at epoch 1)" in r.stdout
     assert "Pareto front" in r.stdout
 

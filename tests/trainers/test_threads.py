@@ -70,16 +70,23 @@ class _Trainer:
     def add_callback(self, event: str, fn: Callable[[Any], None]) -> None:
         self.callbacks.setdefault(event, []).append(fn)
 
-    def epoch(self) -> None:
-        for event in ("on_train_epoch_start", "on_train_epoch_end"):
-            for fn in self.callbacks.get(event, []):
-                fn(self)
+    def fire(self, event: str) -> None:
+        for fn in self.callbacks.get(event, []):
+            fn(self)
+
+    def epoch(self, batches: int = 0) -> None:
+        self.fire("on_train_epoch_start")
+        for _ in range(batches):
+            self.fire("on_train_batch_end")
+        self.fire("on_train_epoch_end")
 
 
 @pytest.fixture
 def restore_threads() -> Any:
+    """One torch thread, as Ultralytics sets on 2 cores (its ``cpu_count - 1``); the old count back after."""
     before = torch.get_num_threads()
-    yield before
+    torch.set_num_threads(1)
+    yield 1
     torch.set_num_threads(before)
 
 
@@ -93,6 +100,27 @@ def test_auto_decides_every_epoch_from_the_last_one(monkeypatch: pytest.MonkeyPa
     base, cores = restore_threads, len(usable_cores())
     spare = min(cores, base + 1)
     assert seen == [spare, base, spare]
+
+
+def test_auto_hands_the_core_back_mid_epoch_when_a_neighbour_starts(monkeypatch: pytest.MonkeyPatch,
+                                                                   restore_threads: int) -> None:
+    base, cores = restore_threads, len(usable_cores())
+    if cores <= base:
+        pytest.skip("no spare core on this machine")
+    readings = iter([0.0, 0.1, 0.9, 0.0, 0.2])  # epoch 1: idle, idle, a neighbour; epoch 2: idle, idle
+    looks: list[float] = []
+
+    def cores_now(self: OtherCpuUse) -> float:
+        looks.append(1.0)
+        return next(readings)
+
+    monkeypatch.setattr(OtherCpuUse, "cores", cores_now)
+    monkeypatch.setattr(threads, "CHECK_EVERY_S", 0.0)
+    trainer = _Trainer("cpu")
+    seen = cpu_threads(trainer, AUTO)
+    trainer.epoch(batches=3)  # looks at the start and after batches 1 and 2, then back to Ultralytics' count
+    trainer.epoch(batches=1)
+    assert seen == [base, base + 1] and len(looks) == 5  # no look on Ultralytics' count (batch 3)
 
 
 def test_a_fixed_count_holds_and_nothing_is_set_off_the_cpu(restore_threads: int) -> None:

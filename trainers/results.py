@@ -170,7 +170,7 @@ class TrialResult:
     teacher: dict[str, Any] | None = None  # CheckpointInfo of the teacher distilled from
     init_from: dict[str, Any] | None = None  # CheckpointInfo of the initialisation source
     inherited: dict[str, Any] | None = None  # Inherited.to_dict(): tensors and share of parameters copied
-    epoch_threads: tuple[int, ...] = field(default_factory=tuple)  # torch threads of each epoch (CPU only)
+    epoch_threads: tuple[int, ...] = field(default_factory=tuple)  # torch threads each epoch ended on (CPU only)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, latency nested under ``latency``."""

@@ -24,6 +24,7 @@ as fast as a fixed 1 thread there (26.8 s) where a fixed 2 took 97.4 s.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Final
@@ -67,11 +68,17 @@ class OtherCpuUse:
         return time.monotonic(), busy, mine.user + mine.system
 
     def cores(self) -> float:
-        """Cores the other processes used on average since the last call (waits to a 0.5 s window)."""
+        """Cores the other processes used on average since the last call (waits to a 0.5 s window).
+
+        Infinite when the CPU times cannot be read any more: then the machine counts as busy.
+        """
         wait = MIN_WINDOW_S - (time.monotonic() - self._last[0])
         if wait > 0:
             time.sleep(wait)
-        now = self._reading()
+        try:
+            now = self._reading()
+        except Exception:  # psutil.Error, OSError: a thread count is not worth failing a trial for
+            return math.inf
         (t0, busy0, mine0), (t1, busy1, mine1) = self._last, now
         self._last = now
         return max(0.0, (busy1 - busy0) - (mine1 - mine0)) / max(t1 - t0, 1e-9)
@@ -119,9 +126,14 @@ def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
     if trainer.device.type != "cpu":
         return seen
     if threads == AUTO:
-        auto = AutoThreads(torch.get_num_threads(), len(usable_cores()), OtherCpuUse())
-        trainer.add_callback("on_train_epoch_start", auto.on_epoch_start)
-        trainer.add_callback("on_train_batch_end", auto.on_batch_end)
+        try:
+            probe = OtherCpuUse()
+        except Exception:  # CPU times unreadable here (psutil.Error, OSError): Ultralytics' count throughout
+            probe = None
+        if probe is not None:
+            auto = AutoThreads(torch.get_num_threads(), len(usable_cores()), probe)
+            trainer.add_callback("on_train_epoch_start", auto.on_epoch_start)
+            trainer.add_callback("on_train_batch_end", auto.on_batch_end)
     elif threads:
         torch.set_num_threads(int(threads))
     trainer.add_callback("on_train_epoch_end", lambda _: seen.append(torch.get_num_threads()))

@@ -123,6 +123,29 @@ def test_auto_hands_the_core_back_mid_epoch_when_a_neighbour_starts(monkeypatch:
     assert seen == [base, base + 1] and len(looks) == 5  # no look on Ultralytics' count (batch 3)
 
 
+def test_unreadable_cpu_times_leave_ultralytics_count_and_fail_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                                       restore_threads: int) -> None:
+    import psutil
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError("/proc/stat")
+
+    monkeypatch.setattr(psutil, "cpu_times", refused)
+    trainer = _Trainer("cpu")
+    seen = cpu_threads(trainer, AUTO)  # the probe cannot even start
+    trainer.epoch(batches=2)
+    assert seen == [restore_threads] and trainer.callbacks.keys() == {"on_train_epoch_end"}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(threads, "CHECK_EVERY_S", 0.0)
+    trainer = _Trainer("cpu")
+    seen = cpu_threads(trainer, AUTO)
+    torch.set_num_threads(restore_threads)
+    monkeypatch.setattr(psutil, "cpu_times", refused)  # readable at first, then not: counts as busy
+    trainer.epoch(batches=2)
+    assert seen == [restore_threads]
+
+
 def test_a_fixed_count_holds_and_nothing_is_set_off_the_cpu(restore_threads: int) -> None:
     trainer = _Trainer("cpu")
     seen = cpu_threads(trainer, 3)

@@ -1,5 +1,9 @@
 """Benchmark: does the default search beat random search at an equal budget of training epochs?
 
+(The issue asked for ``bench/search.py``; a script of that name would shadow the ``search``
+package when run as ``python bench/search.py``, since Python puts the script's folder first on
+``sys.path``, hence ``bench_search.py``.)
+
 Arms (each over ``--seeds``):
 
 - ``random``: random sampler, every trial trains all its epochs (no rungs);

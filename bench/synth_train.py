@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainers.trainer import MAP50_KEY, MAP_KEY, ArchitectureTrainer
 
     s = args.spec
-    name = "-".join([f"e{args.epochs}-i{args.imgsz}-b{args.batch}-{data.parent.name}-t{args.threads or 'auto'}",
+    name = "-".join([f"e{args.epochs}-i{args.imgsz}-b{args.batch}-{data.parent.name}-t{args.threads or 'ultralytics'}",
                      *(f"{k}{v}" for k, v in args.extra.items())] + (["stock"] if args.stock else []))
     trainer = ArchitectureTrainer(overrides=train_overrides(args, data, name), architecture=Architecture.baseline())
     epoch_threads = cpu_threads(trainer, args.threads)  # as a trial sets them

@@ -53,13 +53,17 @@ class OtherCpuUse:
     def __init__(self) -> None:
         import psutil
 
-        self._psutil, self._me, self._cpus = psutil, psutil.Process(), usable_cores()
+        self._psutil, self._me, self.cpus = psutil, psutil.Process(), usable_cores()
         self._last = self._reading()
+
+    def seconds_since_reading(self) -> float:
+        """Seconds since the last successful reading (construction or :meth:`cores`)."""
+        return time.monotonic() - self._last[0]
 
     def _reading(self) -> tuple[float, float, float]:
         per_cpu = self._psutil.cpu_times(percpu=True)
         busy = 0.0
-        for i in self._cpus:
+        for i in self.cpus:
             if i < len(per_cpu):
                 t = per_cpu[i]
                 busy += sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "steal", 0.0) \
@@ -72,7 +76,7 @@ class OtherCpuUse:
 
         Infinite when the CPU times cannot be read any more: then the machine counts as busy.
         """
-        wait = MIN_WINDOW_S - (time.monotonic() - self._last[0])
+        wait = MIN_WINDOW_S - self.seconds_since_reading()
         if wait > 0:
             time.sleep(wait)
         try:
@@ -92,23 +96,21 @@ def auto_thread_count(base: int, cores: int, others_cores: float) -> int:
 class AutoThreads:
     """The ``auto`` rule on a trainer's events: the spare core given at epoch start, taken back mid-epoch."""
 
-    def __init__(self, base: int, cores: int, probe: OtherCpuUse) -> None:
-        self.base, self.cores, self.probe, self._looked = base, cores, probe, time.monotonic()
+    def __init__(self, base: int, probe: OtherCpuUse) -> None:
+        self.base, self.cores, self.probe = base, len(probe.cpus), probe
 
     def on_epoch_start(self, trainer: Any = None) -> None:
         """Ultralytics' count, plus the spare core when the others left it idle since the last look."""
         import torch
 
         torch.set_num_threads(auto_thread_count(self.base, self.cores, self.probe.cores()))
-        self._looked = time.monotonic()
 
     def on_batch_end(self, trainer: Any = None) -> None:
         """On the extra core, every ``CHECK_EVERY_S``: back to Ultralytics' count once another process wants it."""
         import torch
 
-        if torch.get_num_threads() <= self.base or time.monotonic() - self._looked < CHECK_EVERY_S:
+        if torch.get_num_threads() <= self.base or self.probe.seconds_since_reading() < CHECK_EVERY_S:
             return
-        self._looked = time.monotonic()
         if self.probe.cores() >= IDLE_CORES:
             torch.set_num_threads(self.base)
 
@@ -129,9 +131,9 @@ def cpu_threads(trainer: Any, threads: int | str | None) -> list[int]:
         try:
             probe = OtherCpuUse()
         except Exception:  # CPU times unreadable here (psutil.Error, OSError): Ultralytics' count throughout
-            probe = None
-        if probe is not None:
-            auto = AutoThreads(torch.get_num_threads(), len(usable_cores()), probe)
+            pass
+        else:
+            auto = AutoThreads(torch.get_num_threads(), probe)
             trainer.add_callback("on_train_epoch_start", auto.on_epoch_start)
             trainer.add_callback("on_train_batch_end", auto.on_batch_end)
     elif threads:

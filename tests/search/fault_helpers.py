@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 T = TypeVar("T")
@@ -104,13 +105,15 @@ def tail(log: Path, n: int = 40) -> str:
 
 
 def load_study(url: str, name: str) -> optuna.Study | None:
-    """The study, or ``None`` while it (or its SQLite file) does not exist yet."""
+    """The study, or ``None`` while it (or its SQLite file, or its schema) does not exist yet."""
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
         return None  # loading would create the file, racing search.run's own creation of it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:  # no such study yet
+        return None
+    except sqlalchemy.exc.SQLAlchemyError:  # search.run is creating the schema in the file right now
         return None
 
 

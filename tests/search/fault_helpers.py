@@ -8,8 +8,10 @@ its processes at once (``allow_graceful=False``), as a machine that dies would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -105,16 +107,33 @@ def tail(log: Path, n: int = 40) -> str:
 
 
 def load_study(url: str, name: str) -> optuna.Study | None:
-    """The study, or ``None`` while it (or its SQLite file, or its schema) does not exist yet."""
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return None  # loading would create the file, racing search.run's own creation of it
+    """The study, or ``None`` while it (or its SQLite file, or its schema) does not exist yet.
+
+    A SQLite file is first looked at read-only: loading a study whose schema ``search.run`` is still
+    writing would make this process create the tables too, and one of the two would lose that race.
+    """
+    if url.startswith("sqlite:///") and not sqlite_study_exists(Path(url[len("sqlite:///"):]), name):
+        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:  # no such study yet
         return None
-    except sqlalchemy.exc.SQLAlchemyError:  # search.run is creating the schema in the file right now
+    except sqlalchemy.exc.SQLAlchemyError:  # search.run is creating the schema right now
         return None
+
+
+def sqlite_study_exists(db: Path, name: str) -> bool:
+    """Whether SQLite file ``db`` holds a finished Optuna schema and study ``name`` (read-only look)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            if not con.execute("SELECT version_num FROM alembic_version").fetchall():
+                return False
+            return bool(con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchall())
+    except sqlite3.Error:  # no tables yet, or locked while they are written
+        return False
 
 
 def completed_on(study: optuna.Study | None, node_id: str) -> int | None:

@@ -4,9 +4,10 @@ Rungs are epochs (``train.rungs`` in the space, ``--rungs 3,6`` on ``search.run`
 below the trial's epochs) and ``eta`` (``train.eta`` / ``--eta``, at least 2) is the reduction
 factor. A training trial streams its per-epoch mAP (:class:`~trainers.results.EpochProgress`);
 :class:`RungWatcher` records it on the trial as it comes (records ``epoch_map`` and
-``epoch_map50``, :mod:`search.records`), so every worker, a thread of this driver or a process sharing the storage,
-reads the others' values from the study. Optuna's ``Trial.report``/``should_prune`` raise in
-multi-objective studies, so nothing goes through them.
+``epoch_map50``, :mod:`search.records`; on the CPU also user attr ``epoch_threads``), so every
+worker, a thread of this driver or a process sharing the storage, reads the others' values from
+the study. Optuna's ``Trial.report``/``should_prune`` raise in multi-objective studies, so nothing
+goes through them.
 
 When a trial ends epoch ``r`` of the rungs, it is compared with every trial that reached ``r``:
 finished ones (COMPLETE, or PRUNED after training at least ``r`` epochs) and running ones, one
@@ -242,6 +243,7 @@ class RungWatcher:
     def __init__(self, study: optuna.Study, trial: optuna.Trial, cfg: RunConfig, prefix: str = ""):
         self.study, self.trial, self.cfg, self.prefix = study, trial, cfg, prefix
         self.curves: dict[str, list[float]] = {attr: [] for attr in CURVES.values()}
+        self.threads: list[int] = []  # torch threads each epoch ended on (CPU only)
         self.decisions: list[dict[str, Any]] = []
         self.stopped: RungDecision | None = None
         self.baseline = bool(trial.user_attrs.get("baseline"))
@@ -252,6 +254,9 @@ class RungWatcher:
         self.curves["epoch_map50"].append(round(progress.map50, 5))
         for key, curve in self.curves.items():  # written before any rung reads the study: see the module docstring
             write_record(self.trial, key, list(curve))
+        if progress.threads:  # kept on a trial a rung stops too; a finished trial's result writes the same list
+            self.threads.append(progress.threads)
+            self.trial.set_user_attr("epoch_threads", list(self.threads))
         if progress.epoch not in self.cfg.rungs:
             return False
         decision = rung_decision(self.study, self.trial.number, self.cfg.objectives, progress.epoch, self.cfg.eta,

@@ -222,6 +222,7 @@ class EpochProgress:
     map50_95: float
     map50: float
     seconds: float
+    threads: int = 0  # torch threads the epoch ended on; 0 off the CPU
 
     def to_line(self) -> str:
         """The line the trial process writes: :data:`EPOCH_MARK` and JSON, newline-terminated."""
@@ -235,6 +236,6 @@ class EpochProgress:
         try:
             data = json.loads(line[len(EPOCH_MARK):])
             return cls(int(data["epoch"]), int(data["epochs"]), float(data["map50_95"]), float(data["map50"]),
-                       float(data["seconds"]))
+                       float(data["seconds"]), int(data.get("threads", 0)))
         except (ValueError, KeyError, TypeError):
             return None

@@ -119,10 +119,12 @@ def trial_callbacks(device: str, epochs_log: list[dict[str, float]], label: str 
         row = {"epoch": trainer.epoch + 1, "map50_95": float(metrics.get(MAP_KEY, math.nan)),
                "map50": float(metrics.get(MAP50_KEY, math.nan)), "seconds": round(time.time() - state["t0"], 1)}
         epochs_log.append(row)
-        threads = f", {torch.get_num_threads()} thread(s)" if trainer.device.type == "cpu" else ""
+        count = torch.get_num_threads() if trainer.device.type == "cpu" else 0
+        threads = f", {count} thread(s)" if count else ""
         line = (f"{label}epoch {row['epoch']}/{trainer.epochs} mAP50-95 {row['map50_95']:.3f} "
                 f"({row['seconds']:.0f} s{threads})\n")
-        progress = EpochProgress(int(row["epoch"]), int(trainer.epochs), row["map50_95"], row["map50"], row["seconds"])
+        progress = EpochProgress(int(row["epoch"]), int(trainer.epochs), row["map50_95"], row["map50"], row["seconds"],
+                                 count)
         # the fd itself (Ultralytics may swap sys.stderr); the machine line is what a search's rungs read
         os.write(sys.stderr.fileno(), (line + progress.to_line()).encode())
 

@@ -128,8 +128,8 @@ def config(tmp_path: Path, rungs: tuple[int, ...], eta: int) -> RunConfig:
                      trial=TrialSettings(data="", out=str(tmp_path), epochs=4))
 
 
-def progress(epoch: int, map50_95: float) -> EpochProgress:
-    return EpochProgress(epoch, 4, map50_95, 2 * map50_95, float(epoch))
+def progress(epoch: int, map50_95: float, threads: int = 0) -> EpochProgress:
+    return EpochProgress(epoch, 4, map50_95, 2 * map50_95, float(epoch), threads)
 
 
 def test_two_workers_on_one_sqlite_study_decide_the_same(tmp_path: Path) -> None:
@@ -151,14 +151,16 @@ def test_two_workers_on_one_sqlite_study_decide_the_same(tmp_path: Path) -> None
         write_record(trial, "metrics", {"latency_ms": latency})
         watchers.append(RungWatcher(study, trial, cfg))
     wa, wb = watchers
-    assert not wa.on_epoch(progress(1, 0.3)) and not wb.on_epoch(progress(1, 0.05))  # not a rung
+    assert not wa.on_epoch(progress(1, 0.3)) and not wb.on_epoch(progress(1, 0.05, threads=2))  # not a rung
     assert not wa.on_epoch(progress(2, 0.6))  # A at rung 2 first: it dominates both finished trials
-    assert wb.on_epoch(progress(2, 0.1))  # B reads A's streamed value from the storage: stopped
+    assert wb.on_epoch(progress(2, 0.1, threads=1))  # B reads A's streamed value from the storage: stopped
     assert wb.stopped is not None and wb.stopped.dominated_by == (0, 1, 2) and wb.stopped.of == 4
     (a_first,) = read_record(study_b.trials[2], "rungs")
     assert a_first["of"] == 3 and a_first["position"] == 1 and a_first["go_on"]
     assert read_record(study_a.trials[3], "epoch_map") == [0.05, 0.1]
     assert read_record(study_a.trials[3], "epoch_map50") == [0.1, 0.2]
+    assert study_a.trials[3].user_attrs["epoch_threads"] == [2, 1]  # a stopped trial keeps its thread counts
+    assert "epoch_threads" not in study_a.trials[2].user_attrs  # off the CPU (threads 0): nothing to record
     assert not {"rungs", "epoch_map", "epoch_map50"} & set(study_a.trials[3].user_attrs)  # records, not user attrs
     for number in (2, 3):  # the same stored values give the same decision, whichever worker reads them
         da = rung_decision(study_a, number, OBJECTIVES, 2, 2)
@@ -186,6 +188,9 @@ def test_epoch_progress_line_round_trips_and_other_lines_are_not_progress() -> N
     line = p.to_line()
     assert line.endswith("\n") and "\n" not in line[:-1]
     assert EpochProgress.from_line(line) == p
+    on_cpu = EpochProgress(3, 12, 0.1, 0.2, 5.0, threads=2)
+    assert EpochProgress.from_line(on_cpu.to_line()) == on_cpu
+    assert EpochProgress.from_line(line.replace(', "threads": 0', "")) == p  # a line without the count: 0
     for other in ("epoch 3/12 mAP50-95 0.123 (17 s)\n", "@repnas-epoch {broken\n", '@repnas-epoch {"epoch": 1}\n'):
         assert EpochProgress.from_line(other) is None
 

@@ -70,7 +70,9 @@ def test_a_dominated_trial_stops_at_the_first_rung_and_the_baseline_never_does(t
     (folder,) = [f for f in trial_dirs(tmp_path, "stop") if f.name.endswith(orepa.user_attrs["hash"])]
     log = (folder / "trial.log").read_text()
     assert "epoch 1/3" in log and "epoch 2/3" not in log  # killed at the rung, not trained on
-    assert re.search(r"epoch 1/3 mAP50-95 \d\.\d{3} \(\d+ s, \d+ thread\(s\)\)", log)  # CPU threads shown
+    shown = re.search(r"epoch 1/3 mAP50-95 \d\.\d{3} \(\d+ s, (\d+) thread\(s\)\)", log)  # CPU threads shown
+    assert shown and orepa.user_attrs["epoch_threads"] == [int(shown.group(1))]  # recorded on a stopped trial too
+    assert len(base.user_attrs["epoch_threads"]) == 3
     assert "Successive halving: 1 trial(s) stopped at a rung (1 at epoch 1)" in r.stdout
     assert "Pareto front" in r.stdout
 

@@ -119,7 +119,7 @@ def load_study(url: str, name: str) -> optuna.Study | None:
         return optuna.load_study(study_name=name, storage=url)
     except KeyError:  # no such study yet
         return None
-    except sqlalchemy.exc.SQLAlchemyError:  # search.run is creating the schema right now
+    except sqlalchemy.exc.SQLAlchemyError:  # a PostgreSQL study whose schema search.run is creating right now
         return None
 
 

@@ -18,7 +18,7 @@ Latency is timed by :mod:`trainers.latency.timing`, the loops behind a trial's l
 On CPU: ``torch.set_num_threads(--threads)``, ``--warmup`` untimed runs, then ``--repeats``
 timed runs with ``time.perf_counter`` (``time_cpu``). On CUDA: the model in fp16, one forward
 captured in a CUDA graph and each replay timed with CUDA events (``time_cuda``; eager, and said
-so on stderr, where capture fails). The fused form is :func:`trainers.inference.fused_copy`
+so on stderr, where capture fails). The fused form is :func:`trainers.deploy.inference.fused_copy`
 without Ultralytics' ``fuse()`` (a bare block has none): :func:`blocks.reparameterize_model` on
 an eval-mode copy. Not a test: prints numbers.
 """
@@ -40,10 +40,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import blocks
 from trainers.cli import OneLineParser, device_arg, positive_int
-from trainers.devices import resolve_device
-from trainers.inference import count_params, fused_copy
+from trainers.deploy.inference import count_params, fused_copy
 from trainers.latency.timing import summarize, time_cpu, time_cuda
-from trainers.memory import saved_tensor_bytes
+from trainers.train.devices import resolve_device
+from trainers.train.memory import saved_tensor_bytes
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ ARMS: dict[str, list[str]] = {
 
 def trained_epochs(study: Any) -> int:
     """Epochs the study's trials trained (per-epoch mAP recorded; reused trials count 0)."""
-    from search.records import read_record
+    from search.study.records import read_record
 
     return sum(len(read_record(t, "epoch_map", [])) for t in study.trials if "reused_from" not in t.user_attrs)
 
@@ -94,9 +94,9 @@ def hypervolume(study: Any) -> tuple[float, int]:
     own figures): studies run minutes apart on a shared CPU see different loads, and absolute
     milliseconds would rank the load, not the search. Also returns the distinct architectures.
     """
-    from search.config import RunConfig
     from search.pareto import baseline_trial, hypervolume_2d, pareto_front, trial_metrics
-    from search.targets import read_target, targets
+    from search.study.config import RunConfig
+    from search.study.targets import read_target, targets
 
     cfg = RunConfig.from_study(study)
     measured = targets(study)

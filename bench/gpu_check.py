@@ -18,7 +18,7 @@ it; without CUDA it says so in one line and exits 2). Run from the repository ro
 2. ``bench/bench_blocks.py --device cuda`` at small sizes (a subprocess; its table printed as is).
 3. ``python -m search.run``: 2 trials (the stock baseline and one sampled) of a tiny space, 1 epoch
    at 128 px, training and latency on the GPU, on ``--data`` or a small set made by
-   ``trainers.data.generate_synth``; the study is read back (states, mAP, latency
+   ``trainers.train.data.generate_synth``; the study is read back (states, mAP, latency
    device/dtype/mode, training device and time).
 
 Ends with one summary table. Exit 0 when every check passed, 1 when one failed, 2 without CUDA.
@@ -59,15 +59,17 @@ def latency_repeatability(device: str, args: argparse.Namespace) -> list[Result]
     """Each architecture ``--latency-repeats`` times, round-robin; one result per architecture plus the ranking."""
     from latency import architectures
 
-    from trainers.build import build_model
     from trainers.latency.measure import measure_latency
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.build import build_model
 
     archs = {k: v for k, v in architectures().items() if k in ("YOLO26n (stock)", "RepViT", "OREPA")}
     models = {name: build_model(arch, nc=80) for name, arch in archs.items()}
     reports: dict[str, list[Any]] = {name: [] for name in models}
     for r in range(args.latency_repeats):
         for name, model in models.items():
-            report = measure_latency(model, imgsz=args.latency_imgsz, device=device, backend="torch", head="nms_free")
+            setting = LatencySetting(imgsz=args.latency_imgsz, device=device, backend="torch", head="nms_free")
+            report = measure_latency(model, setting)
             reports[name].append(report)
             log(f"  latency repeat {r + 1}/{args.latency_repeats} {name:16} {report.label()}")
     results = []
@@ -98,9 +100,9 @@ def interleaved_ranking(device: str, args: argparse.Namespace) -> list[Result]:
     ``--latency-repeats`` times: whether every repeat ranks them the same and how far medians move."""
     from latency import architectures
 
-    from trainers.build import build_model
     from trainers.latency.interleaved import measure_interleaved
-    from trainers.latency.report import LatencySetting
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.build import build_model
 
     archs = {k: v for k, v in architectures().items() if k in ("YOLO26n (stock)", "RepViT", "OREPA")}
     models = [build_model(arch, nc=80) for arch in archs.values()]
@@ -144,10 +146,10 @@ def _is_block_row(line: str) -> bool:
 
 
 def tiny_data(args: argparse.Namespace, tmp: Path) -> str:
-    """``--data``, else a small synthetic set (``trainers.data.generate_synth``) under ``tmp``."""
+    """``--data``, else a small synthetic set (``trainers.train.data.generate_synth``) under ``tmp``."""
     if args.data:
         return str(Path(args.data).resolve())
-    from trainers.data import generate_synth
+    from trainers.train.data import generate_synth
 
     return str(generate_synth(tmp / "synth", seed=0, n_train=64, n_val=16, size=args.imgsz, progress=log))
 
@@ -170,7 +172,7 @@ def search_trials(device: str, args: argparse.Namespace, tmp: Path, timeout: flo
                  + " ".join(r.stderr.strip().splitlines()[-3:]))]
     import optuna
 
-    from search.records import read_record
+    from search.study.records import read_record
 
     study = optuna.load_study(study_name="gpu_check", storage=f"sqlite:///{tmp / 'studies' / 'gpu_check.db'}")
     trials = study.trials  # the first is the stock model (the study's baseline), the second a sampled one

@@ -10,7 +10,7 @@ Run from the repository root::
 Architectures (untrained: latency does not depend on the weights): the stock YOLO26n, and
 the same model with every stage a RepViT block, a C3k2_RVB_SE block (SE after the concat) or
 an OREPA block (with OREPA stride-2 downsamples). Each is measured in three forms, built with
-:func:`trainers.inference.fused_copy`:
+:func:`trainers.deploy.inference.fused_copy`:
 
 - ``unfused``: the training form as is (``ultralytics_fuse=False, ours=False``);
 - ``ultralytics``: Ultralytics' ``model.fuse()`` only (its Conv+BN, RepConv, Detect's spare head);
@@ -55,7 +55,7 @@ from latency_backends import run_backend_comparison
 from machine import print_machine
 
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int, quiet_ultralytics
-from trainers.latency.report import BACKEND_NAMES
+from trainers.latency.setting import BACKEND_NAMES
 
 FORMS: dict[str, tuple[bool, bool]] = {  # name -> (ultralytics_fuse, ours)
     "unfused": (False, False),
@@ -66,8 +66,8 @@ FORMS: dict[str, tuple[bool, bool]] = {  # name -> (ultralytics_fuse, ours)
 
 def architectures() -> dict[str, Any]:
     """Name -> :class:`Architecture`: the stock model and one rep family in every stage."""
-    from trainers.architecture import Architecture, StageChoice
-    from trainers.yolo26 import STAGE_LAYERS
+    from trainers.model.architecture import Architecture, StageChoice
+    from trainers.model.layout import STAGE_LAYERS
 
     def every_stage(choice: StageChoice) -> Architecture:
         return Architecture.create({name: choice for name in STAGE_LAYERS})
@@ -151,8 +151,8 @@ class Subject:
 
 def prepare(name: str, arch: Any, dev: Any, dtype: Any) -> list[Subject]:
     """The three forms of ``arch`` on ``dev`` in ``dtype`` (folded in float32 first)."""
-    from trainers.build import build_model
-    from trainers.inference import count_params, fused_copy
+    from trainers.deploy.inference import count_params, fused_copy
+    from trainers.model.build import build_model
 
     model = build_model(arch, nc=80)
     subjects = []
@@ -170,7 +170,7 @@ def measure_all(archs: dict[str, Any], args: argparse.Namespace) -> tuple[list[R
     """
     import torch
 
-    from trainers.device_lock import device_lock
+    from trainers.train.device_lock import device_lock
 
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_ultralytics()
     import torch
 
-    from trainers.devices import resolve_device
+    from trainers.train.devices import resolve_device
 
     if args.backends:
         args.device = "cpu"

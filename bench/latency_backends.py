@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.ranks import kendall_tau
+from search.pareto.ranks import kendall_tau
 from trainers.cli import log
 
 __all__ = ["Cell", "run_backend_comparison"]
@@ -123,8 +123,8 @@ def _overlap(x: dict[str, float], y: dict[str, float]) -> bool:
 
 def run_backend_comparison(archs: dict[str, Any], names: list[str], args: argparse.Namespace) -> None:
     """Build every architecture once, measure every usable backend round-robin, print the tables."""
-    from trainers.build import build_model
-    from trainers.latency.report import LatencySetting
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.build import build_model
 
     setting = LatencySetting(args.imgsz, "cpu", "float32", 1, args.threads, names[0], "nms_free")
     usable, skipped = usable_backends(names, setting)

@@ -32,7 +32,7 @@ def machine_lines(device: Any = None) -> list[str]:
     """
     import torch
 
-    from trainers.devices import device_name
+    from trainers.train.devices import device_name
     from trainers.versions import versions
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"

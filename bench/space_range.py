@@ -92,9 +92,9 @@ def shape_of(arch: Any) -> str:
 def measure_groups(archs: dict[str, Any], setting: Any, group: int, rounds: int, repeats: int,
                    nc: int) -> dict[str, tuple[float, float]]:
     """Name -> (median ms, ratio to the stock model measured in the same group)."""
-    from trainers.architecture import Architecture
-    from trainers.build import build_model
     from trainers.latency.interleaved import measure_interleaved
+    from trainers.model.architecture import Architecture
+    from trainers.model.build import build_model
 
     names, out = list(archs), {}
     for start in range(0, len(names), group):
@@ -145,7 +145,7 @@ def main() -> None:
     quiet_ultralytics()
     import torch
 
-    from trainers.latency.report import LatencySetting
+    from trainers.latency.setting import LatencySetting
 
     torch.set_num_threads(args.threads)
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):

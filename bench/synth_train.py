@@ -8,8 +8,8 @@ Run from the repository root::
 
 It generates (or reuses) the synthetic dataset with the given parameters under
 ``studies/bench/data/`` (or takes ``--data``) and trains ``yolo26n.yaml`` from scratch on the
-CPU exactly as a search trial does: ``trainers.trainer.ArchitectureTrainer`` building
-``Architecture.baseline()`` with the overrides of ``trainers.trial`` (its short-schedule
+CPU exactly as a search trial does: ``trainers.train.trainer.ArchitectureTrainer`` building
+``Architecture.baseline()`` with the overrides of ``trainers.train.trial`` (its short-schedule
 recipe). ``--stock`` uses Ultralytics' defaults for the optimizer, ``nbs``, warm-up and
 ``close_mosaic`` instead; ``--set KEY=VALUE`` overrides anything. It prints per-epoch
 mAP50-95, train loss and epoch time on stderr, then the machine, the settings, the training
@@ -33,8 +33,8 @@ from typing import Any
 from machine import print_machine
 
 from trainers.cli import OneLineParser, fail, log, positive_int, quiet_ultralytics
-from trainers.data import CLI_FLAGS, DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, SynthSpec
-from trainers.threads import cpu_threads, thread_count_arg
+from trainers.train.data import CLI_FLAGS, DEFAULT_N_TRAIN, DEFAULT_N_VAL, DEFAULT_SIZE, SynthSpec
+from trainers.train.threads import cpu_threads, thread_count_arg
 
 _ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=128)
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=8)
     p.add_argument("--threads", type=thread_count_arg("--threads"),
-                   help="torch threads for training: N, or auto as search.run trains (trainers.threads); "
+                   help="torch threads for training: N, or auto as search.run trains (trainers.train.threads); "
                         "default: Ultralytics' choice, cpu_count - 1 capped at 8")
     p.add_argument("--stock", action="store_true", help="Ultralytics' default recipe instead of the trial's")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
@@ -86,7 +86,7 @@ def dataset_yaml(args: argparse.Namespace) -> Path:
     """The data YAML to train on: ``--data`` or the synthetic set of ``args.spec``."""
     if args.data is not None:
         return args.data.resolve()
-    from trainers.data import generate_synth
+    from trainers.train.data import generate_synth
 
     s = args.spec
     out = _ROOT / "studies" / "bench" / "data" / f"synth-s{s.seed}-{s.n_train}-{s.n_val}-{s.size}px"
@@ -95,9 +95,9 @@ def dataset_yaml(args: argparse.Namespace) -> Path:
 
 def train_overrides(args: argparse.Namespace, data: Path, name: str) -> dict[str, Any]:
     """Trainer overrides: a trial's own (CPU, offline, no plots, nothing under ``runs/``), then ``--set``."""
-    from trainers.architecture import Architecture
-    from trainers.results import TrialSettings
-    from trainers.trial import trial_overrides  # the search's exact recipe, not a copy
+    from trainers.model.architecture import Architecture
+    from trainers.train.results import TrialSettings
+    from trainers.train.trial import trial_overrides  # the search's exact recipe, not a copy
 
     out = args.project.resolve() / name
     settings = TrialSettings(data=str(data), out=str(out), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
@@ -112,7 +112,7 @@ def train_overrides(args: argparse.Namespace, data: Path, name: str) -> dict[str
 def settings_line(args: argparse.Namespace) -> str:
     """The training settings in words."""
     parts = [f"YOLO26n from scratch, {args.epochs} epochs, imgsz {args.imgsz}, batch {args.batch}",
-             "Ultralytics' default recipe" if args.stock else "the trial recipe (trainers.trial)"]
+             "Ultralytics' default recipe" if args.stock else "the trial recipe (trainers.train.trial)"]
     return ", ".join(parts + [f"{k}={v}" for k, v in args.extra.items()])
 
 
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_ultralytics()
     import torch
 
-    from trainers.architecture import Architecture
-    from trainers.trainer import MAP50_KEY, MAP_KEY, ArchitectureTrainer
+    from trainers.model.architecture import Architecture
+    from trainers.train.trainer import MAP50_KEY, MAP_KEY, ArchitectureTrainer
 
     s = args.spec
     name = "-".join([f"e{args.epochs}-i{args.imgsz}-b{args.batch}-{data.parent.name}-t{args.threads or 'ultralytics'}",

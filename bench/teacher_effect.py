@@ -10,7 +10,7 @@ What ``search.run --teacher baseline`` / ``--init-from baseline`` do, measured d
    (``--epochs``, started from 1's matching tensors) and ``long`` (``--long-epochs`` plain,
    the higher fidelity the others are ranked against).
 
-Every run is ``python -m trainers.trial`` (the search's own trial process), ``--parallel`` at a
+Every run is ``python -m trainers.train.trial`` (the search's own trial process), ``--parallel`` at a
 time. Prints per architecture the four mAP50-95 figures, the inherited share, then per variant
 the mean mAP gain over ``plain`` (with how many architectures gained) and Kendall tau / Spearman
 rho against ``long``, and the machine. Defaults (embedded synthetic set at 128 px, 4
@@ -42,8 +42,8 @@ VARIANTS = ("plain", "teacher", "init", "long")
 
 
 def run_trial(arch_file: Path, out: Path, args: argparse.Namespace, epochs: int, extra: list[str]) -> dict[str, Any]:
-    """One ``python -m trainers.trial`` run; its result (``ok: false`` with the reason when it failed)."""
-    cmd = [sys.executable, "-m", "trainers.trial", "--arch", str(arch_file), "--data", args.data, "--epochs",
+    """One ``python -m trainers.train.trial`` run; its result (``ok: false`` with the reason when it failed)."""
+    cmd = [sys.executable, "-m", "trainers.train.trial", "--arch", str(arch_file), "--data", args.data, "--epochs",
            str(epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch), "--device", args.device,
            "--out", str(out), "--latency-imgsz", "64", "--latency-device", "cpu", "--seed", str(args.seed), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
@@ -73,7 +73,7 @@ def architectures(args: argparse.Namespace) -> dict[str, Any]:
 
 def summarise(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Per-variant gain over plain and rank agreement with the long schedule."""
-    from search.ranks import kendall_tau, spearman_rho
+    from search.pareto.ranks import kendall_tau, spearman_rho
 
     ok = [h for h, r in results.items() if all(r[v].get("ok") for v in VARIANTS)]
     if len(ok) < 2:
@@ -111,10 +111,10 @@ def main() -> None:
         fail(f"--data: no such file {args.data!r}")
     root = Path(args.root or tempfile.mkdtemp(prefix="teacher-effect-")).resolve()
     if not args.data:
-        from trainers.data import ensure_synth
+        from trainers.train.data import ensure_synth
 
         args.data = str(ensure_synth(root / "data" / "synth"))
-    from trainers.architecture import Architecture
+    from trainers.model.architecture import Architecture
 
     t0 = time.time()
     base_file = root / "baseline.json"

@@ -62,7 +62,7 @@ def study_row(row: str, name: str, trials: int, url: str, wall: float, ok: bool)
     """The numbers of one finished study: finished, per minute, nodes, retried, lost, duplicated."""
     import optuna
 
-    from search.study import is_finished
+    from search.study.storage import is_finished
 
     study = optuna.load_study(study_name=name, storage=url)
     finished = [t for t in study.trials if is_finished(t)]

@@ -1,7 +1,7 @@
 """The one list of blocks a search space may name, and what each block can be combined with.
 
 Pure data (no torch import), so a space file can be validated before heavy imports. How a
-block enters a YOLO26 model is not known here: ``trainers.yolo26.STAGE_BUILDERS`` maps each
+block enters a YOLO26 model is not known here: ``trainers.model.yolo26.STAGE_BUILDERS`` maps each
 name to its stage builder, so adding a block to the search is one entry here plus its builder there.
 """
 

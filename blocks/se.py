@@ -11,7 +11,7 @@ that hidden units cost anything: it stays wide or opens toward ``min_ratio``, ne
 ``max_ratio``, so ``max_ratio`` hardly matters. We price width in the loss (a "width cost", not once-for-all
 training): :class:`SEWidthTracker` collects each ``DynamicSE``'s mean active width / widest
 during training forwards, and the trainer adds ``lambda`` times their mean to the loss
-(:mod:`trainers.se_budget`). Why not once-for-all (a ratio sampled per step, one width fixed at
+(:mod:`trainers.model.se_budget`). Why not once-for-all (a ratio sampled per step, one width fixed at
 export): it would drop the input-adaptive predictor this module exists for, and fixing one
 width at export is what a ``fixed`` SE with a searched ``reduction`` already is; weight sharing
 across widths pays off over many sub-networks of one supernet, not in the one short training

@@ -10,7 +10,7 @@ min of the search-fidelity mAPs over all seeds), then Kendall's tau and Spearman
 search-time and audit mAP. The result is recorded on the study (user attr ``audit``); the
 Pareto table then marks mAP differences inside the median seed spread as ties (``~``).
 
-Each run is a trial process (:func:`search.runner.run_trial_process`) handed the trial's own
+Each run is a trial process (:func:`search.engine.runner.run_trial_process`) handed the trial's own
 params/GFLOPs/latency, so nothing is measured again; runs land in ``<study folder>/audit/``.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from search.pick import PickError
-from search.records import read_record
+from search.study.records import read_record
 from trainers.cli import OneLineParser, fail, log, positive_int
 
 AUDIT_ATTR = "audit"
@@ -63,10 +63,10 @@ def choose_trials(study: Any, cfg: Any, top: int, random_k: int, seed: int) -> l
 
 def _train(trial: Any, settings: Any, label: str) -> float:
     """Train the trial's architecture with ``settings`` in a trial process; its final mAP50-95 (NaN on failure)."""
+    from search.engine.runner import run_trial_process
     from search.pareto.front import latency_report
-    from search.runner import run_trial_process
-    from trainers.architecture import Architecture
-    from trainers.results import PreTraining, TrialFailure, TrialJob
+    from trainers.model.architecture import Architecture
+    from trainers.train.results import PreTraining, TrialFailure, TrialJob
 
     report = latency_report(trial)
     assert report is not None, f"trial {trial.number} has no latency record"
@@ -84,7 +84,7 @@ def audit(study: Any, cfg: Any, trials: list[Any], epochs: int, imgsz: int | Non
           seeds: int) -> dict[str, Any]:
     """Retrain ``trials`` at the audit fidelity and at the search's with other seeds; the record of it."""
     from search.pareto import trial_metrics
-    from search.ranks import kendall_tau, spearman_rho
+    from search.pareto.ranks import kendall_tau, spearman_rho
 
     folder = cfg.folder / "audit"
     high = replace(cfg.trial, epochs=epochs, imgsz=imgsz or cfg.trial.imgsz, data=data or cfg.trial.data,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def load_trained(path: Path, expected_hash: str) -> Any:
     """Load an Ultralytics checkpoint written by our trainer; it must hold the chosen architecture."""
     from ultralytics.nn.tasks import load_checkpoint
 
-    from trainers.build import architecture_of
+    from trainers.model.build import architecture_of
 
     if not path.is_file():
         raise PickError(f"--weights: no such file {str(path)!r}")
@@ -93,8 +94,8 @@ def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None
     import torch
 
     import blocks
-    from trainers.exported import load_exported
-    from trainers.onnx_io import conv_calls, conv_layers, conv_nodes, export_onnx, onnxruntime_max_diff
+    from trainers.deploy.exported import load_exported
+    from trainers.deploy.onnx_io import conv_calls, conv_layers, conv_nodes, export_onnx, onnxruntime_max_diff
 
     checks: dict[str, Any] = {}
     x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
@@ -120,7 +121,7 @@ def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None
     if data is None:
         checks["fused_vs_trained_map"] = {"ok": True, "detail": "skipped: no data YAML known (give --data)"}
     else:
-        from trainers.evaluate import evaluate
+        from trainers.train.evaluate import evaluate
 
         with tempfile.TemporaryDirectory() as tmp:
             a = evaluate(trained, data, val_imgsz, device="cpu", save_dir=Path(tmp) / "trained", head=head)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
-    from search.model_card import (
+    from search.ship.model_card import (
         FILES,
         latency_measurements,
         reproduce_commands,
@@ -172,11 +173,12 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
         warm_start_of,
         write_model_card,
     )
-    from trainers.exported import save_exported
-    from trainers.heads import DEFAULT_HEAD, pin_head
-    from trainers.inference import count_params, fused_copy
+    from trainers.deploy.exported import save_exported
+    from trainers.deploy.inference import count_params, fused_copy
+    from trainers.deploy.ultralytics_export import export_with_ultralytics
     from trainers.latency.measure import measure_latency
-    from trainers.ultralytics_export import export_with_ultralytics
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.heads import DEFAULT_HEAD, pin_head
     from trainers.versions import versions
 
     out = Path(args.out).resolve()
@@ -185,7 +187,7 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
     recorded = chosen.config.trial if chosen.config is not None else None
     on_target = chosen.target_latency  # --target: deploy at that target's size, with its head
-    imgsz = args.imgsz or (on_target.imgsz if on_target else recorded.latency_imgsz if recorded else 640)
+    imgsz = args.imgsz or (on_target.imgsz if on_target else recorded.latency.imgsz if recorded else 640)
     data = args.data or (recorded.data if recorded and recorded.data else None)
     val_imgsz = recorded.imgsz if recorded else 640
     head = on_target.head if on_target else recorded.head if recorded else DEFAULT_HEAD
@@ -196,10 +198,8 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     export_with_ultralytics(weights, out / "model.onnx", "onnx", imgsz, head)  # with Ultralytics' metadata
     log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
     checks = run_checks(trained, fused, out, imgsz, data, val_imgsz, head)
-    latency = measure_latency(trained, imgsz=imgsz, device=recorded.latency_device if recorded else "auto",
-                              backend=recorded.latency_backend if recorded else "torch", head=head,
-                              threads=recorded.latency_threads if recorded else 1,
-                              dtype=recorded.latency_dtype if recorded else "auto")
+    setting = recorded.latency if recorded else LatencySetting()
+    latency = measure_latency(trained, replace(setting, imgsz=imgsz, head=head))
     retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
     card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule, "head": head,
             "sizes": {"train_imgsz": retrained.get("imgsz") if retrained else recorded.imgsz if recorded else None,
@@ -218,7 +218,7 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
             "versions": versions(), "commands": reproduce_commands(chosen, args, data, imgsz, retrained)}
     write_model_card(out, card)
     if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
-        from search.artifacts import artifact_store, upload_study_artifacts
+        from search.study.artifacts import artifact_store, upload_study_artifacts
 
         upload_study_artifacts(artifact_store(chosen.config), chosen.study,
                                [out / "model_card.md", out / "model_card.json"])

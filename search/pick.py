@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from search.config import RunConfig
-from search.records import read_record
-from trainers.architecture import Architecture, read_architecture
+from search.study.config import RunConfig
+from search.study.records import read_record
 from trainers.latency.report import LatencyReport
+from trainers.model.architecture import Architecture, read_architecture
 
 PICK_RULES = ("knee", "fastest", "most-accurate")
 
@@ -111,7 +111,7 @@ def target_front(study: Any, config: RunConfig, target: str) -> tuple[list[Any],
     import optuna
 
     from search.pareto import baseline_trial, pareto_front
-    from search.targets import read_target
+    from search.study.targets import read_target
 
     figures = read_target(study, target)
     view = cast(optuna.Study, MeasuredTrials(study, set(figures)))
@@ -122,7 +122,7 @@ def load_study(storage: str, name: str) -> tuple[Any, RunConfig]:
     """The Optuna study ``name`` in ``storage`` and its recorded run configuration; :class:`PickError` if unusable."""
     import optuna
 
-    from search.study import absolute_sqlite_url
+    from search.study.storage import absolute_sqlite_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = absolute_sqlite_url(storage)
@@ -172,7 +172,7 @@ def pick(args: argparse.Namespace) -> Picked:
 
 def _figures(study: Any, target: str | None) -> dict[int, LatencyReport] | None:
     """The figures of ``target`` (``None`` without one)."""
-    from search.targets import read_target
+    from search.study.targets import read_target
 
     return read_target(study, target) if target is not None else None
 

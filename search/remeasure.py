@@ -6,7 +6,7 @@ Weights do not change latency, so each COMPLETE trial's architecture is built un
 the study's class count) and timed for the target: ``--backend`` plus ``--device --dtype --imgsz
 --threads --head``, each defaulting to the study's recorded latency setting. ``--front-only``
 measures only the architectures of the study's current Pareto front and the stock baseline.
-Each figure is recorded with :func:`search.targets.write_target` as soon as it is taken, so an
+Each figure is recorded with :func:`search.study.targets.write_target` as soon as it is taken, so an
 interrupted run keeps what it measured and a second run measures only what is missing
 (``--refresh`` measures everything again). An architecture that several trials share is
 measured once and its figure recorded for each of them.
@@ -22,16 +22,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from search.config import RunConfig
 from search.pick import PickError, load_study
-from search.records import read_record
+from search.study.config import RunConfig
+from search.study.records import read_record
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
-from trainers.heads import HEADS
-from trainers.latency.report import BACKEND_NAMES, LatencyReport, LatencySetting
+from trainers.latency.report import LatencyReport
+from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.model.heads import HEADS
 
 DEFAULT_NC = 80  # Ultralytics' COCO class count: the fallback when a legacy study's data YAML is gone
 
@@ -63,31 +64,19 @@ def _parser() -> OneLineParser:
 
 def setting_of(args: Any, config: RunConfig) -> LatencySetting:
     """The latency setting asked for: the flags given, the study's recorded setting for the others."""
-    t = config.trial
-    return LatencySetting(imgsz=args.imgsz or t.latency_imgsz, device=args.device or t.latency_device,
-                          dtype=args.dtype or t.latency_dtype, batch=1, threads=args.threads or t.latency_threads,
-                          backend=args.backend, head=args.head or t.head)
+    t = config.trial.latency
+    return replace(t, imgsz=args.imgsz or t.imgsz, device=args.device or t.device, dtype=args.dtype or t.dtype,
+                   threads=args.threads or t.threads, backend=args.backend, head=args.head or t.head)
 
 
 def planned_target(setting: LatencySetting) -> str:
     """The target name the backend's reports will carry (device and dtype resolved on this machine)."""
-    import torch
-
-    from search.targets import target_of
-    from trainers.devices import device_name, resolve_device
-    from trainers.latency.backends import resolved_dtype
-
-    dev = resolve_device(setting.device) if setting.backend != "openvino" else torch.device("cpu")
-    torch_dtype = resolved_dtype(setting.dtype if setting.backend == "torch" else "float32", dev)
-    threads = torch.get_num_threads() if setting.backend == "torch" and dev.type == "cuda" else setting.threads
-    probe = LatencyReport(0.0, 0.0, 0.0, 0.0, 0, "", device_name(dev), str(torch_dtype).replace("torch.", ""), 1,
-                          setting.imgsz, threads, "", True, setting.backend, head=setting.head)
-    return target_of(probe)
+    return setting.target
 
 
 def class_count_of(config: RunConfig) -> tuple[int, str]:
     """The class count the study's models have, and where it came from."""
-    from trainers.dataset import class_count
+    from trainers.train.dataset import class_count
 
     if config.trial.nc is not None:
         return config.trial.nc, "recorded on the study"
@@ -135,10 +124,10 @@ def measure_plan(study: Any, trials: Sequence[Any], todo: Plan, setting: Latency
 
     An architecture whose build or measurement raises is logged and skipped; the others go on.
     """
-    from search.targets import target_of, write_target
-    from trainers.architecture import Architecture
-    from trainers.build import build_model
+    from search.study.targets import target_of, write_target
     from trainers.latency.measure import measure_latency
+    from trainers.model.architecture import Architecture
+    from trainers.model.build import build_model
 
     arch_of = {t.number: read_record(t, "architecture") for t in trials}
     written, failed = set(), []
@@ -146,9 +135,7 @@ def measure_plan(study: Any, trials: Sequence[Any], todo: Plan, setting: Latency
         which = f"[{k}/{len(todo.measure)}] trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
         try:
             model = build_model(Architecture.from_dict(arch_of[numbers[0]]), nc=nc)
-            report = measure_latency(model, imgsz=setting.imgsz, device=setting.device, dtype=setting.dtype,
-                                     threads=setting.threads, backend=setting.backend, head=setting.head,
-                                     repeats=repeats)
+            report = measure_latency(model, setting, repeats=repeats)
         except Exception as e:  # one architecture that cannot be built or run must not stop the others
             log(f"{which} [{arch_hash}]: FAILED {type(e).__name__}: {' '.join(str(e).split())}"[:500])
             failed.append(arch_hash)
@@ -162,7 +149,7 @@ def measure_plan(study: Any, trials: Sequence[Any], todo: Plan, setting: Latency
 
 def held_figures(study: Any, target: str) -> dict[int, LatencyReport]:
     """The figures ``target`` holds already (none for a new target)."""
-    from search.targets import read_target, targets
+    from search.study.targets import read_target, targets
 
     return read_target(study, target) if target in targets(study) else {}
 
@@ -183,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"latency backend {setting.backend!r} cannot run here: {why}")
     if config.root:
         os.environ.setdefault("REPNAS_LOCK_DIR", str(Path(config.root) / ".locks"))  # the search's device lock
-    from search.targets import write_target
+    from search.study.targets import write_target
 
     target = planned_target(setting)
     trials = selected_trials(study, config, args.front_only)

@@ -10,7 +10,7 @@ retrained mAP, epochs, data, path, teacher and initialisation as the study user 
 trial's search-time mAP, and again as ``retrained:<n>:teacher`` or ``retrained:<n>:plain`` so
 the model card can compare a run with a teacher and one without at the same epochs.
 ``--teacher PATH|baseline`` distills from a checkpoint (Ultralytics' ``distill_model``),
-``--init-from PATH|baseline`` starts from its matching tensors (``trainers.inherit``).
+``--init-from PATH|baseline`` starts from its matching tensors (``trainers.train.inherit``).
 stdout: the result as one JSON line.
 """
 
@@ -21,12 +21,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from search.engine.warm_start import resolve_baseline
 from search.pick import PickError, add_pick_args, check_pick_args, pick
 from search.run import checkpoint_arg
-from search.warm_start import resolve_baseline
 from trainers.cli import OneLineParser, device_arg, emit_json, fail, log, non_negative_float, positive_int
-from trainers.teacher import BASELINE
-from trainers.trial import check_checkpoints
+from trainers.train.teacher import BASELINE
+from trainers.train.trial import check_checkpoints
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PickError, ValueError) as e:
         fail(str(e))
     log(f"retraining {chosen.arch.hash} ({chosen.rule}): {chosen.arch.blocks_summary()}")
-    from trainers.results import TrialResult, TrialSettings
-    from trainers.trial import run_trial
+    from trainers.train.results import TrialResult, TrialSettings
+    from trainers.train.trial import run_trial
 
     recorded = chosen.config.trial if chosen.config is not None else TrialSettings(data="", out="")
     imgsz = args.imgsz or (recorded.imgsz if chosen.config is not None else 640)

@@ -7,7 +7,7 @@ study and runs only the missing trials. Ends with the Pareto table and where its
 
 Successive halving (``--rungs 3,6 --eta 3``, or the space's ``train.rungs``/``train.eta``; ``--rungs ''``
 turns it off) stops a training trial at a rung unless it ranks in the top 1/eta of the trials there
-or no trial there dominates it (:mod:`search.rungs`). ``--timeout SECONDS`` starts no new trial
+or no trial there dominates it (:mod:`search.engine.rungs`). ``--timeout SECONDS`` starts no new trial
 after that many seconds; the running ones finish and the report follows.
 """
 
@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from search.config import RunConfig
 from search.space import SearchSpace, SpaceError
+from search.study.config import RunConfig
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
-from trainers.latency.report import BACKEND_NAMES
-from trainers.results import TrialSettings
-from trainers.threads import AUTO, thread_count_arg
+from trainers.latency.setting import BACKEND_NAMES
+from trainers.train.results import TrialSettings
+from trainers.train.threads import AUTO, thread_count_arg
 
 
 def positive_float(name: str) -> Callable[[str], float]:
@@ -44,7 +44,7 @@ def positive_float(name: str) -> Callable[[str], float]:
 
 def rungs_arg(text: str) -> tuple[int, ...]:
     """argparse ``type=`` for ``--rungs``: comma-separated increasing epochs, ``''`` for none."""
-    from search.rungs import parse_rungs
+    from search.engine.rungs import parse_rungs
 
     try:
         return parse_rungs(text)
@@ -54,7 +54,7 @@ def rungs_arg(text: str) -> tuple[int, ...]:
 
 def checkpoint_arg(flag: str) -> Callable[[str], str]:
     """argparse ``type=`` for ``--teacher``/``--init-from``: ``baseline``, or an existing file (made absolute)."""
-    from trainers.teacher import BASELINE
+    from trainers.train.teacher import BASELINE
 
     def parse(text: str) -> str:
         if text == BASELINE:
@@ -156,7 +156,7 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
 
 def _check_rungs(cfg: RunConfig, source: str) -> None:
     """Exit 2 with one line when a rung is not below the trial's epochs."""
-    from search.rungs import check_rungs
+    from search.engine.rungs import check_rungs
 
     try:
         check_rungs(cfg.rungs, cfg.trial.epochs)
@@ -172,9 +172,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
     trial = TrialSettings(
         data=data, out=str(root / name), epochs=args.epochs or spec.train.epochs, imgsz=args.imgsz or spec.train.imgsz,
         batch=args.batch or spec.train.batch, device=device, head=spec.head, se_width_cost=spec.train.se_width_cost,
-        latency_imgsz=spec.latency.imgsz,
-        latency_device=device, latency_dtype=spec.latency.dtype,
-        latency_backend=args.latency_backend or spec.latency.backend, latency_threads=spec.latency.threads,
+        latency=replace(spec.latency, device=device, backend=args.latency_backend or spec.latency.backend),
         latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
         distill_weight=spec.train.distill_weight, init_from=args.init_from, train_threads=args.train_threads)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
@@ -188,11 +186,11 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
 
 def resolve_data(cfg: RunConfig) -> RunConfig:
     """The configuration with its dataset known: ``--data``/the space's, else the embedded set (generated once)."""
-    from trainers.dataset import class_count
+    from trainers.train.dataset import class_count
 
     data = cfg.trial.data
     if not data:
-        from trainers.data import ensure_synth
+        from trainers.train.data import ensure_synth
 
         data = str(Path(ensure_synth(Path(cfg.root) / "data" / "synth")).resolve())
     try:
@@ -204,18 +202,15 @@ def resolve_data(cfg: RunConfig) -> RunConfig:
 def check_latency_backend(cfg: RunConfig) -> None:
     """Exit 2 with one line when the run's latency backend cannot measure here (before anything trains)."""
     from trainers.latency.backends import get_backend
-    from trainers.latency.report import LatencySetting
 
-    t = cfg.trial
-    setting = LatencySetting(t.latency_imgsz, t.latency_device, t.latency_dtype, 1, t.latency_threads,
-                             t.latency_backend, t.head)
-    if (why := get_backend(t.latency_backend).unavailable(setting)) is not None:
-        fail(f"--latency-backend {t.latency_backend}: cannot run here: {why}")
+    setting = cfg.trial.latency
+    if (why := get_backend(setting.backend).unavailable(setting)) is not None:
+        fail(f"--latency-backend {setting.backend}: cannot run here: {why}")
 
 
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
     """The storage URL and the absolute studies folder, or exit 2 naming the flag whose path cannot be used."""
-    from search.study import absolute_sqlite_url, default_storage_url
+    from search.study.storage import absolute_sqlite_url, default_storage_url
 
     flag = "--studies-dir"
     try:  # a parent that is a file, no permission, a NUL byte: one line, not a traceback
@@ -235,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     cfg, space = validate(argv)
     cfg = resolve_data(cfg)
-    from trainers.teacher import BASELINE
-    from trainers.trial import check_checkpoints
+    from trainers.train.teacher import BASELINE
+    from trainers.train.trial import check_checkpoints
 
     check_checkpoints(replace(cfg.trial, teacher=None if cfg.trial.teacher == BASELINE else cfg.trial.teacher,
                               init_from=None if cfg.trial.init_from == BASELINE else cfg.trial.init_from))
@@ -244,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_ultralytics()
     check_latency_backend(cfg)
-    from search.driver import run_search
+    from search.engine.optuna_driver import run_search
 
     try:
         return run_search(cfg, space)

@@ -18,7 +18,7 @@ def private_detection_data(dst: Path) -> Path:
     if (COCO8 / "coco8.yaml").is_file():
         shutil.copytree(COCO8, dst / "coco8")
         return dst / "coco8" / "coco8.yaml"
-    from trainers.data import generate_synth
+    from trainers.train.data import generate_synth
 
     return Path(generate_synth(dst / "synth", seed=0, n_train=8, n_val=8, size=64, progress=lambda _: None))
 

@@ -107,7 +107,7 @@ def existing_file(name: str) -> Any:
 
 def device_arg(text: str) -> str:
     """argparse ``type=`` for ``cpu``, ``cuda``, ``cuda:N``, ``N`` or ``auto``."""
-    from trainers.devices import DEVICE_ALLOWED, is_device
+    from trainers.train.devices import DEVICE_ALLOWED, is_device
 
     if not is_device(text):
         raise argparse.ArgumentTypeError(f"--device must be {DEVICE_ALLOWED}, got {text!r}")

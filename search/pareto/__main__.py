@@ -80,7 +80,7 @@ def side_by_side(names: Sequence[str], fronts: Sequence[Sequence[Any]], figures:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    from search.targets import TARGET_PREFIX, targets
+    from search.study.targets import TARGET_PREFIX, targets
 
     try:
         study, config = load_study(args.storage, args.study)

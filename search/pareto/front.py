@@ -2,7 +2,7 @@
 
 ``latency`` (trial number -> :class:`~trainers.latency.report.LatencyReport`) replaces the
 trials' own ``latency_ms`` where given: the figures of another target, or of the interleaved
-re-measure that ends a search (see :mod:`search.targets`, :mod:`search.interleaved`).
+re-measure that ends a search (see :mod:`search.study.targets`, :mod:`search.engine.interleaved`).
 
 Noise-aware dominance (``noise=True``, the default). A latency figure is a median with a 95%
 interval (:attr:`LatencyReport.interval`); a difference inside the noise is no difference.
@@ -12,7 +12,7 @@ the lower median stays, the other is a duplicate within noise). Intervals that d
 compare as usual, so a clearly faster, less accurate trial stays on the front. Where either
 trial has no interval (reports written before intervals existed, or ``noise=False``), the
 latencies compare exactly. The latency report of a trial is its ``latency`` record
-(:mod:`search.records`), or the ``latency`` override.
+(:mod:`search.study.records`), or the ``latency`` override.
 
 "Equal within noise" is not transitive (A ~ B and B ~ C do not give A ~ C), so the front is
 built best-first: trials ordered by their other objectives, then latency median, then number,
@@ -30,8 +30,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.records import read_record
 from search.space import Constraint
+from search.study.records import read_record
 from trainers.latency.report import LatencyReport
 
 LATENCY_METRIC = "latency_ms"

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 from optuna.trial import FrozenTrial
 
-from search.config import RunConfig
 from search.pareto.front import latency_report
-from search.targets import target_of
+from search.study.config import RunConfig
+from search.study.targets import target_of
 from trainers.latency.report import LatencyReport
 
 

@@ -14,7 +14,6 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from search.config import RunConfig
 from search.pareto.front import (
     baseline_trial,
     front_hypervolume,
@@ -25,6 +24,7 @@ from search.pareto.front import (
 )
 from search.pareto.header import ReportHeader, report_header
 from search.pareto.plot import plot_data, write_plots
+from search.study.config import RunConfig
 from trainers.latency.report import LatencyReport
 
 

@@ -1,18 +1,17 @@
 """Search spaces: YAML files that say which blocks and options each YOLO26 stage may take.
 
 ``SearchSpace.load(path)`` validates a file (no torch import); ``SearchSpace.suggest(trial)``
-samples an :class:`~trainers.architecture.Architecture` through Optuna's distributions.
+samples an :class:`~trainers.model.architecture.Architecture` through Optuna's distributions.
 """
 
 from __future__ import annotations
 
 from search.space.errors import SpaceError
 from search.space.sampling import SearchSpace
-from search.space.schema import Constraint, LatencySettings, SpaceFile, StageSpace, TrainSettings, load_space
+from search.space.schema import Constraint, SpaceFile, StageSpace, TrainSettings, load_space
 
 __all__ = [
     "Constraint",
-    "LatencySettings",
     "SearchSpace",
     "SpaceError",
     "SpaceFile",

@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def architecture_line(arch: Any, nc: int, imgsz: int) -> dict[str, Any]:
     """The JSON line of an architecture: choices, hash, params and GFLOPs (at ``imgsz``)."""
-    from trainers.build import build_model
-    from trainers.inference import count_params, gflops
+    from trainers.deploy.inference import count_params, gflops
+    from trainers.model.build import build_model
 
     model = build_model(arch, nc=nc)
     return {"hash": arch.hash, "params": count_params(model), "gflops": round(gflops(model, imgsz), 4),

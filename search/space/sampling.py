@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from blocks.registry import stage_block
 from search.space.schema import SpaceFile, StageSpace, load_space
-from trainers.architecture import Architecture, StageChoice
-from trainers.yolo26 import STAGE_LAYERS, stock_depth
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.layout import STAGE_LAYERS, stock_depth
 
 
 class TrialLike(Protocol):

@@ -17,11 +17,11 @@ import yaml
 from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
 from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader, short
-from trainers.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
-from trainers.devices import DEVICE_ALLOWED, is_device
-from trainers.heads import DEFAULT_HEAD, HEADS
-from trainers.latency.report import BACKEND_NAMES
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.model.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
+from trainers.model.heads import DEFAULT_HEAD, HEADS
+from trainers.model.layout import STAGE_LAYERS
+from trainers.train.devices import DEVICE_ALLOWED, is_device
 
 METRICS: dict[str, str] = {
     "map50_95": "maximize",
@@ -78,23 +78,12 @@ class Constraint:
 
 
 @dataclass(frozen=True)
-class LatencySettings:
-    """Where and how latency is measured: deployment image size, device, dtype, runtime backend, CPU threads."""
-
-    imgsz: int = 640
-    device: str = "auto"
-    dtype: str = "auto"
-    backend: str = "torch"
-    threads: int = 1
-
-
-@dataclass(frozen=True)
 class TrainSettings:
     """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset.
 
-    ``rungs``, ``eta``: successive halving (:mod:`search.rungs`); ``rungs=()`` turns it off.
+    ``rungs``, ``eta``: successive halving (:mod:`search.engine.rungs`); ``rungs=()`` turns it off.
     ``rung_min_signal``: the mAP spread at a rung below which nobody is stopped there.
-    ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.se_budget`); 0: none.
+    ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.model.se_budget`); 0: none.
     ``distill_weight``: the distillation loss weight (Ultralytics' ``dis``) when a teacher is given.
     """
 
@@ -120,7 +109,7 @@ class SpaceFile:
     stages: tuple[tuple[str, StageSpace], ...]
     objectives: tuple[tuple[str, str], ...]
     constraints: tuple[Constraint, ...]
-    latency: LatencySettings
+    latency: LatencySetting
     train: TrainSettings
 
 
@@ -167,7 +156,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         source=source, base=base, scale=scale, head=head, stages=stages,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
-        latency=_parse_latency(r, d.get("latency")),
+        latency=_parse_latency(r, d.get("latency"), head),
         train=_parse_train(r, d.get("train")),
     )
 
@@ -269,7 +258,7 @@ def _parse_constraints(r: Reader, value: Any) -> tuple[Constraint, ...]:
     return tuple(out)
 
 
-def _parse_latency(r: Reader, value: Any) -> LatencySettings:
+def _parse_latency(r: Reader, value: Any, head: str) -> LatencySetting:
     d = r.mapping(value if value is not None else {}, "latency", LATENCY_KEYS)
     imgsz = r.integer(d.get("imgsz", 640), "latency.imgsz", 32, 4096)
     if imgsz % 32:
@@ -282,7 +271,7 @@ def _parse_latency(r: Reader, value: Any) -> LatencySettings:
     dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
     backend = r.choice(d.get("backend", "torch"), "latency.backend", BACKEND_NAMES)
     threads = r.integer(d.get("threads", 1), "latency.threads", 1, 256)
-    return LatencySettings(imgsz=imgsz, device=device, dtype=dtype, backend=backend, threads=threads)
+    return LatencySetting(imgsz=imgsz, device=device, dtype=dtype, threads=threads, backend=backend, head=head)
 
 
 def _parse_train(r: Reader, value: Any) -> TrainSettings:

@@ -16,7 +16,7 @@ from torch import nn
 
 from blocks import OREPAConv, RepConv
 from blocks.orepa import dct_prior_basis
-from trainers.memory import saved_tensor_bytes
+from trainers.train.memory import saved_tensor_bytes
 
 # (c1, c2, k, s, g): k = 1..7, strides, c1 != c2, groups, odd channel counts.
 CONFIGS = [

@@ -159,7 +159,7 @@ def training_trial_on(study: optuna.Study | None, folder: Path, node_id: str, ep
 
 def trial_processes(folder: Path) -> list[str]:
     """Command lines of the trial processes still running for trials under ``folder``."""
-    out = subprocess.run(["pgrep", "-af", f"trainers.trial --job {folder}"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-af", f"trainers.train.trial --job {folder}"], capture_output=True, text=True)
     return [line for line in out.stdout.splitlines() if "pgrep" not in line]
 
 

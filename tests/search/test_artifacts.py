@@ -22,11 +22,11 @@ import optuna
 import pytest
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 
-from search.artifacts import artifact_dir, upload_study_artifacts
-from search.config import RunConfig
-from search.records import read_record
 from search.run import validate
-from trainers.results import TrialJob, TrialResult, TrialSettings
+from search.study.artifacts import artifact_dir, upload_study_artifacts
+from search.study.config import RunConfig
+from search.study.records import read_record
+from trainers.train.results import TrialJob, TrialResult, TrialSettings
 
 SPACE = """
 stages:
@@ -66,9 +66,9 @@ def test_a_study_file_is_uploaded_again_only_when_it_changed(tmp_path: Path) -> 
 
 def test_the_ray_searcher_attaches_a_trials_files_before_it_tells_it(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune.search")
-    from search.artifacts import artifact_store, attach_trial_artifacts
-    from search.ray_backend import make_searcher
-    from search.study import open_study
+    from search.engine.ray_searcher import make_searcher
+    from search.study.artifacts import artifact_store, attach_trial_artifacts
+    from search.study.storage import open_study
 
     (tmp_path / "space.yaml").write_text(SPACE)
     cfg, space = validate(["--space", str(tmp_path / "space.yaml"), "--studies-dir", str(tmp_path / "studies"),
@@ -94,9 +94,9 @@ def test_the_ray_searcher_attaches_a_trials_files_before_it_tells_it(tmp_path: P
 @pytest.fixture
 def searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunConfig:
     """A finished two-trial search (stock C3k2, then a sampled architecture) with fake training."""
-    import search.runner
+    import search.engine.runner
     import trainers.latency.measure
-    from search.driver import run_search
+    from search.engine.optuna_driver import run_search
 
     (tmp_path / "space.yaml").write_text(SPACE)
     cfg, space = validate(["--space", str(tmp_path / "space.yaml"), "--studies-dir", str(tmp_path / "studies"),
@@ -118,7 +118,7 @@ def searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunConfig:
                            pre.latency, 1.0, "weights/best.pt", "cpu", job.settings.epochs, (0.2, 0.25))
 
     monkeypatch.setattr(trainers.latency.measure, "measure_latency", measure)
-    monkeypatch.setattr(search.runner, "run_trial_process", trial_process)
+    monkeypatch.setattr(search.engine.runner, "run_trial_process", trial_process)
     monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
     assert run_search(cfg, space) == 0
     return cfg

@@ -15,11 +15,11 @@ from optuna.distributions import CategoricalDistribution
 from search_helpers import TINY_SPACE, load, run_search
 
 from search.audit import choose_trials, hypervolume_contributions
-from search.config import RunConfig
 from search.pareto import format_table, front_rows
-from search.ranks import average_ranks, kendall_tau, spearman_rho
-from search.records import record_attrs
-from trainers.results import TrialSettings
+from search.pareto.ranks import average_ranks, kendall_tau, spearman_rho
+from search.study.config import RunConfig
+from search.study.records import record_attrs
+from trainers.train.results import TrialSettings
 
 
 def test_rank_agreement_by_hand() -> None:

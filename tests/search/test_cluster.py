@@ -25,7 +25,7 @@ from fault_helpers import (
 )
 from optuna.trial import TrialState
 
-from search.study import is_finished
+from search.study.storage import is_finished
 
 pytestmark = pytest.mark.slow
 

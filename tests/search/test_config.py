@@ -13,10 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.config import CONFIG_ATTR, CONFIG_VERSION, RunConfig, parse_constraint
 from search.pick import pick
 from search.run import validate
 from search.space import Constraint
+from search.study.config import CONFIG_ATTR, CONFIG_VERSION, RunConfig, parse_constraint
 
 LEGACY_DB = Path(__file__).resolve().parent / "data" / "legacy_study.db"
 
@@ -45,7 +45,7 @@ def test_flags_override_the_space_file_once_at_the_edge(tmp_path: Path, space_fi
     assert cfg.constraints == (Constraint("latency_ms", "<=", 50.0), Constraint("map50", ">=", 0.1))
     t = cfg.trial
     assert (t.epochs, t.imgsz, t.batch, t.seed) == (5, 64, 4, 7)  # flags win, the space fills the rest
-    assert (t.latency_imgsz, t.latency_device, t.latency_dtype, t.device) == (96, "cpu", "float32", "cpu")
+    assert (t.latency.imgsz, t.latency.device, t.latency.dtype, t.device) == (96, "cpu", "float32", "cpu")
     assert t.out == str(tmp_path / "st" / "myspace") and t.latency_cache == str(tmp_path / "st" / "latency_cache.json")
     assert (cfg.sampler, cfg.latency_budget_ms, cfg.space_file) == ("random", 12.5, str(space_file.resolve()))
     assert t.data == "" and t.nc is None  # the embedded set is resolved (and generated) after validation
@@ -94,7 +94,7 @@ def test_a_study_written_before_run_config_still_opens(legacy_storage: str) -> N
     assert cfg.constraints == (Constraint("params_m", "<=", 4.0),)
     t = cfg.trial
     assert (t.epochs, t.imgsz, t.batch) == (1, 64, 4)
-    assert (t.latency_imgsz, t.latency_device, t.latency_dtype) == (64, "cpu", "auto")
+    assert (t.latency.imgsz, t.latency.device, t.latency.dtype) == (64, "cpu", "auto")
     assert t.data.endswith("coco8.yaml") and cfg.space_file.endswith("space.yaml")
     assert cfg.root == str(Path(legacy_storage[len("sqlite:///"):]).parent)
 
@@ -113,7 +113,7 @@ def test_pick_reads_the_legacy_study_typed(legacy_storage: str) -> None:
 def test_detections_distance_ignores_row_order_but_not_values() -> None:
     import numpy as np
 
-    from trainers.onnx_io import detections_distance
+    from trainers.deploy.onnx_io import detections_distance
 
     rows = np.random.default_rng(0).random((2, 5, 6)).astype(np.float32)
     shuffled = rows[:, ::-1].copy()
@@ -133,7 +133,7 @@ def test_detections_distance_ignores_row_order_but_not_values() -> None:
 ])
 def test_an_epoch_budget_sizes_the_samplers_random_start(tmp_path: Path, space_file: Path, flags: list[str],
                                                          planned: int, startup: int) -> None:
-    from search.study import make_sampler
+    from search.study.storage import make_sampler
 
     cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--trials", "10000",
                        *flags])

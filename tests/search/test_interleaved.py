@@ -12,18 +12,19 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from search_helpers import TINY_SPACE, load, run_search
 
-from search import interleaved
-from search.config import RunConfig
-from search.interleaved import last_remeasure, remeasure_candidates, remeasure_front
+from search.engine import interleaved
+from search.engine.interleaved import last_remeasure, remeasure_candidates, remeasure_front
 from search.pareto import pareto_front
-from search.records import read_record, record_attrs
-from search.targets import TARGET_PREFIX, read_target, target_of
-from trainers.architecture import Architecture
-from trainers.devices import device_name
-from trainers.heads import DEFAULT_HEAD
-from trainers.latency.measure import LatencyCache, latency_cache_key
+from search.study.config import RunConfig
+from search.study.records import read_record, record_attrs
+from search.study.targets import TARGET_PREFIX, read_target, target_of
+from trainers.latency.measure import LatencyCache, cache_key
 from trainers.latency.report import LatencyReport
-from trainers.results import TrialSettings
+from trainers.latency.setting import LatencySetting
+from trainers.model.architecture import Architecture
+from trainers.model.heads import DEFAULT_HEAD
+from trainers.train.devices import device_name
+from trainers.train.results import TrialSettings
 
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 STALE_AT = "2020-01-01T00:00:00+00:00"
@@ -81,22 +82,29 @@ def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_other
 
     monkeypatch.setattr(interleaved, "_measure", fake_measure)
     cache = tmp_path / "cache.json"
-    cfg = RunConfig(study=study.study_name, storage="", root=str(tmp_path), space_file="",
-                    trial=TrialSettings(data="", out="", nc=3, latency_device="cpu", latency_cache=str(cache)))
+    cfg = RunConfig(
+        study=study.study_name,
+        storage="",
+        root=str(tmp_path),
+        space_file="",
+        trial=TrialSettings(data="", out="", nc=3, latency=LatencySetting(device="cpu"), latency_cache=str(cache)),
+    )
     figures = remeasure_front(study, cfg)
     assert passes == [[0, 1], [0, 1, 2]]
     assert {n: f.median_ms for n, f in figures.items()} == {0: 100.0, 1: 92.0, 2: 91.0}
     assert {f.measured_at for f in figures.values()} == {"run 2"}
     assert last_remeasure(study, target_of(_report(1.0, (1.0, 1.0)))) == figures
     assert [t.user_attrs["hash"] for t in pareto_front(study, OBJ, latency=figures)] == ["fast", "good"]
-    key = latency_cache_key("fast", 640, "cpu", "auto", threads=1)
+    key = cache_key(LatencySetting(imgsz=640, device="cpu", dtype="auto", threads=1), "fast")
     assert LatencyCache(cache).get(key) == figures[2]
     assert remeasure_front(study, cfg) == figures and len(passes) == 2  # a finished study: measured once
 
 
 def _stale_baseline(cache_path: Path) -> tuple[str, LatencyReport]:
     """A stale, far too slow cache entry of the stock model at the tiny space's setting (64 px, 1 CPU thread)."""
-    key = latency_cache_key(Architecture.baseline().hash, 64, "cpu", "auto", threads=1, head=DEFAULT_HEAD)
+    key = LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1, head=DEFAULT_HEAD).cache_key(
+        Architecture.baseline().hash
+    )
     stale = _report(1000.0, (999.0, 1001.0), imgsz=64)
     LatencyCache(cache_path).put(key, stale)
     return key, stale
@@ -106,8 +114,9 @@ def _stale_baseline(cache_path: Path) -> tuple[str, LatencyReport]:
 def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tmp_path: Path, data: Path) -> None:
     cache_path = tmp_path / "studies" / "latency_cache.json"
     key, stale = _stale_baseline(cache_path)  # the stock model looks 100x slower than it is, from an old study
-    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "noise", "--device", "cpu",
-                   "--seed", "1")
+    r = run_search(
+        tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "noise", "--device", "cpu", "--seed", "1"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(tmp_path, "noise")
     base = study.trials[0]
@@ -139,7 +148,10 @@ def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tm
     assert refreshed is not None and refreshed.measured_at != STALE_AT and refreshed == figures[0]
     for n, f in figures.items():
         t = study.trials[n]
-        assert cache.get(latency_cache_key(t.user_attrs["hash"], 64, "cpu", "auto", threads=1)) == f
+        assert (
+            cache.get(cache_key(LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1), t.user_attrs["hash"]))
+            == f
+        )
 
     again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "noise")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -8,13 +8,13 @@ from typing import Any
 import optuna
 import pytest
 
-from search.config import RunConfig
-from search.objective import run_objective
-from search.records import read_record
+from search.engine.per_trial import run_objective
 from search.run import validate
 from search.space import SearchSpace
-from trainers.architecture import Architecture
-from trainers.results import TrialJob, TrialResult
+from search.study.config import RunConfig
+from search.study.records import read_record
+from trainers.model.architecture import Architecture
+from trainers.train.results import TrialJob, TrialResult
 
 SPACE = """
 stages:
@@ -28,15 +28,15 @@ train: {epochs: 2, imgsz: 64, batch: 2}
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunConfig, SearchSpace, dict[str, list[Any]]]:
     """A run configuration over a one-architecture space, with builds, measurements and jobs counted."""
-    import search.runner
-    import trainers.build
+    import search.engine.runner
     import trainers.latency.measure
+    import trainers.model.build
 
     (tmp_path / "space.yaml").write_text(SPACE)
     cfg, space = validate(["--space", str(tmp_path / "space.yaml"), "--studies-dir", str(tmp_path / "st")])
     cfg = cfg.with_trial(data=str(tmp_path / "data.yaml"), nc=5)
     seen: dict[str, list[Any]] = {"builds": [], "measures": [], "jobs": []}
-    real_build, real_measure = trainers.build.build_model, trainers.latency.measure.measure_latency
+    real_build, real_measure = trainers.model.build.build_model, trainers.latency.measure.measure_latency
 
     def build(arch: Architecture, *a: Any, **kw: Any) -> Any:
         seen["builds"].append(arch.hash)
@@ -53,9 +53,9 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RunConfig, Sea
         return TrialResult(job.architecture.hash, job.architecture.to_dict(), 0.25, 0.5, pre.params, pre.gflops,
                            pre.latency, 1.0, "best.pt", "cpu", job.settings.epochs, (0.2, 0.25))
 
-    monkeypatch.setattr(trainers.build, "build_model", build)
+    monkeypatch.setattr(trainers.model.build, "build_model", build)
     monkeypatch.setattr(trainers.latency.measure, "measure_latency", measure)
-    monkeypatch.setattr(search.runner, "run_trial_process", trial_process)
+    monkeypatch.setattr(search.engine.runner, "run_trial_process", trial_process)
     monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
     return cfg, space, seen
 
@@ -74,8 +74,8 @@ def test_one_build_one_measurement_one_job(run: tuple[RunConfig, SearchSpace, di
     arch = space.suggest(done)  # the space has one architecture
     assert seen["builds"] == [arch.hash] and len(seen["measures"]) == 1
     (job,) = seen["jobs"]
-    assert job.settings == cfg.trial.__class__(**{**cfg.trial.to_dict(), "out": job.settings.out})  # as resolved
-    assert job.settings.latency_dtype == "float32" and job.settings.nc == 5  # nothing dropped on the way
+    assert job.settings == cfg.trial.from_dict({**cfg.trial.to_dict(), "out": job.settings.out})  # as resolved
+    assert job.settings.latency.dtype == "float32" and job.settings.nc == 5  # nothing dropped on the way
     assert Path(job.settings.out) == cfg.folder / f"trial_0000_{arch.hash}"
     pre = job.pre_training
     assert pre is not None and not pre.latency_cached

@@ -15,8 +15,8 @@ from optuna.trial import TrialState, create_trial
 
 from search.pareto import format_table, front_hypervolume, front_rows, hypervolume_2d, pareto_front
 from search.pareto.report import NOISE_NOTE
-from search.records import is_record, record_attrs
 from search.space import Constraint
+from search.study.records import is_record, record_attrs
 from trainers.latency.report import LatencyReport
 
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))

@@ -11,14 +11,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.config import RunConfig
 from search.pareto import baseline_trial, pareto_front, write_report
 from search.pareto.header import report_header
 from search.pareto.plot import plot_data, write_plots
-from search.records import record_attrs
 from search.space import Constraint
+from search.study.config import RunConfig
+from search.study.records import record_attrs
 from trainers.latency.report import LatencyReport
-from trainers.results import TrialSettings
+from trainers.train.results import TrialSettings
 
 TARGET = "torch/cpu-x86_64-2-cores/float32/640/t1/nms_free"
 CONDITIONS = "torch eager fused, cpu (x86_64, 2 cores), float32, batch 1, 640 px, 1 thread, head nms_free"

@@ -1,4 +1,5 @@
-"""Trial records (:mod:`search.records`): system attrs written while a trial runs, legacy user attrs still read."""
+"""Trial records (:mod:`search.study.records`): system attrs written while a trial runs, legacy user attrs still
+read."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState, create_trial
 
 from search.pareto import pareto_front, trial_metrics
-from search.records import RECORD_PREFIX, read_record, record_attrs, records_of, write_record
+from search.study.records import RECORD_PREFIX, read_record, record_attrs, records_of, write_record
 
 LEGACY_DB = Path(__file__).resolve().parent / "data" / "legacy_study.db"
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))

@@ -16,17 +16,17 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from search_helpers import TINY_SPACE, load, run_search
 
-from search.config import RunConfig
 from search.pareto import baseline_trial, pareto_front
 from search.pareto.__main__ import main as pareto_main
 from search.pick import PickError, check_pick_args, pick
-from search.records import record_attrs
 from search.remeasure import class_count_of, measure_plan, plan, setting_of
 from search.remeasure import main as remeasure_main
-from search.targets import read_target, target_of, targets, write_target
-from trainers.architecture import Architecture
+from search.study.config import RunConfig
+from search.study.records import record_attrs
+from search.study.targets import read_target, target_of, targets, write_target
 from trainers.latency.report import LatencyReport
-from trainers.results import TrialSettings
+from trainers.model.architecture import Architecture
+from trainers.train.results import TrialSettings
 
 ORT = "onnxruntime"
 LEGACY_DB = Path(__file__).resolve().parent / "data" / "legacy_study.db"
@@ -179,7 +179,7 @@ def test_unknown_study_missing_storage_and_unavailable_backend_build_nothing(
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was built")
 
-    monkeypatch.setattr("trainers.build.build_model", no_build)
+    monkeypatch.setattr("trainers.model.build.build_model", no_build)
     db = tmp_path / "s.db"
     shutil.copy(LEGACY_DB, db)
     cases = [(["--storage", f"sqlite:///{db}", "--study", "nope", "--backend", ORT], "'nope'"),
@@ -322,7 +322,7 @@ def test_an_architecture_that_fails_is_logged_and_the_others_recorded(
             raise RuntimeError("cannot build\nthis one")
         return "model"
 
-    monkeypatch.setattr("trainers.build.build_model", build)
+    monkeypatch.setattr("trainers.model.build.build_model", build)
     monkeypatch.setattr("trainers.latency.measure.measure_latency", lambda model, **kw: report(7.0))
     trials = complete(study)
     written, failed = measure_plan(study, trials, plan(trials, {}, refresh=False), setting_of(

@@ -9,9 +9,9 @@ from optuna.trial import TrialState
 from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 from ultralytics.utils import NUM_THREADS
 
-from search.records import is_record, read_record
+from search.study.records import is_record, read_record
 from trainers.latency.report import LatencyReport
-from trainers.threads import usable_cores
+from trainers.train.threads import usable_cores
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
     assert (tmp_path / "studies" / "tiny" / "pareto.json").is_file()
     assert not (tmp_path / "runs").exists()
     trained = trial_dirs(tmp_path, "tiny")
-    from trainers.results import TrialJob
+    from trainers.train.results import TrialJob
 
     by_number = {t.number: t for t in study.trials}
     for folder in trained:  # the job each trial process read: the parent's figures, not measured again

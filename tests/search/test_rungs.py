@@ -1,4 +1,4 @@
-"""Successive halving (``search.rungs``): non-dominated sorting, the tie-break, the decision, two workers
+"""Successive halving (``search.engine.rungs``): non-dominated sorting, the tie-break, the decision, two workers
 sharing one SQLite study, the stop path of the trial runner, and validation at the edges.
 
 Real searches with trial processes are in ``test_rungs_search.py``.
@@ -17,10 +17,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 from search_helpers import run_search
 
-from search.config import RunConfig
-from search.records import read_record, record_attrs, write_record
-from search.run import validate
-from search.rungs import (
+from search.engine.rungs import (
     RungPoint,
     RungWatcher,
     check_rungs,
@@ -32,9 +29,12 @@ from search.rungs import (
     rung_order,
     rung_points,
 )
+from search.run import validate
 from search.space import SpaceError
 from search.space.schema import parse_space
-from trainers.results import EpochProgress, TrialSettings
+from search.study.config import RunConfig
+from search.study.records import read_record, record_attrs, write_record
+from trainers.train.results import EpochProgress, TrialSettings
 
 OBJECTIVES = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 
@@ -197,7 +197,7 @@ def test_epoch_progress_line_round_trips_and_other_lines_are_not_progress() -> N
 
 FAKE_CHILD = """
 import subprocess, sys, time
-from trainers.results import EpochProgress
+from trainers.train.results import EpochProgress
 child = subprocess.Popen(["sleep", "60"])
 open(sys.argv[1], "w").write(str(child.pid))
 for epoch in range(1, 6):
@@ -210,13 +210,13 @@ print('{"ok": false, "kind": "error", "reason": "ran to the end"}')
 
 def test_the_runner_kills_the_whole_process_group_when_told_to_stop(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import search.runner
-    from trainers.architecture import Architecture
-    from trainers.results import TrialJob
+    import search.engine.runner
+    from trainers.model.architecture import Architecture
+    from trainers.train.results import TrialJob
 
     script, pid_file = tmp_path / "child.py", tmp_path / "grandchild.pid"
     script.write_text(FAKE_CHILD)
-    monkeypatch.setattr(search.runner, "trial_command", lambda job: [sys.executable, str(script), str(pid_file)])
+    monkeypatch.setattr(search.engine.runner, "trial_command", lambda job: [sys.executable, str(script), str(pid_file)])
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     seen: list[int] = []
 
@@ -226,8 +226,8 @@ def test_the_runner_kills_the_whole_process_group_when_told_to_stop(tmp_path: Pa
 
     job = TrialJob(Architecture.baseline("yolo26.yaml", "n"), TrialSettings(data="", out=str(tmp_path / "t")))
     t0 = time.time()
-    result = search.runner.run_trial_process(job, on_epoch=on_epoch)
-    assert result == search.runner.TrialStopped(2, job.architecture.hash) and seen == [1, 2]
+    result = search.engine.runner.run_trial_process(job, on_epoch=on_epoch)
+    assert result == search.engine.runner.TrialStopped(2, job.architecture.hash) and seen == [1, 2]
     assert time.time() - t0 < 5
     grandchild = Path(f"/proc/{pid_file.read_text()}/stat")
     time.sleep(0.2)

@@ -16,8 +16,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState, create_trial
 from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
-from search.records import read_record, record_attrs
-from search.rungs import rung_decision
+from search.engine.rungs import rung_decision
+from search.study.records import read_record, record_attrs
 
 pytestmark = pytest.mark.slow
 

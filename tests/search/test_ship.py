@@ -76,8 +76,8 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     from ultralytics.nn.tasks import load_checkpoint
 
     from trainers import load_exported
-    from trainers.inference import fused_copy
-    from trainers.onnx_io import FirstOutput, detections_distance
+    from trainers.deploy.inference import fused_copy
+    from trainers.deploy.onnx_io import FirstOutput, detections_distance
 
     trained, _ = load_checkpoint(str(out / "best.pt"), device="cpu")
     fused = fused_copy(trained.float())
@@ -105,7 +105,7 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
 def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Path) -> None:
     bad = study_dir / "bad.pt"
     bad.write_bytes(b"\x80\x04garbage" * 10)
-    r = cli("trainers.exported", str(bad), cwd=study_dir)
+    r = cli("trainers.deploy.exported", str(bad), cwd=study_dir)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a model.pt export" in r.stderr
     r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
             str(bad), "--out", str(study_dir / "x"), cwd=study_dir)

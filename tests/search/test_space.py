@@ -19,8 +19,8 @@ import yaml
 from blocks.registry import stage_block
 from search.space import SearchSpace, SpaceError, load_space
 from search.space.schema import parse_space
-from trainers.architecture import Architecture
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.model.architecture import Architecture
+from trainers.model.layout import STAGE_LAYERS
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))

@@ -17,7 +17,7 @@ import pytest
 
 from search.space import SearchSpace
 from search.space.__main__ import sample_architectures
-from trainers.architecture import Architecture
+from trainers.model.architecture import Architecture
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))

@@ -14,7 +14,7 @@ from test_space import every_path, space_of
 
 from search.space import SearchSpace, SpaceError
 from search.space.schema import parse_space
-from trainers.architecture import Architecture, StageChoice
+from trainers.model.architecture import Architecture, StageChoice
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -22,8 +22,8 @@ from fault_helpers import load_study, start_search, tail, wait_for_log
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from search.storage_outage import EXIT_STORAGE_UNAVAILABLE, OutageTolerantStorage, StorageUnavailable, outage_limit_s
-from search.study import GRACE_PERIOD_S, is_finished
+from search.study.outage import EXIT_STORAGE_UNAVAILABLE, OutageTolerantStorage, StorageUnavailable, outage_limit_s
+from search.study.storage import GRACE_PERIOD_S, is_finished
 
 SPACE = """
 stages:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from search_helpers import cli, load, run_search
 
-from search.records import read_record
-from trainers.teacher import file_sha256
+from search.study.records import read_record
+from trainers.train.teacher import file_sha256
 
 pytestmark = pytest.mark.slow
 

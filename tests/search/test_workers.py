@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, load, run_search, trial_dirs
 
-from search.records import read_record
-from search.study import is_finished
+from search.study.records import read_record
+from search.study.storage import is_finished
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.architecture import Architecture
-from trainers.build import architecture_of, build_model
-from trainers.inference import count_params, fused_copy
+from trainers.deploy.inference import count_params, fused_copy
+from trainers.model.architecture import Architecture
+from trainers.model.build import architecture_of, build_model
 
 
 def tensors_in(out: Any) -> Iterator[torch.Tensor]:

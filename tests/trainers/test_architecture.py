@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from trainers.architecture import Architecture, StageChoice
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.layout import STAGE_LAYERS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,7 +118,7 @@ def test_every_applicable_choice_changes_the_hash(change: dict[str, object]) -> 
 
 
 def test_hash_is_the_same_in_another_process() -> None:
-    code = ("import sys, json; from trainers.architecture import Architecture; "
+    code = ("import sys, json; from trainers.model.architecture import Architecture; "
             "print(Architecture.from_dict(json.loads(sys.argv[1])).hash)")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code, json.dumps(REP.to_dict())], capture_output=True, text=True,

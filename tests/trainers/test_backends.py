@@ -19,13 +19,14 @@ import torch
 from torch import nn
 from trial_helpers import REP_ARCH
 
-from trainers.architecture import Architecture
-from trainers.build import build_model
-from trainers.heads import HEADS, post_processing
+from trainers.deploy.onnx_io import export_onnx, onnxruntime_max_diff
 from trainers.latency.backends import backends, deployed_copy, get_backend
-from trainers.latency.measure import LatencyCache, latency_cache_key, measure_latency, measure_model_latency
-from trainers.latency.report import BACKEND_NAMES, LatencyReport, LatencySetting
-from trainers.onnx_io import export_onnx, onnxruntime_max_diff
+from trainers.latency.measure import LatencyCache, cache_key, measure_latency, measure_model_latency
+from trainers.latency.report import LatencyReport
+from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.model.architecture import Architecture
+from trainers.model.build import build_model
+from trainers.model.heads import HEADS, post_processing
 
 IMGSZ, NC, REPEATS = 64, 3, 5
 FAST: dict[str, Any] = {"warmup": 1, "repeats": REPEATS, "min_seconds": 0.0}  # quick on 2 shared cores
@@ -61,7 +62,9 @@ def tiny() -> nn.Module:
 def test_report_of_each_backend_and_head(tiny: nn.Module, name: str, head: str) -> None:
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     threads, training, end2end = torch.get_num_threads(), tiny.training, _end2end(tiny)
-    report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", threads=1, backend=name, head=head, **FAST)
+    report = measure_latency(
+        tiny, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1, backend=name, head=head), **FAST
+    )
     assert (report.backend, report.head, report.mode) == (name, head, MODES[name])
     assert report.backend_version == get_backend(name).version() != "missing"
     assert report.post.startswith(post_processing(head))
@@ -97,19 +100,26 @@ def test_unknown_backend_is_a_value_error_listing_the_names() -> None:
         get_backend("tensorrt")
 
 
-@pytest.mark.parametrize(("device", "dtype", "batch", "why"), [
-    ("cpu", "float16", 1, "float32 export, got dtype 'float16'"),
-    ("cpu", "auto", 2, "batch-1 export, got batch 2"),
-    ("cuda:0", "auto", 1, "CUDA is not available"),
-], ids=["float16", "batch2", "cuda"])
-def test_onnxruntime_refuses_float16_batches_and_missing_cuda(tiny: nn.Module, device: str, dtype: str, batch: int,
-                                                              why: str) -> None:
+@pytest.mark.parametrize(
+    ("device", "dtype", "batch", "why"),
+    [
+        ("cpu", "float16", 1, "float32 export, got dtype 'float16'"),
+        ("cpu", "auto", 2, "batch-1 export, got batch 2"),
+        ("cuda:0", "auto", 1, "CUDA is not available"),
+    ],
+    ids=["float16", "batch2", "cuda"],
+)
+def test_onnxruntime_refuses_float16_batches_and_missing_cuda(
+    tiny: nn.Module, device: str, dtype: str, batch: int, why: str
+) -> None:
     if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     setting = LatencySetting(IMGSZ, device, dtype, batch, backend="onnxruntime")
     assert why in (get_backend("onnxruntime").unavailable(setting) or "")
     with pytest.raises(ValueError, match=f"latency backend 'onnxruntime' cannot run here: .*{why}"):
-        measure_latency(tiny, imgsz=IMGSZ, device=device, dtype=dtype, batch=batch, backend="onnxruntime", **FAST)
+        measure_latency(
+            tiny, LatencySetting(imgsz=IMGSZ, device=device, dtype=dtype, batch=batch, backend="onnxruntime"), **FAST
+        )
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
@@ -119,7 +129,7 @@ def test_missing_runtime_package_is_the_reason(tiny: nn.Module, monkeypatch: pyt
     assert backend.version() == "missing"
     assert backend.unavailable(LatencySetting(IMGSZ, "cpu")) == f"{name} is not installed (pip install {name})"
     with pytest.raises(ValueError, match=f"cannot run here: {name} is not installed"):
-        measure_latency(tiny, imgsz=IMGSZ, device="cpu", backend=name, **FAST)
+        measure_latency(tiny, LatencySetting(imgsz=IMGSZ, device="cpu", backend=name), **FAST)
 
 
 @NO_OPENVINO
@@ -135,36 +145,50 @@ def test_openvino_refuses_other_devices_and_dtypes() -> None:
 @pytest.mark.parametrize("name", ["onnxruntime", pytest.param("openvino", marks=NO_OPENVINO)])
 def test_onnx_backends_refuse_the_unfused_form(tiny: nn.Module, name: str) -> None:
     with pytest.raises(ValueError, match=f"the {name} backend measures the fused export, got fused=False"):
-        measure_latency(tiny, imgsz=IMGSZ, device="cpu", fused=False, backend=name, **FAST)
+        measure_latency(tiny, LatencySetting(imgsz=IMGSZ, device="cpu", backend=name), fused=False, **FAST)
 
 
 def test_cache_key_differs_per_backend_and_head() -> None:
     settings = list(itertools.product(BACKEND_NAMES, HEADS))
-    keys = {latency_cache_key("abc", IMGSZ, "cpu", "auto", backend=b, head=h) for b, h in settings}
-    raw = {LatencyCache.key("abc", "cpu", IMGSZ, "float32", 1, backend=b, head=h) for b, h in settings}
+    keys = {
+        cache_key(LatencySetting(imgsz=IMGSZ, device="cpu", dtype="auto", backend=b, head=h), "abc")
+        for b, h in settings
+    }
+    raw = {cache_key(LatencySetting(IMGSZ, "cpu", "float32", 1, backend=b, head=h), "abc") for b, h in settings}
     assert len(keys) == len(raw) == len(settings)
-    key = latency_cache_key("abc", IMGSZ, "cpu", "auto", backend="onnxruntime", head="nms")
+    key = cache_key(LatencySetting(imgsz=IMGSZ, device="cpu", dtype="auto", backend="onnxruntime", head="nms"), "abc")
     assert f"onnxruntime-{get_backend('onnxruntime').version()}" in key.split("|") and key.endswith("|nms")
 
 
 def test_cached_report_keeps_its_backend_and_head(tiny: nn.Module, tmp_path: Path) -> None:
     cache = LatencyCache(tmp_path / "latency.json")
-    kw: dict[str, Any] = {"imgsz": IMGSZ, "device": "cpu", "cache": cache, "threads": 1, **FAST}
-    first, hit = measure_model_latency(tiny, "abc", backend="onnxruntime", head="nms", **kw)
+    kw: dict[str, Any] = {"cache": cache, **FAST}
+    setting = LatencySetting(imgsz=IMGSZ, device="cpu", threads=1, backend="onnxruntime", head="nms")
+    first, hit = measure_model_latency(tiny, "abc", setting, **kw)
     assert hit is False and (first.backend, first.head) == ("onnxruntime", "nms")
-    again, hit = measure_model_latency(tiny, "abc", backend="onnxruntime", head="nms", **kw)
+    again, hit = measure_model_latency(tiny, "abc", setting, **kw)
     assert hit is True and again == first
-    reread = LatencyCache(cache.path).get(latency_cache_key("abc", IMGSZ, "cpu", "auto", backend="onnxruntime",
-                                                            head="nms"))
+    reread = LatencyCache(cache.path).get(
+        cache_key(LatencySetting(imgsz=IMGSZ, device="cpu", dtype="auto", backend="onnxruntime", head="nms"), "abc")
+    )
     assert reread == first
     # the same architecture with another backend or head is not a hit
-    assert cache.get(latency_cache_key("abc", IMGSZ, "cpu", "auto", backend="torch", head="nms")) is None
-    assert cache.get(latency_cache_key("abc", IMGSZ, "cpu", "auto", backend="onnxruntime")) is None
+    assert (
+        cache.get(
+            cache_key(LatencySetting(imgsz=IMGSZ, device="cpu", dtype="auto", backend="torch", head="nms"), "abc")
+        )
+        is None
+    )
+    assert (
+        cache.get(cache_key(LatencySetting(imgsz=IMGSZ, device="cpu", dtype="auto", backend="onnxruntime"), "abc"))
+        is None
+    )
 
 
 # nms_free: top-k with k = min(max_det 300, anchors), so (1, 84, 6) at 64 px and (1, 300, 6) from 160 px on
-@pytest.mark.parametrize(("head", "shape"), [("nms_free", (1, min(300, ANCHORS), 6)), ("nms", (1, 4 + NC, ANCHORS))],
-                         ids=list(HEADS))
+@pytest.mark.parametrize(
+    ("head", "shape"), [("nms_free", (1, min(300, ANCHORS), 6)), ("nms", (1, 4 + NC, ANCHORS))], ids=list(HEADS)
+)
 def test_onnx_output_shape_per_head(tiny: nn.Module, tmp_path: Path, head: str, shape: tuple[int, ...]) -> None:
     import onnxruntime as ort
 

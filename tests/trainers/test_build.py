@@ -17,10 +17,10 @@ from build_helpers import assert_trains_and_fuses, module_types, shapes_of
 from torch import nn
 
 from search.space import SearchSpace
-from trainers.architecture import Architecture, StageChoice
-from trainers.build import architecture_of, build_model, model_from_yaml
-from trainers.inference import count_params, flop_counter_gflops, gflops
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.deploy.inference import count_params, flop_counter_gflops, gflops
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.build import architecture_of, build_model, model_from_yaml
+from trainers.model.layout import STAGE_LAYERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,7 +184,7 @@ def test_rep_architecture_trains_one_epoch_and_continues_from_best_pt(
         coco8_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ultralytics.nn.tasks import load_checkpoint
 
-    from trainers.trainer import ArchitectureTrainer
+    from trainers.train.trainer import ArchitectureTrainer
 
     assert os.environ.get("YOLO_OFFLINE") == "1"
     cwd = tmp_path / "cwd"

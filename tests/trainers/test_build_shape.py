@@ -14,18 +14,18 @@ import torch
 from build_helpers import assert_trains_and_fuses, shapes_of
 from torch import nn
 
-from trainers.architecture import SCALES, Architecture, StageChoice
-from trainers.build import architecture_of, build_model, model_from_yaml
-from trainers.inference import count_params
-from trainers.yolo26 import (
+from trainers.deploy.inference import count_params
+from trainers.model.architecture import SCALES, Architecture, StageChoice
+from trainers.model.build import architecture_of, build_model, model_from_yaml
+from trainers.model.layout import (
     CHANNEL_MODULES,
     DEPTH_MULTIPLES,
     PASSTHROUGH_MODULES,
     STAGE_LAYERS,
     STAGE_REPEATS,
-    resized_model_dict,
     stock_depth,
 )
+from trainers.model.yolo26 import resized_model_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

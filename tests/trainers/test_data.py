@@ -1,4 +1,4 @@
-"""Tests of ``trainers.data``: the synthetic dataset is deterministic, valid for Ultralytics, reused."""
+"""Tests of ``trainers.train.data``: the synthetic dataset is deterministic, valid for Ultralytics, reused."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers.data import (
+from trainers.train.data import (
     CLASSES,
     MANIFEST_NAME,
     MAX_OBJECTS,
@@ -193,9 +193,9 @@ def test_bad_parameters_are_refused(tmp_path: Path, kwargs: dict[str, object], m
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m trainers.data ...`` in ``cwd`` with the repository importable."""
+    """``python -m trainers.train.data ...`` in ``cwd`` with the repository importable."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "trainers.data", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainers.train.data", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=60)
 
 
@@ -235,6 +235,6 @@ def test_cli_generates_then_reuses(tmp_path: Path) -> None:
 
 
 def test_module_imports_no_torch_or_ultralytics() -> None:
-    code = "import sys, trainers.data; print(sorted({'torch', 'ultralytics'} & set(sys.modules)))"
+    code = "import sys, trainers.train.data; print(sorted({'torch', 'ultralytics'} & set(sys.modules)))"
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout == "[]\n", r.stderr

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from trainers.device_lock import SharedDeviceLock, device_lock, lock_path
+from trainers.train.device_lock import SharedDeviceLock, device_lock, lock_path
 
 REPO = Path(__file__).resolve().parents[2]
 
 HOLDER = """
 import sys, time
-from trainers.device_lock import device_lock
+from trainers.train.device_lock import device_lock
 with device_lock(sys.argv[1], exclusive=sys.argv[2] == "exclusive", lock_dir=sys.argv[3]):
     print("acquired", repr(time.time()), flush=True)
     sys.stdin.readline()

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from trial_helpers import run_module
 
-from trainers.architecture import Architecture, StageChoice
-from trainers.build import build_model
 from trainers.latency.measure import LatencyCache, measure_architecture_latency, measure_latency
 from trainers.latency.report import LatencyReport
+from trainers.latency.setting import LatencySetting
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.build import build_model
 
 IMGSZ = 64
 REPEATS = 5
@@ -67,7 +68,7 @@ def test_one_line_and_conditions_name_every_condition_in_words() -> None:
 def test_fused_report_has_every_field_and_leaves_the_model_alone(tiny: nn.Module) -> None:
     state = {k: v.clone() for k, v in tiny.state_dict().items()}
     threads, training = torch.get_num_threads(), tiny.training
-    report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", threads=1, **FAST)
+    report = measure_latency(tiny, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), **FAST)
     _assert_consistent(report, REPEATS)
     assert report.fused is True and report.threads == 1
     assert torch.get_num_threads() == threads  # the thread count is restored
@@ -79,14 +80,16 @@ def test_fused_report_has_every_field_and_leaves_the_model_alone(tiny: nn.Module
 
 
 def test_unfused_report_says_so(tiny: nn.Module) -> None:
-    report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", fused=False, threads=1, **FAST)
+    report = measure_latency(tiny, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), fused=False, **FAST)
     _assert_consistent(report, REPEATS)
     assert report.fused is False
 
 
 def test_cpu_repeats_until_min_seconds(tiny: nn.Module) -> None:
     """With ``min_seconds`` the CPU loop goes past ``repeats`` (up to 10x) so the spread is measured."""
-    report = measure_latency(tiny, imgsz=IMGSZ, device="cpu", threads=1, warmup=1, repeats=3, min_seconds=0.5)
+    report = measure_latency(
+        tiny, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), warmup=1, repeats=3, min_seconds=0.5
+    )
     assert 3 <= report.n <= 30
     assert report.n == 30 or report.n * report.mean_ms >= 0.5e3 * 0.9
 
@@ -95,35 +98,44 @@ def test_cuda_device_without_cuda_is_a_value_error(tiny: nn.Module) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="CUDA is not available"):
-        measure_latency(tiny, imgsz=IMGSZ, device="cuda:0", **FAST)
+        measure_latency(tiny, LatencySetting(imgsz=IMGSZ, device="cuda:0"), **FAST)
 
 
 def test_architecture_latency_is_cached_per_setting(tmp_path: Path) -> None:
     arch = Architecture.create({"p3_backbone": StageChoice(block="RepViT", kernels=(3,))})
     cache = LatencyCache(tmp_path / "cache" / "latency.json")
-    first, hit = measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=cache, threads=1, **FAST)
+    first, hit = measure_architecture_latency(
+        arch, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), nc=3, cache=cache, **FAST
+    )
     assert hit is False
     _assert_consistent(first, REPEATS)
-    again, hit = measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=cache, threads=1, **FAST)
+    again, hit = measure_architecture_latency(
+        arch, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), nc=3, cache=cache, **FAST
+    )
     assert hit is True and again == first
     # another image size, or the unfused form, is another setting: measured, not looked up
-    other, hit = measure_architecture_latency(arch, 2 * IMGSZ, "cpu", nc=3, cache=cache, threads=1, **FAST)
+    other, hit = measure_architecture_latency(
+        arch, LatencySetting(imgsz=2 * IMGSZ, device="cpu", threads=1), nc=3, cache=cache, **FAST
+    )
     assert hit is False and other.imgsz == 2 * IMGSZ
-    unfused, hit = measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=cache, fused=False, threads=1,
-                                                **FAST)
+    unfused, hit = measure_architecture_latency(
+        arch, LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), nc=3, cache=cache, fused=False, **FAST
+    )
     assert hit is False and unfused.fused is False
     stored = json.loads(cache.path.read_text())
     assert len(stored) == 3 and all(k.startswith(arch.hash + "|") for k in stored)
     # a new cache object on the same file (another process) sees the figure
-    assert measure_architecture_latency(arch, IMGSZ, "cpu", nc=3, cache=LatencyCache(cache.path), **FAST) == (
-        first, True)
+    assert measure_architecture_latency(
+        arch, LatencySetting(imgsz=IMGSZ, device="cpu"), nc=3, cache=LatencyCache(cache.path), **FAST
+    ) == (first, True)
 
 
 def test_corrupt_cache_file_is_a_miss_and_is_rewritten(tmp_path: Path) -> None:
     cache = LatencyCache(tmp_path / "latency.json")
     cache.path.write_text("{truncated")
-    report, hit = measure_architecture_latency(Architecture.baseline(), IMGSZ, "cpu", nc=3, cache=cache,
-                                               threads=1, **FAST)
+    report, hit = measure_architecture_latency(
+        Architecture.baseline(), LatencySetting(imgsz=IMGSZ, device="cpu", threads=1), nc=3, cache=cache, **FAST
+    )
     assert hit is False
     assert list(json.loads(cache.path.read_text()).values()) == [report.to_dict()]
 
@@ -145,8 +157,9 @@ def arch_file(tmp_path: Path) -> Path:
 
 
 def test_cli_prints_one_json_report(tmp_path: Path, arch_file: Path) -> None:
-    proc = _cli("--arch", str(arch_file), "--imgsz", str(IMGSZ), "--device", "cpu", "--threads", "1", "--unfused",
-                cwd=tmp_path)
+    proc = _cli(
+        "--arch", str(arch_file), "--imgsz", str(IMGSZ), "--device", "cpu", "--threads", "1", "--unfused", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout  # Ultralytics' log went to stderr
@@ -158,17 +171,21 @@ def test_cli_prints_one_json_report(tmp_path: Path, arch_file: Path) -> None:
     assert not (tmp_path / "runs").exists() and not (tmp_path / "studies").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("--arch", "missing.json"), "no such file 'missing.json'"),
-    (("--imgsz", "50"), "--imgsz must be a multiple of 32, got 50"),
-    (("--imgsz", "16"), "--imgsz must be an integer in [32, 4096], got 16"),
-    (("--device", "tpu"), "--device must be"),
-    (("--dtype", "int8"), "invalid choice: 'int8'"),
-    (("--bad-json",), "not a JSON architecture line"),
-    (("--unknown-block",), "block must be one of"),
-])
-def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, arch_file: Path, args: tuple[str, ...],
-                                             message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--arch", "missing.json"), "no such file 'missing.json'"),
+        (("--imgsz", "50"), "--imgsz must be a multiple of 32, got 50"),
+        (("--imgsz", "16"), "--imgsz must be an integer in [32, 4096], got 16"),
+        (("--device", "tpu"), "--device must be"),
+        (("--dtype", "int8"), "invalid choice: 'int8'"),
+        (("--bad-json",), "not a JSON architecture line"),
+        (("--unknown-block",), "block must be one of"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(
+    tmp_path: Path, arch_file: Path, args: tuple[str, ...], message: str
+) -> None:
     if args == ("--bad-json",):
         arch_file.write_text("not json at all\n")
         args = ()

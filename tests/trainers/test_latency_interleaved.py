@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from trainers.architecture import Architecture
-from trainers.build import build_model
 from trainers.latency.interleaved import measure_interleaved, pool_reports, round_order
-from trainers.latency.report import SAMPLES_KEPT, LatencyReport, LatencySetting
+from trainers.latency.report import SAMPLES_KEPT, LatencyReport
+from trainers.latency.setting import LatencySetting
 from trainers.latency.timing import median_interval
+from trainers.model.architecture import Architecture
+from trainers.model.build import build_model
 
 CPU_64 = LatencySetting(imgsz=64, device="cpu", threads=1)
 

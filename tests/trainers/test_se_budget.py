@@ -1,8 +1,8 @@
-"""Tests for trainers/se_budget.py: the DynamicSE width cost in the training loss.
+"""Tests for trainers/model/se_budget.py: the DynamicSE width cost in the training loss.
 
 The learning tests train a tiny conv -> DynamicSE -> head model on a fixed random regression
 task (CPU, one thread, well under a second each); one test trains a real YOLO26 with a dynamic
-SE stage for one epoch through :class:`trainers.trainer.ArchitectureTrainer`.
+SE stage for one epoch through :class:`trainers.train.trainer.ArchitectureTrainer`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks.se import DynamicSE, EfficientSE
-from trainers.architecture import Architecture, StageChoice
-from trainers.results import TrialSettings
-from trainers.se_budget import SEWidthCost, install_se_width_cost, remove_se_width_cost
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.se_budget import SEWidthCost, install_se_width_cost, remove_se_width_cost
+from trainers.train.results import TrialSettings
 
 LAMBDA = 0.1
 
@@ -181,7 +181,7 @@ def test_trial_settings_carry_lambda() -> None:
 
 
 def test_trial_cli_reads_and_checks_se_width_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from trainers.trial import job_of_args
+    from trainers.train.trial import job_of_args
 
     arch, data = tmp_path / "arch.json", tmp_path / "data.yaml"
     arch.write_text(Architecture.baseline().to_json())
@@ -200,7 +200,7 @@ def test_trial_cli_reads_and_checks_se_width_cost(tmp_path: Path, capsys: pytest
 def test_trainer_with_zero_lambda_has_only_the_stock_callbacks(tmp_path: Path, coco8_copy: Path) -> None:
     from ultralytics.utils import callbacks as ul_callbacks
 
-    from trainers.trainer import ArchitectureTrainer
+    from trainers.train.trainer import ArchitectureTrainer
 
     overrides = {"model": "yolo26n.yaml", "data": str(coco8_copy), "project": str(tmp_path), "name": "t"}
     trainer = ArchitectureTrainer(overrides=overrides)
@@ -221,10 +221,10 @@ def test_a_real_training_step_carries_the_width_cost(tmp_path: Path, coco8_copy:
     """One epoch of YOLO26 with a dynamic SE stage: the cost is in the loss of every batch, and gone afterwards."""
     from ultralytics.utils.torch_utils import unwrap_model
 
-    from trainers.build import build_model
-    from trainers.dataset import class_count
-    from trainers.trainer import ArchitectureTrainer
-    from trainers.trial import trial_overrides
+    from trainers.model.build import build_model
+    from trainers.train.dataset import class_count
+    from trainers.train.trainer import ArchitectureTrainer
+    from trainers.train.trial import trial_overrides
 
     monkeypatch.chdir(tmp_path)
     settings = TrialSettings(data=str(coco8_copy), out=str(tmp_path / "out" / "t"), epochs=1, imgsz=64, batch=4,
@@ -259,9 +259,9 @@ def test_run_trial_trains_with_the_settings_lambda(tmp_path: Path, coco8_copy: P
     """``TrialSettings.se_width_cost`` reaches the trainer of ``run_trial``, and the priced trial still scores."""
     from trial_helpers import DUMMY_LATENCY
 
-    import trainers.se_budget as se_budget
-    from trainers.results import PreTraining, TrialResult
-    from trainers.trial import run_trial
+    import trainers.model.se_budget as se_budget
+    from trainers.train.results import PreTraining, TrialResult
+    from trainers.train.trial import run_trial
 
     installed: list[SEWidthCost | None] = []
     real_install = se_budget.install_se_width_cost

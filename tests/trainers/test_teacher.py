@@ -9,11 +9,11 @@ import pytest
 import torch
 from trial_helpers import IMGSZ, REP_ARCH, run_module
 
-from trainers.architecture import Architecture
-from trainers.build import build_model
-from trainers.dataset import class_count, class_names
-from trainers.inherit import inherit_weights, matching_tensors, source_state
-from trainers.teacher import file_sha256, inspect_checkpoint
+from trainers.model.architecture import Architecture
+from trainers.model.build import build_model
+from trainers.train.dataset import class_count, class_names
+from trainers.train.inherit import inherit_weights, matching_tensors, source_state
+from trainers.train.teacher import file_sha256, inspect_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def stock_checkpoint(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path)
     """A stock YOLO26n trained here for one epoch (no download): the teacher and initialisation source."""
     import os
 
-    from trainers.trainer import ArchitectureTrainer
+    from trainers.train.trainer import ArchitectureTrainer
 
     os.environ["YOLO_OFFLINE"] = "1"
     tmp = tmp_path_factory.mktemp("teacher")
@@ -64,8 +64,8 @@ def test_inheritance_copies_exactly_the_tensors_that_match_by_name_and_shape(sto
 
 def test_a_trial_distills_from_a_teacher_and_starts_warm(tmp_path: Path, coco8_copy: Path,
                                                          stock_checkpoint: Path) -> None:
-    r = run_module("trainers.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy), "--epochs", "1",
-                   "--imgsz", str(IMGSZ), "--batch", "4", "--device", "cpu", "--latency-imgsz", str(IMGSZ),
+    r = run_module("trainers.train.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
+                   "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--device", "cpu", "--latency-imgsz", str(IMGSZ),
                    "--latency-device", "cpu", "--out", str(tmp_path / "run"), "--teacher", str(stock_checkpoint),
                    "--distill-weight", "2.5", "--init-from", str(stock_checkpoint), cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -107,7 +107,7 @@ def test_a_bad_checkpoint_is_one_line_exit_2_before_training(tmp_path: Path, coc
             inspect_checkpoint(path, flag, nc, names)
         assert str(e.value).startswith(flag) and words in str(e.value) and "\n" not in str(e.value), case
     path, words = bad["nc" if flag == "--teacher" else "garbage"]  # and what the command line makes of it
-    r = run_module("trainers.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
+    r = run_module("trainers.train.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
                    "--epochs", "1", "--imgsz", str(IMGSZ), "--device", "cpu", "--out", str(tmp_path / "run"),
                    flag, str(path), cwd=tmp_path, timeout=300)
     assert r.returncode == 2 and r.stderr == f"error: {inspect_error(path, flag, nc, names)}\n", r.stderr

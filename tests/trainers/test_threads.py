@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from trainers import threads
-from trainers.threads import AUTO, OtherCpuUse, auto_thread_count, cpu_threads, thread_count_arg, usable_cores
+from trainers.train import threads
+from trainers.train.threads import AUTO, OtherCpuUse, auto_thread_count, cpu_threads, thread_count_arg, usable_cores
 
 
 @pytest.mark.parametrize(

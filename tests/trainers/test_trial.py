@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from trial_helpers import EVAL_IMGSZ, IMGSZ, REP_ARCH, Trained
 
-from trainers.architecture import Architecture
-from trainers.dataset import class_count
 from trainers.latency.report import LatencyReport
-from trainers.results import TrialResult, TrialSettings
-from trainers.trial import run_trial
+from trainers.model.architecture import Architecture
+from trainers.train.dataset import class_count
+from trainers.train.results import TrialResult, TrialSettings
+from trainers.train.trial import run_trial
 
 pytestmark = pytest.mark.usefixtures("locks_in_tmp")
 
@@ -32,7 +32,7 @@ def _run_in_empty_dir(root: Path, arch: Architecture, data: Path, **kw: Any) -> 
     """``run_trial`` from an empty working directory, locks under ``root``; settings at 64 px on the CPU."""
     cwd, out = root / "cwd", root / "out" / "trial"
     cwd.mkdir(parents=True)
-    settings = TrialSettings(**{"data": str(data), "out": str(out), "epochs": 1, "imgsz": IMGSZ, "batch": 4,
+    settings = TrialSettings.from_dict({"data": str(data), "out": str(out), "epochs": 1, "imgsz": IMGSZ, "batch": 4,
                                 "device": "cpu", "latency_imgsz": IMGSZ, "latency_device": "cpu", **kw})
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)
@@ -65,15 +65,15 @@ def test_cpu_training_runs_on_the_threads_asked_for(baseline_trial: Trained, rep
 
 def baseline_params(nc: int) -> int:
     """Parameters of the stock YOLO26n at ``nc`` classes (training form)."""
-    from trainers.build import build_model
-    from trainers.inference import count_params
+    from trainers.deploy.inference import count_params
+    from trainers.model.build import build_model
 
     return count_params(build_model(Architecture.baseline(), nc=nc))
 
 
 def _assert_sane_result(trial: Trained) -> None:
-    from trainers.build import build_model
-    from trainers.inference import count_params, gflops
+    from trainers.deploy.inference import count_params, gflops
+    from trainers.model.build import build_model
 
     r = trial.result
     assert isinstance(r, TrialResult), r
@@ -119,7 +119,7 @@ def test_rep_trial_returns_every_field_sane(rep_trial: Trained) -> None:
 
 
 def test_rep_checkpoint_rebuilds_the_searched_architecture(rep_trial: Trained) -> None:
-    from trainers.build import architecture_of
+    from trainers.model.build import architecture_of
 
     model = _load_best(rep_trial)
     assert architecture_of(model) == REP_ARCH
@@ -190,7 +190,7 @@ def calibrated(rep_trial: Trained, coco8_copy: Path) -> nn.Module:
 
 
 def _pinned(model: nn.Module, head: str) -> nn.Module:
-    from trainers.heads import pin_head
+    from trainers.model.heads import pin_head
 
     return pin_head(copy.deepcopy(model), head)
 
@@ -200,8 +200,8 @@ def _pinned(model: nn.Module, head: str) -> nn.Module:
 def test_fused_raw_outputs_match_unfused_on_val_images(rep_trial: Trained, calibrated: nn.Module,
                                                        coco8_copy: Path, form: str, head: str) -> None:
     """The pinned head's raw outputs (one-to-many decoded boxes, or one-to-one logits) agree fused and unfused."""
-    from trainers.heads import pin_head
-    from trainers.inference import count_params, fused_copy
+    from trainers.deploy.inference import count_params, fused_copy
+    from trainers.model.heads import pin_head
 
     model = _pinned(_load_best(rep_trial) if form == "checkpoint" else calibrated, head)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -244,7 +244,7 @@ def _pseudo_labelled_copy(model: nn.Module, data: Path, dst: Path, keep: int, he
     """
     from ultralytics.models.yolo.detect import DetectionValidator
 
-    from trainers.heads import ultralytics_nms_arg
+    from trainers.model.heads import ultralytics_nms_arg
 
     shutil.copytree(data.parent, dst)
     save = dst.parent / "pseudo_val"
@@ -277,9 +277,9 @@ def test_fused_and_unfused_give_the_same_map(calibrated: nn.Module, coco8_copy: 
     which the unfused model scores a high mAP that a fused copy only matches with the same
     boxes, scores and classes. A copy with one slightly wrong kernel scores visibly lower.
     """
-    from trainers.evaluate import evaluate
-    from trainers.heads import pin_head
-    from trainers.inference import fused_copy
+    from trainers.deploy.inference import fused_copy
+    from trainers.model.heads import pin_head
+    from trainers.train.evaluate import evaluate
 
     trained = _pinned(calibrated, head)
     fused = fused_copy(trained, before_fuse=lambda m: pin_head(m, head))

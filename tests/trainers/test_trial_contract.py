@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from trial_helpers import DUMMY_LATENCY, IMGSZ, REP_ARCH, run_module
 
-from trainers.architecture import Architecture
-from trainers.results import JOB_VERSION, PreTraining, TrialJob, TrialResult, TrialSettings
-from trainers.trial import run_trial
+from trainers.model.architecture import Architecture
+from trainers.train.results import JOB_VERSION, PreTraining, TrialJob, TrialResult, TrialSettings
+from trainers.train.trial import run_trial
 
 FAKE = PreTraining(params=12345, gflops=6.5, latency=replace(DUMMY_LATENCY, median_ms=3.21), latency_cached=True)
 
@@ -21,7 +21,7 @@ FAKE = PreTraining(params=12345, gflops=6.5, latency=replace(DUMMY_LATENCY, medi
 def _settings(tmp_path: Path, data: Path | str = "d.yaml", **kw: Any) -> TrialSettings:
     base = {"data": str(data), "out": str(tmp_path / "out"), "epochs": 1, "imgsz": IMGSZ, "batch": 4,
             "device": "cpu", "latency_imgsz": IMGSZ, "latency_device": "cpu", "latency_dtype": "float32", "nc": 80}
-    return TrialSettings(**{**base, **kw})
+    return TrialSettings.from_dict({**base, **kw})
 
 
 def test_job_file_round_trips_with_architecture_beside_it(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ def test_bad_job_files_are_refused_naming_the_problem(tmp_path: Path, edit: Any,
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_module("trainers.trial", *args, cwd=cwd, timeout=60)
+    return run_module("trainers.train.trial", *args, cwd=cwd, timeout=60)
 
 
 def test_cli_job_takes_no_other_flag_and_checks_the_file(tmp_path: Path) -> None:
@@ -70,12 +70,12 @@ def test_cli_job_takes_no_other_flag_and_checks_the_file(tmp_path: Path) -> None
 def test_child_builds_once_and_keeps_the_handed_in_figures(tmp_path: Path, coco8_copy: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """With the parent's figures in the job, the trial builds one model, trains it and measures nothing."""
-    import trainers.build
     import trainers.latency.measure
-    from trainers.dataset import class_count
+    import trainers.model.build
+    from trainers.train.dataset import class_count
 
     builds: list[str] = []
-    real_build = trainers.build.build_model
+    real_build = trainers.model.build.build_model
 
     def counting_build(arch: Architecture, *args: Any, **kwargs: Any) -> Any:
         builds.append(arch.hash)
@@ -84,7 +84,7 @@ def test_child_builds_once_and_keeps_the_handed_in_figures(tmp_path: Path, coco8
     def no_measuring(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the trial measured latency although the job carried it")
 
-    monkeypatch.setattr(trainers.build, "build_model", counting_build)
+    monkeypatch.setattr(trainers.model.build, "build_model", counting_build)
     monkeypatch.setattr(trainers.latency.measure, "measure_latency", no_measuring)
     monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.chdir(tmp_path)
@@ -100,8 +100,8 @@ def test_child_builds_once_and_keeps_the_handed_in_figures(tmp_path: Path, coco8
 def test_the_pinned_head_reaches_validation_and_latency(tmp_path: Path, head: str, nms: bool | None,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Ultralytics validates the head the trial pins (nms=False: one-to-one), and its latency is of that head."""
-    from trainers.build import build_model
-    from trainers.trial import measure_pre_training, trial_overrides
+    from trainers.model.build import build_model
+    from trainers.train.trial import measure_pre_training, trial_overrides
 
     monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
     settings = _settings(tmp_path, head=head)

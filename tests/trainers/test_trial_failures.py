@@ -1,4 +1,4 @@
-"""A trial that fails says why (build, data, NaN), and the ``python -m trainers.trial`` command line.
+"""A trial that fails says why (build, data, NaN), and the ``python -m trainers.train.trial`` command line.
 
 Failing trials get a stand-in latency so nothing is measured first.
 """
@@ -15,9 +15,9 @@ import pytest
 from torch import nn
 from trial_helpers import DUMMY_LATENCY, IMGSZ, REP_ARCH, Trained, run_module
 
-from trainers.architecture import Architecture, StageChoice
-from trainers.results import PreTraining, TrialFailure, TrialSettings
-from trainers.trial import run_trial
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.train.results import PreTraining, TrialFailure, TrialSettings
+from trainers.train.trial import run_trial
 
 pytestmark = pytest.mark.usefixtures("locks_in_tmp")
 
@@ -83,12 +83,12 @@ def test_invalid_architecture_is_a_build_failure(tmp_path: Path, coco8_copy: Pat
 
 def test_any_build_exception_is_a_build_failure(tmp_path: Path, coco8_copy: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import trainers.build
+    import trainers.model.build
 
     def broken_build(*args: object, **kwargs: object) -> nn.Module:
         raise RuntimeError("stage p3_backbone: channels do not match")
 
-    monkeypatch.setattr(trainers.build, "build_model", broken_build)
+    monkeypatch.setattr(trainers.model.build, "build_model", broken_build)
     failure = _failure(_fail_fast(tmp_path, REP_ARCH, coco8_copy))
     assert failure.kind == "build"
     assert failure.reason == "RuntimeError: stage p3_backbone: channels do not match"
@@ -98,7 +98,7 @@ def test_any_build_exception_is_a_build_failure(tmp_path: Path, coco8_copy: Path
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return run_module("trainers.trial", *args, cwd=cwd, timeout=timeout)
+    return run_module("trainers.train.trial", *args, cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import torch
 from trial_helpers import REP_ARCH
 
 import blocks
-from trainers.build import build_model
-from trainers.detection_model import RepDetectionModel
-from trainers.onnx_io import detections_distance
+from trainers.deploy.onnx_io import detections_distance
+from trainers.model.build import build_model
+from trainers.model.detection_model import RepDetectionModel
 
 pytestmark = pytest.mark.slow
 IMGSZ = 64
@@ -31,7 +31,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, coco8_copy: Path) -> Pa
     """best.pt of REP_ARCH after one epoch at 64 px (our trainer, so Ultralytics pickles our model class)."""
     import os
 
-    from trainers.trainer import ArchitectureTrainer
+    from trainers.train.trainer import ArchitectureTrainer
 
     tmp = tmp_path_factory.mktemp("interop")
     os.environ["YOLO_OFFLINE"] = "1"
@@ -66,7 +66,7 @@ def test_fuse_refuses_a_training_model() -> None:
 
 
 def _export(checkpoint: Path, fmt: str, tmp: Path) -> Path:
-    from trainers.ultralytics_export import EXPORTED_NAME, export_with_ultralytics
+    from trainers.deploy.ultralytics_export import EXPORTED_NAME, export_with_ultralytics
 
     return export_with_ultralytics(checkpoint, tmp / EXPORTED_NAME[fmt], fmt, IMGSZ, "nms_free")
 
@@ -122,7 +122,7 @@ def test_ultralytics_exports_every_block_fused_and_scores_the_same(checkpoint: P
 def test_a_checkpoint_model_from_before_the_subclass_is_rebuilt_with_its_weights() -> None:
     from ultralytics.nn.tasks import DetectionModel
 
-    from trainers.ultralytics_export import as_rep_model
+    from trainers.deploy.ultralytics_export import as_rep_model
 
     old = build_model(REP_ARCH, nc=3).eval()
     old.__class__ = DetectionModel  # what checkpoints written before RepDetectionModel existed unpickle to

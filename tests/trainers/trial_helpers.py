@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from trainers.architecture import Architecture, StageChoice
 from trainers.latency.report import LatencyReport
-from trainers.results import TrialFailure, TrialResult
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.train.results import TrialFailure, TrialResult
 
 REPO = Path(__file__).resolve().parents[2]
 COCO8 = REPO.parent / "shared" / "datasets" / "coco8"

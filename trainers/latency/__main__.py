@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, positive_int
-from trainers.heads import DEFAULT_HEAD, HEADS
-from trainers.latency.report import BACKEND_NAMES
+from trainers.latency.setting import BACKEND_NAMES
+from trainers.model.heads import DEFAULT_HEAD, HEADS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.imgsz % 32:
         fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
-    from trainers.architecture import read_architecture
+    from trainers.model.architecture import read_architecture
 
     try:
         arch = read_architecture(args.arch)
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_ultralytics()
     from trainers.latency.measure import measure_architecture_latency
+    from trainers.latency.setting import LatencySetting
 
     try:
-        report, _ = measure_architecture_latency(arch, args.imgsz, args.device, args.dtype, args.batch, nc=args.nc,
-                                                 fused=not args.unfused, threads=args.threads, backend=args.backend,
-                                                 head=args.head)
+        setting = LatencySetting(imgsz=args.imgsz, device=args.device, dtype=args.dtype, batch=args.batch,
+                                 threads=args.threads, backend=args.backend, head=args.head)
+        report, _ = measure_architecture_latency(arch, setting, nc=args.nc, fused=not args.unfused)
     except ValueError as e:  # e.g. a CUDA device on a machine without one
         fail(str(e))
     emit_json(report.to_dict())

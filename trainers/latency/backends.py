@@ -12,71 +12,18 @@ makes the deployed form itself (fused copy, head pinned) and returns a :class:`L
 
 from __future__ import annotations
 
-import datetime
-from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 
-from trainers.devices import device_name, resolve_device
-from trainers.heads import DeployedDetector, post_processing
-from trainers.latency.report import SAMPLES_KEPT, LatencyReport, LatencySetting
-from trainers.latency.timing import summarize
+from trainers.latency._base import LatencyBackend, deployed_copy, nms_candidates_note, resolved_dtype
+from trainers.latency.report import LatencyReport
+from trainers.latency.setting import LatencySetting
+from trainers.model.heads import DeployedDetector, post_processing
+from trainers.train.devices import resolve_device
 
-
-def resolved_dtype(dtype: str, dev: Any) -> torch.dtype:
-    """``auto`` -> float16 on CUDA, float32 elsewhere; else the named dtype."""
-    if dtype == "auto":
-        return torch.float16 if dev.type == "cuda" else torch.float32
-    return {"float16": torch.float16, "float32": torch.float32}[dtype]
-
-
-def deployed_copy(model: Any, head: str, fused: bool = True) -> Any:
-    """A float32 eval copy of ``model``, ``head`` pinned, fused (Ultralytics' and ours) unless ``fused=False``."""
-    from trainers.heads import pin_head
-    from trainers.inference import fused_copy
-
-    return fused_copy(model, ultralytics_fuse=fused, ours=fused, before_fuse=lambda m: pin_head(m, head))
-
-
-def nms_candidates_note(detector: DeployedDetector, x: torch.Tensor) -> str:
-    """For the ``nms`` head: how many boxes entered NMS and where they came from."""
-    if detector.head != "nms":
-        return ""
-    with torch.no_grad():
-        n = detector.candidates(x)
-    return f"; {n} candidate boxes from the untrained model on a random image (a trained model's count differs)"
-
-
-class LatencyBackend(ABC):
-    """One deployment runtime that can time a detector."""
-
-    name: str
-
-    @abstractmethod
-    def version(self) -> str:
-        """The runtime's version (part of the cache key)."""
-
-    @abstractmethod
-    def unavailable(self, setting: LatencySetting) -> str | None:
-        """Why this backend cannot measure ``setting`` on this machine, or ``None`` when it can."""
-
-    @abstractmethod
-    def measure(self, model: Any, setting: LatencySetting, fused: bool = True, warmup: int | None = None,
-                repeats: int | None = None, min_seconds: float = 1.0) -> LatencyReport:
-        """Time the deployed form of ``model`` (an untrained or trained training-form detector; left untouched)."""
-
-    def report(self, times: list[float], mode: str, setting: LatencySetting, dev: Any, dtype: torch.dtype,
-               fused: bool, post: str, threads: int) -> LatencyReport:
-        """The report of ``times`` measured in ``setting`` on ``dev``."""
-        stats = summarize(times)
-        keep = tuple(round(t, 4) for t in times[-SAMPLES_KEPT:])
-        return LatencyReport(**stats, n=len(times), mode=mode, device=device_name(dev),
-                             dtype=str(dtype).replace("torch.", ""), batch=setting.batch, imgsz=setting.imgsz,
-                             threads=threads, torch=torch.__version__, fused=fused, backend=self.name,
-                             backend_version=self.version(), head=setting.head, post=post,
-                             measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                             samples=keep)
+__all__ = ["LatencyBackend", "PreparedTorchModel", "TorchBackend", "backends", "deployed_copy", "get_backend",
+           "nms_candidates_note", "resolved_dtype"]
 
 
 class TorchBackend(LatencyBackend):
@@ -122,8 +69,8 @@ class PreparedTorchModel:
 
     def burst(self, warmup: int, repeats: int, min_seconds: float = 0.0) -> LatencyReport:
         """CUDA-graph replays timed with CUDA events on GPU; ``perf_counter`` with fixed threads on CPU."""
-        from trainers.device_lock import device_lock
         from trainers.latency.timing import time_cpu, time_cuda
+        from trainers.train.device_lock import device_lock
 
         with device_lock(str(self.dev), exclusive=True):
             if self.dev.type == "cuda":

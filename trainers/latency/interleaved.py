@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from trainers.latency.backends import LatencyBackend, TorchBackend, get_backend
-from trainers.latency.report import SAMPLES_KEPT, LatencyReport, LatencySetting
+from trainers.latency.report import SAMPLES_KEPT, LatencyReport
+from trainers.latency.setting import LatencySetting
 from trainers.latency.timing import summarize
 
 RoundDone = Callable[[int, int, list[LatencyReport]], None]

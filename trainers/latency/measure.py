@@ -6,7 +6,7 @@ CUDA the fused fp16 forward is captured in a CUDA graph and each replay timed wi
 forward runs with a fixed thread count and enough repeats to report the spread and an interval
 of the median. Every report carries its backend, head, device, dtype, batch, image size,
 threads, torch version and when it was taken. Measurements hold the device lock exclusively
-(see :mod:`trainers.device_lock`).
+(see :mod:`trainers.train.device_lock`).
 """
 
 from __future__ import annotations
@@ -16,49 +16,39 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from trainers.architecture import Architecture
-from trainers.device_lock import device_lock
-from trainers.devices import device_name, resolve_device
-from trainers.heads import DEFAULT_HEAD
 from trainers.latency.backends import get_backend
-from trainers.latency.report import LatencyReport, LatencySetting
+from trainers.latency.report import LatencyReport
+from trainers.latency.setting import LatencySetting
+from trainers.model.architecture import Architecture
+from trainers.train.device_lock import device_lock
 
-DEFAULT_CPU_THREADS = 1  # one thread: on a small shared CPU, more threads wait on each other and the spread explodes
 
+def measure_latency(model: nn.Module, setting: LatencySetting, fused: bool = True, warmup: int | None = None,
+                    repeats: int | None = None, min_seconds: float = 1.0) -> LatencyReport:
+    """Measure ``model``'s deployed latency in ``setting`` (``model`` itself is untouched).
 
-def measure_latency(model: nn.Module, imgsz: int = 640, device: str = "auto", dtype: str = "auto",
-                    batch: int = 1, fused: bool = True, warmup: int | None = None, repeats: int | None = None,
-                    threads: int = DEFAULT_CPU_THREADS, min_seconds: float = 1.0, backend: str = "torch",
-                    head: str = DEFAULT_HEAD) -> LatencyReport:
-    """Measure ``model``'s deployed latency with ``backend`` (``model`` itself is untouched).
-
-    ``fused``: Ultralytics ``fuse()`` + ``blocks.reparameterize_model`` in float32 first, with
-    ``head`` pinned; ``False`` measures the training form as is (torch only). ``dtype`` ``auto``:
-    float16 on CUDA, float32 on CPU. Raises ``ValueError`` when the backend cannot run here.
+    ``fused``: Ultralytics ``fuse()`` + ``blocks.reparameterize_model`` in float32 first, with the
+    setting's head pinned; ``False`` measures the training form as is (torch only). Raises
+    ``ValueError`` when the setting's backend cannot run here.
     """
-    setting = LatencySetting(imgsz, device, dtype, batch, threads, backend, head)
-    runner = get_backend(backend)
+    runner = get_backend(setting.backend)
     if (why := runner.unavailable(setting)) is not None:
-        raise ValueError(f"latency backend {backend!r} cannot run here: {why}")
+        raise ValueError(f"latency backend {setting.backend!r} cannot run here: {why}")
     return runner.measure(model, setting, fused=fused, warmup=warmup, repeats=repeats, min_seconds=min_seconds)
 
 
+def cache_key(setting: LatencySetting, arch_hash: str, fused: bool = True) -> str:
+    """The cache key of ``arch_hash`` in ``setting``, with the version of the backend installed here."""
+    return setting.cache_key(arch_hash, get_backend(setting.backend).version(), fused)
+
+
 class LatencyCache:
-    """Latency reports on disk, keyed by architecture hash and the whole setting (see :meth:`key`)."""
+    """Latency reports on disk, keyed by :func:`cache_key` (architecture hash and the whole setting)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-
-    @staticmethod
-    def key(arch_hash: str, device: str, imgsz: int, dtype: str, batch: int, fused: bool = True,
-            threads: int = DEFAULT_CPU_THREADS, backend: str = "torch", head: str = DEFAULT_HEAD) -> str:
-        """The cache key of one measurement setting (CPU thread count included, 0 on CUDA; backend with its version)."""
-        return "|".join([arch_hash, device, str(imgsz), dtype, str(batch), torch.__version__,
-                         "fused" if fused else "unfused", f"threads{threads}",
-                         f"{backend}-{get_backend(backend).version()}", head])
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -82,47 +72,33 @@ class LatencyCache:
             tmp.replace(self.path)
 
 
-def latency_cache_key(arch_hash: str, imgsz: int, device: str, dtype: str, batch: int = 1, fused: bool = True,
-                      threads: int = DEFAULT_CPU_THREADS, backend: str = "torch", head: str = DEFAULT_HEAD) -> str:
-    """The cache key of measuring architecture ``arch_hash`` in one setting (device and dtype resolved)."""
-    dev = resolve_device(device)
-    dt = dtype if dtype != "auto" else ("float16" if dev.type == "cuda" and backend == "torch" else "float32")
-    cpu_threads = threads if dev.type == "cpu" or backend != "torch" else 0
-    return LatencyCache.key(arch_hash, device_name(dev), imgsz, dt, batch, fused, cpu_threads, backend, head)
-
-
-def measure_model_latency(model: nn.Module, arch_hash: str, imgsz: int = 640, device: str = "auto",
-                          dtype: str = "auto", batch: int = 1, cache: LatencyCache | None = None, fused: bool = True,
-                          threads: int = DEFAULT_CPU_THREADS, backend: str = "torch", head: str = DEFAULT_HEAD,
-                          **kwargs: Any) -> tuple[LatencyReport, bool]:
+def measure_model_latency(model: nn.Module, arch_hash: str, setting: LatencySetting,
+                          cache: LatencyCache | None = None, fused: bool = True,
+                          **timing: Any) -> tuple[LatencyReport, bool]:
     """Latency of ``model``, an already built (untrained) model of architecture ``arch_hash``.
 
     Returns ``(report, from_cache)``: a cached figure for the same setting is reused, else the
-    model is measured (on a fused copy, ``model`` is untouched) and the figure cached.
+    model is measured (on a fused copy, ``model`` is untouched) and the figure cached. ``timing``:
+    ``warmup``, ``repeats``, ``min_seconds`` of :func:`measure_latency`.
     """
-    key = latency_cache_key(arch_hash, imgsz, device, dtype, batch, fused, threads, backend, head)
+    key = cache_key(setting, arch_hash, fused)
     if cache is not None and (hit := cache.get(key)) is not None:
         return hit, True
-    report = measure_latency(model, imgsz=imgsz, device=device, dtype=dtype, batch=batch, fused=fused,
-                             threads=threads, backend=backend, head=head, **kwargs)
+    report = measure_latency(model, setting, fused=fused, **timing)
     if cache is not None:
         cache.put(key, report)
     return report, False
 
 
-def measure_architecture_latency(arch: Architecture, imgsz: int = 640, device: str = "auto",
-                                 dtype: str = "auto", batch: int = 1, nc: int = 80,
+def measure_architecture_latency(arch: Architecture, setting: LatencySetting, nc: int = 80,
                                  cache: LatencyCache | None = None, fused: bool = True,
-                                 threads: int = DEFAULT_CPU_THREADS, backend: str = "torch", head: str = DEFAULT_HEAD,
-                                 **kwargs: Any) -> tuple[LatencyReport, bool]:
+                                 **timing: Any) -> tuple[LatencyReport, bool]:
     """Latency of ``arch`` built untrained (weights do not change latency); built only on a cache miss.
 
     Returns ``(report, from_cache)``.
     """
-    from trainers.build import build_model
+    from trainers.model.build import build_model
 
-    key = latency_cache_key(arch.hash, imgsz, device, dtype, batch, fused, threads, backend, head)
-    if cache is not None and (hit := cache.get(key)) is not None:
+    if cache is not None and (hit := cache.get(cache_key(setting, arch.hash, fused))) is not None:
         return hit, True
-    return measure_model_latency(build_model(arch, nc=nc), arch.hash, imgsz, device, dtype, batch, cache, fused,
-                                 threads, backend, head, **kwargs)
+    return measure_model_latency(build_model(arch, nc=nc), arch.hash, setting, cache, fused, **timing)

@@ -1,6 +1,6 @@
 """Latency through ONNX runtimes: the fused detector exported to ONNX, then timed by ONNX Runtime or OpenVINO.
 
-The ONNX file is made the way ``search.export`` makes it (:func:`trainers.onnx_io.export_onnx`:
+The ONNX file is made the way ``search.export`` makes it (:func:`trainers.deploy.onnx_io.export_onnx`:
 fused float32 model, head pinned, batch and image size fixed). Only the fused form is measured
 (``fused=False`` raises). CPU runs use a fixed intra-op thread count (one inter-op thread,
 sequential execution). With the ``nms`` head, NMS runs in PyTorch on the runtime's output (it
@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.devices import resolve_device
-from trainers.heads import DeployedDetector, post_processing
-from trainers.latency.backends import LatencyBackend, deployed_copy, nms_candidates_note, resolved_dtype
-from trainers.latency.report import LatencyReport, LatencySetting
+from trainers.latency._base import LatencyBackend, deployed_copy, nms_candidates_note, resolved_dtype
+from trainers.latency.report import LatencyReport
+from trainers.latency.setting import LatencySetting
+from trainers.model.heads import DeployedDetector, post_processing
+from trainers.train.devices import resolve_device
 
 
 def _check_fused(backend: str, fused: bool) -> None:
@@ -59,7 +60,7 @@ def _export_mismatch(backend: str, setting: LatencySetting) -> str | None:
 
 def _export(model: Any, setting: LatencySetting, folder: Path) -> tuple[Path, DeployedDetector]:
     """The deployed form of ``model`` as ``folder/model.onnx`` and as a torch detector (for post-processing)."""
-    from trainers.onnx_io import export_onnx
+    from trainers.deploy.onnx_io import export_onnx
 
     detector = DeployedDetector(deployed_copy(model, setting.head), setting.head)
     path = export_onnx(detector.model, folder / "model.onnx", setting.imgsz)
@@ -142,7 +143,7 @@ class OnnxRuntimeBackend(_RuntimePackageBackend):
         """
         import onnxruntime as ort
 
-        from trainers.device_lock import device_lock
+        from trainers.train.device_lock import device_lock
 
         _check_fused(self.name, fused)
         dev = resolve_device(setting.device)
@@ -184,7 +185,7 @@ class OpenVINOBackend(_RuntimePackageBackend):
         """Export, compile for the CPU (:func:`openvino_cpu_config`), time one infer request (+ NMS)."""
         import openvino as ov
 
-        from trainers.device_lock import device_lock
+        from trainers.train.device_lock import device_lock
 
         _check_fused(self.name, fused)
         dev = torch.device("cpu")

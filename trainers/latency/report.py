@@ -1,29 +1,23 @@
-"""The latency report and setting: one figure, everything needed to read it, how to ask for it (no torch import)."""
+"""The latency report: one figure and everything needed to read it (no torch import; the setting that asks for
+it is :class:`trainers.latency.setting.LatencySetting`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-BACKEND_NAMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # trainers.latency.backends.backends() keys
 SAMPLES_KEPT = 200  # raw timings kept on a report: enough to recompute its interval or compare two reports
 
 
-@dataclass(frozen=True)
-class LatencySetting:
-    """How to measure: deployment size, device, dtype, batch, CPU threads, runtime backend and head."""
+def device_slug(device: str) -> str:
+    """A device name as a path-safe word: ``cpu (x86_64, 2 cores)`` -> ``cpu-x86_64-2-cores``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", device).strip("-")
 
-    imgsz: int = 640
-    device: str = "auto"
-    dtype: str = "auto"
-    batch: int = 1
-    threads: int = 1
-    backend: str = "torch"
-    head: str = "nms_free"
 
-    def target(self, device_kind: str, dtype: str) -> str:
-        """A short name of this setting on a resolved device, e.g. ``onnxruntime/cpu/float32/640/t1/nms_free``."""
-        return f"{self.backend}/{device_kind}/{dtype}/{self.imgsz}/t{self.threads}/{self.head}"
+def target_name(backend: str, device: str, dtype: str, imgsz: int, threads: int, head: str) -> str:
+    """``<backend>/<device slug>/<dtype>/<imgsz>/t<threads>/<head>``: the one spelling of a latency target."""
+    return f"{backend}/{device_slug(device)}/{dtype}/{imgsz}/t{threads}/{head}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,11 @@ class LatencyReport:
         lo, hi = self.interval
         olo, ohi = other.interval
         return lo <= ohi and olo <= hi
+
+    @property
+    def target(self) -> str:
+        """The target this figure was measured for (:func:`target_name`)."""
+        return target_name(self.backend, self.device, self.dtype, self.imgsz, self.threads, self.head)
 
     def conditions(self) -> str:
         """What the figure was measured in: ``torch eager fused, cpu (x86_64, 2 cores), float32, batch 1, 640 px,

@@ -1,0 +1,1 @@
+"""What turns a trial into a deliverable: the model card (export, retrain and pick are commands over it)."""

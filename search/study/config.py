@@ -1,0 +1,174 @@
+"""The configuration of a search run: resolved once at the command line, recorded on the study, read back typed.
+
+``search.run`` turns its flags and the space file into one :class:`RunConfig`; the driver, the
+objective and the Ray backend read only that object; it is stored on the study as the one
+versioned user attr ``run_config``; ``search.pick`` / ``retrain`` / ``export`` read it back with
+:meth:`RunConfig.from_study`. Studies written before the attr existed (separate ``objectives``,
+``constraints``, ``latency`` and ``train`` attrs) are read through the same method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from search.space.schema import CONSTRAINT_RE, Constraint
+from trainers.train.results import TrialSettings
+
+CONFIG_ATTR = "run_config"
+CONFIG_VERSION = 1
+DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("map50_95", "maximize"), ("latency_ms", "minimize"))
+
+
+def parse_constraint(text: str) -> Constraint:
+    """A constraint from its ``str()`` form (``"params_m <= 4"``); ``ValueError`` if it does not read so."""
+    m = CONSTRAINT_RE.match(text)
+    if m is None:
+        raise ValueError(f"constraint must read 'metric <= number' or 'metric >= number', got {text!r}")
+    return Constraint(m.group(1), m.group(2), float(m.group(3)))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a search run decided.
+
+    Attributes:
+        study, storage: the Optuna study name and storage URL.
+        root: the studies folder (absolute); trial folders live in ``root/study``.
+        space_file: the space YAML the run was started with (absolute).
+        objectives, constraints: as in the space file.
+        trial: how every trial trains and measures (``out`` is the study folder, ``nc`` resolved).
+        trials, sampler, seed, backend, workers, ray_address: how the search runs.
+        latency_budget_ms, trial_timeout: limits per trial.
+        rungs, eta: successive halving (:mod:`search.engine.rungs`): the epochs at which a trial is compared with the
+            others, and the reduction factor; ``()``: off. ``rung_min_signal``: the mAP spread at a
+            rung below which nobody is stopped there (the space's ``train.rung_min_signal``).
+        timeout: seconds after the workers start past which no new trial starts (running ones finish).
+        epoch_budget: epochs trained by the study's trials in all past which no new trial starts.
+    """
+
+    study: str
+    storage: str
+    root: str
+    space_file: str
+    trial: TrialSettings
+    objectives: tuple[tuple[str, str], ...] = DEFAULT_OBJECTIVES
+    constraints: tuple[Constraint, ...] = ()
+    trials: int = 10
+    sampler: str = "tpe"
+    seed: int = 0
+    backend: str = "optuna"
+    workers: int = 1
+    ray_address: str | None = None
+    latency_budget_ms: float | None = None
+    trial_timeout: float | None = None
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    rung_min_signal: float = 0.01
+    timeout: float | None = None
+    epoch_budget: int | None = None
+    source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
+
+    @property
+    def folder(self) -> Path:
+        """The study's folder of trial runs and reports."""
+        return Path(self.root) / self.study
+
+    def trial_folder(self, number: int, arch_hash: str) -> Path:
+        """The run folder of trial ``number`` (architecture ``arch_hash``): ``<study folder>/trial_NNNN_<hash>``."""
+        return Path(self.trial.out) / f"trial_{number:04d}_{arch_hash}"
+
+    @property
+    def planned_trials(self) -> int:
+        """Trials the search expects to run: ``trials``, or fewer when ``epoch_budget`` buys fewer full ones.
+
+        Sizes the sampler's random start: with ``--epoch-budget 40 --epochs 8`` a study trains about
+        5 full trials whatever ``--trials`` says, and a start sized from ``--trials`` would leave
+        TPE nothing but random draws.
+        """
+        if self.epoch_budget is None:
+            return self.trials
+        return max(1, min(self.trials, self.epoch_budget // max(1, self.trial.epochs)))
+
+    def command(self) -> str:
+        """The ``python -m search.run`` command line that reproduces this run, every setting spelt out.
+
+        Flags, not the space file, carry the train settings, so a later edit of the space file's
+        ``train`` section does not change what the command runs (the blocks still come from it).
+        """
+        import shlex
+
+        t = self.trial
+        flags: list[tuple[str, Any]] = [
+            ("--space", self.space_file), ("--study", self.study), ("--storage", self.storage),
+            ("--studies-dir", self.root), ("--data", t.data or None), ("--trials", self.trials),
+            ("--epochs", t.epochs), ("--imgsz", t.imgsz), ("--batch", t.batch), ("--device", t.device),
+            ("--seed", self.seed), ("--sampler", self.sampler), ("--rungs", ",".join(map(str, self.rungs))),
+            ("--eta", self.eta), ("--latency-backend", t.latency.backend), ("--backend", self.backend),
+            ("--workers", self.workers), ("--ray-address", self.ray_address),
+            ("--latency-budget-ms", self.latency_budget_ms), ("--trial-timeout", self.trial_timeout),
+            ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
+            ("--init-from", t.init_from), ("--train-threads", t.train_threads)]
+        words = ["python", "-m", "search.run"]
+        for flag, value in flags:
+            if value is not None:
+                words += [flag, str(value)]
+        return shlex.join(words)
+
+    def with_trial(self, **changes: Any) -> RunConfig:
+        """A copy with some trial settings changed (e.g. ``data`` and ``nc`` once the dataset is known)."""
+        return replace(self, trial=replace(self.trial, **changes))
+
+    def to_record(self) -> dict[str, Any]:
+        """Plain JSON data for the study's ``run_config`` user attr, with a format version."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
+        data.update(version=CONFIG_VERSION, trial=self.trial.to_dict(), objectives=[list(o) for o in self.objectives],
+                    constraints=[str(c) for c in self.constraints], rungs=list(self.rungs))
+        return data
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of :meth:`to_record`; ``ValueError`` on another format version."""
+        if data.get("version") != CONFIG_VERSION:
+            raise ValueError(f"run_config version must be {CONFIG_VERSION}, got {data.get('version')!r}")
+        known = {f.name for f in fields(cls)} - {"source"}
+        kw = {k: v for k, v in data.items() if k in known}
+        kw.update(trial=TrialSettings.from_dict(data["trial"]),
+                  objectives=tuple((m, d) for m, d in data["objectives"]),
+                  constraints=tuple(parse_constraint(c) for c in data["constraints"]),
+                  rungs=tuple(data.get("rungs", ())))
+        return cls(**kw)
+
+    def record_on(self, study: Any) -> None:
+        """Store this configuration on ``study`` (one user attr, replaced on resume)."""
+        study.set_user_attr(CONFIG_ATTR, self.to_record())
+
+    @classmethod
+    def from_study(cls, study: Any, storage: str = "") -> RunConfig:
+        """The configuration recorded on ``study`` (the versioned attr, else the attrs of older studies)."""
+        attrs = study.user_attrs
+        if CONFIG_ATTR in attrs:
+            return cls.from_record(attrs[CONFIG_ATTR])
+        return _from_legacy_attrs(study.study_name, storage, attrs)
+
+
+def _from_legacy_attrs(name: str, storage: str, attrs: dict[str, Any]) -> RunConfig:
+    """A study written before ``run_config``: ``space``, ``objectives``, ``constraints``, ``latency``, ``train``."""
+    lat, train = attrs.get("latency", {}), attrs.get("train", {})
+    root = ""
+    if storage.startswith("sqlite:///"):
+        root = str(Path(storage[len("sqlite:///"):]).parent)
+    defaults = TrialSettings(data="", out="")
+    trial = TrialSettings(
+        data=train.get("data") or "", out=str(Path(root) / name) if root else "",
+        epochs=train.get("epochs", defaults.epochs), imgsz=train.get("imgsz", defaults.imgsz),
+        batch=train.get("batch", defaults.batch), device=lat.get("device", defaults.device),
+        latency=replace(defaults.latency, imgsz=lat.get("imgsz", defaults.latency.imgsz),
+                        device=lat.get("device", defaults.latency.device),
+                        dtype=lat.get("dtype", defaults.latency.dtype)),
+        head="nms")  # before the head was pinned, validation used Ultralytics' default: one-to-many + NMS
+    objectives = tuple((m, d) for m, d in attrs.get("objectives", DEFAULT_OBJECTIVES))
+    constraints = tuple(parse_constraint(c) for c in attrs.get("constraints", []))
+    return RunConfig(study=name, storage=storage, root=root, space_file=attrs.get("space", ""), trial=trial,
+                     objectives=objectives, constraints=constraints, source="legacy attrs")

@@ -1,0 +1,1 @@
+"""Exported model files: ONNX I/O, the Ultralytics exporter path, inference, loading an export."""

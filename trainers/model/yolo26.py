@@ -1,0 +1,167 @@
+"""YOLO26 as Ultralytics lays it out, and how a stage choice becomes the module at that layer.
+
+The module that knows how YOLO26's model dict (its stage table: :mod:`trainers.model.layout`)
+scales (:func:`resized_model_dict` gives a stage other channels and depth) and the attributes of
+Ultralytics modules that our builders read (``cv1``, ``cv2``, ``m``, ``c``) or must copy for
+Ultralytics' ``forward`` (``i``, ``f``, ``type``, ``np``). Each stage builder takes the stock
+module at a stage (a ``C3k2``) and a :class:`~trainers.model.architecture.StageChoice`, and returns the
+module that replaces it with the same input and output channels. Nothing in Ultralytics is
+edited. An Ultralytics release that renames a layer can break only this file.
+
+Importing this module does not import torch (the stage table is read by space validation).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from trainers.model.layout import CHANNEL_MODULES, PASSTHROUGH_MODULES, STAGE_LAYERS, repeats_for_depth
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainers.model.architecture import StageChoice
+
+def resized_model_dict(cfg: dict[str, Any], stages: tuple[tuple[str, StageChoice], ...]) -> dict[str, Any]:
+    """A copy of a YOLO26 model dict whose stage layers have each choice's width and depth.
+
+    A stage's channels become ``make_divisible(stock channels * width, 8)`` and its blocks
+    ``depth``; Ultralytics' ``parse_model`` then derives every later layer's input channels
+    (the stride-2 conv after the stage, the concats, the head) from them. To write any channel
+    count exactly, every layer's channels are first clamped to the scale's ``max_channels`` (what
+    ``parse_model`` would do) and ``max_channels`` is raised to the widest stage. ``cfg`` itself
+    is returned when no stage changes width or depth (the stock dict, untouched).
+    """
+    from ultralytics.utils.ops import make_divisible
+
+    if all(c.width == 1.0 and c.depth is None for _, c in stages):
+        return cfg
+    out = copy.deepcopy(cfg)
+    layers = out["backbone"] + out["head"]
+    depth_multiple, width_multiple, max_channels = out["scales"][out["scale"]]
+    for i, (_, _, module, args) in enumerate(layers):
+        if module in CHANNEL_MODULES:
+            args[0] = min(args[0], max_channels)
+        elif module not in PASSTHROUGH_MODULES:
+            raise ValueError(f"layer {i} of {out.get('yaml_file')} is a {module!r}: not a YOLO26 layout this "
+                             f"builder knows ({sorted(CHANNEL_MODULES | PASSTHROUGH_MODULES)})")
+    for name, choice in stages:
+        layer = layers[STAGE_LAYERS[name][0]]
+        stock = make_divisible(layer[3][0] * width_multiple, 8)
+        target = make_divisible(stock * choice.width, 8)
+        layer[3][0] = int(target // width_multiple)  # any value in (target - 8, target] scales to target
+        if make_divisible(layer[3][0] * width_multiple, 8) != target:
+            raise ValueError(f"stage {name}: {target} channels cannot be written at width multiple {width_multiple}")
+        if choice.depth is not None:
+            layer[1] = repeats_for_depth(choice.depth, depth_multiple)
+    widest = max(args[0] for _, _, module, args in layers if module in CHANNEL_MODULES)
+    out["scales"] = {**out["scales"], out["scale"]: [depth_multiple, width_multiple, max(max_channels, widest)]}
+    return out
+
+
+def se_factory(choice: StageChoice) -> Any:
+    """The :class:`blocks.se.SEFactory` of a stage choice, or ``None`` when SE is off."""
+    from blocks.se import SEFactory
+
+    if choice.se == "none":
+        return None
+    return SEFactory(choice.se_kind, choice.se_reduction, choice.se_min_ratio, choice.se_max_ratio)
+
+
+def stock_channels(stock: Any) -> tuple[int, int, int]:
+    """``(c1, c2, n)`` of an Ultralytics C2f-family module (``C3k2``)."""
+    return stock.cv1.conv.in_channels, stock.cv2.conv.out_channels, len(stock.m)
+
+
+def build_c3k2_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """The stock C3k2, unchanged (the baseline)."""
+    return stock
+
+
+def build_repvit_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """RepViT blocks in place of the C3k2, same depth; SE in every other block (as in the paper)."""
+    from torch import nn
+
+    from blocks.repvit import RepViTBlock
+
+    c1, c2, n = stock_channels(stock)
+    factory = se_factory(choice)
+    return nn.Sequential(*(
+        RepViTBlock(c1 if i == 0 else c2, c2, s=1, se=factory is not None and i % 2 == 0,
+                    kernels=tuple(choice.kernels), se_module=factory)
+        for i in range(n)
+    ))
+
+
+def build_c3k2_rvb_se_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """C3k2_RVB_SE with the stock stage's channels, depth and hidden ratio."""
+    from blocks.repvit import C3k2_RVB_SE
+
+    c1, c2, n = stock_channels(stock)
+    e = (stock.c + 0.5) / c2  # int(c2 * e) == stock.c exactly, whatever float rounding does
+    return C3k2_RVB_SE(c1, c2, n=n, se=choice.se, se_reduction=choice.se_reduction, kernels=tuple(choice.kernels),
+                       e=e, se_module=se_factory(choice))
+
+
+def _orepa_like(conv: Any) -> nn.Module:
+    from blocks.orepa import OREPAConv
+
+    c = conv.conv
+    return OREPAConv(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0], g=c.groups)
+
+
+def build_orepa_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """The stock C3k2 whose bottleneck convs (every ``Bottleneck.cv1/cv2`` inside) are OREPAConv."""
+    for module in list(stock.m.modules()):
+        if type(module).__name__ == "Bottleneck":
+            module.cv1 = _orepa_like(module.cv1)
+            module.cv2 = _orepa_like(module.cv2)
+    return stock
+
+
+STAGE_BUILDERS: dict[str, Callable[[Any, StageChoice], nn.Module]] = {
+    "C3k2": build_c3k2_stage,
+    "RepViT": build_repvit_stage,
+    "C3k2_RVB_SE": build_c3k2_rvb_se_stage,
+    "OREPA": build_orepa_stage,
+}
+"""Block name (every name of :data:`blocks.registry.STAGE_BLOCKS`) -> its stage builder."""
+
+
+def build_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """The module of ``choice``'s block in place of the stock C3k2 ``stock``."""
+    return STAGE_BUILDERS[choice.block](stock, choice)
+
+
+def build_downsample(stock: Any, name: str) -> nn.Module:
+    """The stride-2 conv before a stage: the stock ``Conv``, a ``RepConv`` or an ``OREPA`` conv of its shape."""
+    if name == "Conv":
+        return stock
+    from blocks.orepa import OREPAConv
+    from blocks.repvgg import RepConv
+
+    c = stock.conv
+    cls = {"RepConv": RepConv, "OREPA": OREPAConv}[name]
+    return cls(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0])
+
+
+def adopt_layer_attrs(new: Any, old: Any) -> Any:
+    """Give ``new`` the layer attributes Ultralytics' forward and logging read from ``old``."""
+    if new is not old:
+        new.i, new.f = old.i, old.f
+        new.type = type(new).__module__ + "." + type(new).__name__
+    new.np = sum(p.numel() for p in new.parameters())
+    return new
+
+
+def swap_stages(model: Any, stages: tuple[tuple[str, StageChoice], ...]) -> None:
+    """Replace, in an Ultralytics YOLO26 ``DetectionModel``, each stage's C3k2 and stride-2 conv as chosen."""
+    for name, choice in stages:
+        idx, ds = STAGE_LAYERS[name]
+        old = model.model[idx]
+        model.model[idx] = adopt_layer_attrs(build_stage(old, choice), old)
+        if ds is not None and choice.downsample not in (None, "Conv"):
+            old_ds = model.model[ds]
+            model.model[ds] = adopt_layer_attrs(build_downsample(old_ds, choice.downsample), old_ds)

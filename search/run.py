@@ -240,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_ultralytics()
     check_latency_backend(cfg)
     from search.engine.optuna_driver import run_search
+    from search.engine.per_trial import PerTrialObjective
 
     try:
-        return run_search(cfg, space)
+        return run_search(cfg, PerTrialObjective(space, cfg))
     except KeyboardInterrupt:
         log("interrupted: finished trials are in the study; run the same command again to resume")
         return 130

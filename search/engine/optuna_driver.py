@@ -31,7 +31,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
 from search.engine.interleaved import remeasure_front
-from search.engine.per_trial import Outcome, describe, run_objective
+from search.engine.objective import Objective, Outcome, describe
 from search.engine.rungs import rung_summary
 from search.pareto import format_table, pareto_front, write_report
 from search.space import SearchSpace
@@ -43,6 +43,7 @@ from search.study.artifacts import (
     upload_study_artifacts,
 )
 from search.study.config import RunConfig
+from search.study.failures import FailKind, fail_trial
 from search.study.outage import StorageUnavailable, exit_on_storage_outage, keep_outage
 from search.study.records import read_record
 from search.study.storage import (
@@ -53,7 +54,6 @@ from search.study.storage import (
     make_storage,
     open_study,
     recover_dead_trials,
-    retry_attrs,
     trial_id,
 )
 from trainers.cli import log
@@ -109,7 +109,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         study.tell(trial, state=outcome.state)
 
 
-def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunConfig, progress: Progress,
+def worker_loop(study: optuna.Study, storage: Any, objective: Objective, cfg: RunConfig, progress: Progress,
                 gate: threading.Lock, store: FileSystemArtifactStore) -> None:
     """Ask, run and tell trials until the study holds ``cfg.trials`` finished trials (their files into ``store``)."""
     while True:
@@ -122,14 +122,11 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
         log(f"{prefix}start {describe(trial)}")
         try:
             with heartbeat(storage, trial_id(storage, study, trial.number)):
-                outcome = run_objective(study, trial, space, cfg, prefix=prefix)
+                outcome = objective.evaluate(study, trial, prefix=prefix)
         except StorageUnavailable:  # nothing can be written: the rerun fails this trial as "worker died"
             raise
         except BaseException as e:
-            trial.set_user_attr("fail_kind", "worker_died")
-            trial.set_user_attr("fail_reason", f"interrupted: {type(e).__name__}")
-            study.tell(trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs=retry_attrs(trial))
+            fail_trial(study, trial, FailKind.WORKER_DIED, f"interrupted: {type(e).__name__}", requeue={})
             raise
         attach_trial_artifacts(store, trial, cfg)  # before the tell: a told trial takes no artifact
         _tell(study, trial, outcome)
@@ -137,8 +134,9 @@ def worker_loop(study: optuna.Study, storage: Any, space: SearchSpace, cfg: RunC
 
 
 @exit_on_storage_outage
-def run_search(cfg: RunConfig, space: SearchSpace) -> int:
-    """Run (or resume) the search ``cfg`` describes over ``space``; print and write the Pareto report.
+def run_search(cfg: RunConfig, objective: Objective) -> int:
+    """Run (or resume) the search ``cfg`` describes, scoring trials with ``objective`` (over its space); print and
+    write the Pareto report.
 
     A database unreachable for longer than the outage limit ends it with one line and exit code 3
     (:mod:`search.study.outage`).
@@ -154,7 +152,7 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     recovered = recover_dead_trials(study, storage)
     if recovered:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")
-    ensure_baseline(study, space)
+    ensure_baseline(study, objective.space)
     store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
@@ -163,12 +161,12 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     if cfg.backend == "ray":
         from search.engine.ray_searcher import run_ray
 
-        run_ray(cfg, space, study, store)
+        run_ray(cfg, objective, study, store)
     elif have < cfg.trials:
         progress, gate = Progress(study, cfg), threading.Lock()
         outages: list[StorageUnavailable] = []  # a worker that met a long outage: raised here, after the join
         threads = [threading.Thread(target=keep_outage(worker_loop, outages), name=f"worker-{i}",
-                                    args=(study, storage, space, cfg, progress, gate, store))
+                                    args=(study, storage, objective, cfg, progress, gate, store))
                    for i in range(cfg.workers)]
         for thread in threads:
             thread.start()

@@ -20,31 +20,23 @@ unless it ranks in the top 1/eta there or no trial there dominates it: it ends P
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.engine.objective import Outcome
 from search.engine.warm_start import resolve_baseline
 from search.space import Constraint, SearchSpace
 from search.study.config import RunConfig
+from search.study.failures import record_failure
 from search.study.records import is_record, read_record, records_of, write_record
 from search.study.storage import worker_identity
 from trainers.model.architecture import Architecture
-from trainers.train.results import PreTraining, TrialFailure, TrialJob, TrialResult
+from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult
 
 PRE_TRAINING_METRICS = ("params_m", "gflops", "latency_ms")
 NOT_COPIED = ("host", "pid", "baseline", "retry_of")  # user attrs of the trial run, not of its result
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a trial ends: its state, values (COMPLETE only) and a one-line note for the log."""
-
-    state: TrialState
-    values: list[float] | None
-    note: str
 
 
 def architecture_of_trial(trial: optuna.Trial, space: SearchSpace) -> Architecture:
@@ -58,7 +50,7 @@ def earlier_trial(study: optuna.Study, arch_hash: str, number: int) -> FrozenTri
     same = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                   TrialState.FAIL))
             if t.user_attrs.get("hash") == arch_hash and t.number != number and "reused_from" not in t.user_attrs
-            and (t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") not in (None, "worker_died"))]
+            and (t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") not in (None, FailKind.WORKER_DIED.value))]
     same.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.number))
     return same[0] if same else None
 
@@ -113,7 +105,7 @@ def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture
     try:
         arch = architecture_of_trial(trial, space)
     except ValueError as e:
-        return _fail(trial, TrialFailure("build", str(e)))
+        return _fail(trial, TrialFailure(FailKind.BUILD, str(e)))
     record_architecture(trial, arch)
     return arch
 
@@ -147,7 +139,7 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
     try:
         pre = _pre_training(trial, arch, cfg)
     except Exception as e:  # an architecture that cannot be built or run is a failure of the architecture
-        return _fail(trial, TrialFailure("build", f"{type(e).__name__}: {e}"[:500], arch.hash))
+        return _fail(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
     metrics = pre.metrics
     _set_constraints(trial, cfg.constraints, metrics)
     if cfg.latency_budget_ms is not None and metrics["latency_ms"] > cfg.latency_budget_ms:
@@ -169,7 +161,7 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     try:  # --teacher/--init-from baseline: trial 0's checkpoint (waited for while another worker trains it)
         settings = resolve_baseline(study, trial, settings, cfg.trial_timeout)
     except ValueError as e:
-        return _fail(trial, TrialFailure("error", str(e), arch.hash))
+        return _fail(trial, TrialFailure(FailKind.ERROR, str(e), arch.hash))
     write_record(trial, "metrics", metrics)  # known before training: other trials' rungs compare with it
     job = TrialJob(arch, settings, pre)
     if cfg.rungs:  # successive halving: each epoch's mAP recorded as it comes, a rung may stop the trial
@@ -216,11 +208,21 @@ def _prune(trial: optuna.Trial, metrics: dict[str, float], reason: str) -> Outco
 
 
 def _fail(trial: optuna.Trial, failure: TrialFailure) -> Outcome:
-    trial.set_user_attr("fail_kind", failure.kind)
-    trial.set_user_attr("fail_reason", failure.reason)
+    record_failure(trial, FailKind(failure.kind), failure.reason)
     return Outcome(TrialState.FAIL, None, f"failed ({failure.kind}): {failure.reason}")
 
 
-def describe(trial: Any) -> str:
-    """Short label of a trial for progress lines."""
-    return f"trial {trial.number} [{trial.user_attrs.get('hash', '?')}] {trial.user_attrs.get('blocks', '')}"
+class PerTrialObjective:
+    """Every architecture trained from scratch in its own process (:func:`run_objective`): the per-trial search."""
+
+    def __init__(self, space: SearchSpace, cfg: RunConfig):
+        self.space, self.cfg = space, cfg
+
+    def sample(self, trial: optuna.Trial) -> Architecture | Outcome:
+        """Sample the trial's architecture and record it (:func:`sample_architecture`)."""
+        return sample_architecture(trial, self.space)
+
+    def evaluate(self, study: optuna.Study, trial: optuna.Trial, prefix: str = "",
+                 arch: Architecture | None = None) -> Outcome:
+        """Measure, maybe reject, train and record the trial (:func:`run_objective`)."""
+        return run_objective(study, trial, self.space, self.cfg, prefix, arch)

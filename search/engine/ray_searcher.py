@@ -2,7 +2,7 @@
 
 A small :class:`~ray.tune.search.Searcher` drives Optuna's ask/tell in this process (so the
 study's sampler sees every trial, and sampling happens in one place); each Ray trial runs
-:func:`search.engine.per_trial.run_objective` in a Ray worker, writing user attrs straight into the
+the run's :class:`~search.engine.objective.Objective` in a Ray worker, writing user attrs straight into the
 same Optuna storage; the searcher tells the outcome. Dashboard and export work unchanged.
 Every path handed to Ray is absolute (Ray changes trials' working directory). Successive
 halving works unchanged (the objective's rung watcher reads and writes the shared storage from
@@ -41,18 +41,18 @@ from typing import Any
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
-from search.engine.per_trial import Outcome, run_objective, sample_architecture
-from search.space import SearchSpace
+from search.engine.objective import Objective, Outcome
 from search.study.artifacts import attach_trial_artifacts
 from search.study.config import RunConfig
+from search.study.failures import FailKind, fail_trial
 from search.study.outage import OutageTolerantStorage, StorageUnavailable, outage_limit_s
 from search.study.storage import (
     HEARTBEAT_INTERVAL_S,
     count_finished,
     make_storage,
     periodically,
-    retry_attrs,
     worker_identity,
 )
 from search.study.storage import trial_id as storage_trial_id
@@ -62,8 +62,8 @@ from trainers.model.architecture import Architecture
 MAX_RETRIES = 3
 
 
-def ray_trial(config: dict[str, Any], space: SearchSpace, cfg: RunConfig) -> dict[str, Any]:
-    """Ray Tune trainable: run the objective of the Optuna trial named in ``config`` on this Ray node."""
+def ray_trial(config: dict[str, Any], objective: Objective, cfg: RunConfig) -> dict[str, Any]:
+    """Ray Tune trainable: evaluate the Optuna trial named in ``config`` with ``objective`` on this Ray node."""
     import ray
 
     storage = make_storage(cfg.storage)
@@ -72,109 +72,107 @@ def ray_trial(config: dict[str, Any], space: SearchSpace, cfg: RunConfig) -> dic
     node = ray.get_runtime_context().get_node_id()
     trial.set_user_attr("ray_node", node)
     arch = Architecture.from_dict(config["architecture"])
-    outcome = run_objective(study, trial, space, cfg, prefix=f"[ray trial {config['number']}] ", arch=arch)
+    outcome = objective.evaluate(study, trial, prefix=f"[ray trial {config['number']}] ", arch=arch)
     trial.set_user_attr("ray_node", node)  # again: a reused result copies the earlier trial's attrs
     return {"state": outcome.state.name, "values": outcome.values, "note": outcome.note,
             "map50_95": outcome.values[0] if outcome.values else None}
 
 
-def make_searcher(study: optuna.Study, space: SearchSpace, target: int, deadline: float | None = None,
-                  storage: OutageTolerantStorage | None = None,
-                  before_tell: Callable[[optuna.Trial], None] | None = None) -> Any:
-    """A Ray Tune searcher that asks Optuna for trials until ``target`` are finished (or ``deadline``, a
-    ``time.time()``, has passed). With ``storage`` (the study's), its ``beat()`` sends the heartbeats of the
-    trials it has handed out and not yet told. ``before_tell``: called with each trial its worker reported
-    on, before the trial is told (its artifacts)."""
-    from ray.tune.search import Searcher
+class OptunaAskTell(Searcher):
+    """Optuna ask/tell as a Ray Tune searcher: asks for trials until ``target`` are finished (or ``deadline``, a
+    ``time.time()``, has passed); ``objective`` samples each trial's architecture here, in the driver.
 
-    class OptunaAskTell(Searcher):
-        """Optuna ask/tell as a Ray Tune searcher."""
+    With ``storage`` (the study's), :meth:`beat` sends the heartbeats of the trials handed out and not yet told.
+    ``before_tell``: called with each trial its worker reported on, before the trial is told (its artifacts).
+    """
 
-        def __init__(self) -> None:
-            super().__init__()
-            self.live: dict[str, optuna.Trial] = {}
-            self.ids: dict[str, int] = {}  # storage ids of the live trials (what heartbeats take)
-            self.lock = threading.Lock()
-            self.checked = 0.0
+    def __init__(self, study: optuna.Study, objective: Objective, target: int, deadline: float | None = None,
+                 storage: OutageTolerantStorage | None = None,
+                 before_tell: Callable[[optuna.Trial], None] | None = None) -> None:
+        super().__init__()
+        self.study, self.objective, self.target, self.deadline = study, objective, target, deadline
+        self.storage, self.before_tell = storage, before_tell
+        self.live: dict[str, optuna.Trial] = {}
+        self.ids: dict[str, int] = {}  # storage ids of the live trials (what heartbeats take)
+        self.lock = threading.Lock()
+        self.checked = 0.0
 
-        def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher with the experiment's state
-            return {k: v for k, v in self.__dict__.items() if k != "lock"}
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its searcher with the experiment's state
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
-        def __setstate__(self, state: dict[str, Any]) -> None:
-            self.__dict__.update(state)
-            self.lock = threading.Lock()
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
-        def beat(self) -> None:
-            """Record a heartbeat for every trial handed out and not yet told."""
-            with self.lock:
-                ids = list(self.ids.values())
-            for tid in ids:
-                if storage is not None:
-                    storage.record_heartbeat(tid)
+    def beat(self) -> None:
+        """Record a heartbeat for every trial handed out and not yet told."""
+        with self.lock:
+            ids = list(self.ids.values())
+        for tid in ids:
+            if self.storage is not None:
+                self.storage.record_heartbeat(tid)
 
-        def suggest(self, trial_id: str) -> Any:
-            self._fail_stale_trials()
-            late = deadline is not None and time.time() >= deadline
-            if late or count_finished(study) + len(self.live) >= target:
-                return Searcher.FINISHED if not self.live else None
-            trial = study.ask()
-            for key, value in worker_identity().items():  # the driver's, until the worker writes its own
-                trial.set_user_attr(key, value)
-            arch = sample_architecture(trial, space)
-            if isinstance(arch, Outcome):
-                study.tell(trial, state=arch.state)
-                return None
-            with self.lock:
-                self.live[trial_id] = trial
-                if storage is not None:
-                    self.ids[trial_id] = storage_trial_id(storage, study, trial.number)
-            self.beat()
-            log(f"[ray] trial {trial.number} [{arch.hash}] {arch.blocks_summary()} sent to a worker")
-            return {"number": trial.number, "architecture": arch.to_dict()}
+    def suggest(self, trial_id: str) -> Any:
+        """The next trial's number and architecture; ``None`` to wait; ``FINISHED`` when the target is reached."""
+        study = self.study
+        self._fail_stale_trials()
+        late = self.deadline is not None and time.time() >= self.deadline
+        if late or count_finished(study) + len(self.live) >= self.target:
+            return Searcher.FINISHED if not self.live else None
+        trial = study.ask()
+        for key, value in worker_identity().items():  # the driver's, until the worker writes its own
+            trial.set_user_attr(key, value)
+        arch = self.objective.sample(trial)
+        if isinstance(arch, Outcome):
+            study.tell(trial, state=arch.state)
+            return None
+        with self.lock:
+            self.live[trial_id] = trial
+            if self.storage is not None:
+                self.ids[trial_id] = storage_trial_id(self.storage, study, trial.number)
+        self.beat()
+        log(f"[ray] trial {trial.number} [{arch.hash}] {arch.blocks_summary()} sent to a worker")
+        return {"number": trial.number, "architecture": arch.to_dict()}
 
-        def _fail_stale_trials(self) -> None:
-            """Now and then: fail (and re-queue) trials of dead drivers; ours are beaten first, never stale."""
-            if storage is None or time.time() - self.checked < HEARTBEAT_INTERVAL_S:
-                return
-            self.beat()
-            optuna.storages.fail_stale_trials(study)
-            self.checked = time.time()
+    def _fail_stale_trials(self) -> None:
+        """Now and then: fail (and re-queue) trials of dead drivers; ours are beaten first, never stale."""
+        if self.storage is None or time.time() - self.checked < HEARTBEAT_INTERVAL_S:
+            return
+        self.beat()
+        optuna.storages.fail_stale_trials(self.study)
+        self.checked = time.time()
 
-        def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-            with self.lock:
-                trial = self.live.pop(trial_id, None)
-                self.ids.pop(trial_id, None)
-            if trial is None:
-                return
-            if error or not result or "state" not in result:
-                requeue_lost_trial(study, trial)
-                return
-            state = TrialState[result["state"]]
-            if before_tell is not None:
-                before_tell(trial)
-            study.tell(trial, result["values"] if state == TrialState.COMPLETE else None,
-                       state=None if state == TrialState.COMPLETE else state)
-            log(f"[ray] trial {trial.number}: {state.name} {result.get('note', '')} | "
-                f"{count_finished(study)}/{target} finished")
-
-    return OptunaAskTell()
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Tell the study how the trial ended (re-queue it when its worker died before reporting)."""
+        with self.lock:
+            trial = self.live.pop(trial_id, None)
+            self.ids.pop(trial_id, None)
+        if trial is None:
+            return
+        if error or not result or "state" not in result:
+            requeue_lost_trial(self.study, trial)
+            return
+        state = TrialState[result["state"]]
+        if self.before_tell is not None:
+            self.before_tell(trial)
+        self.study.tell(trial, result["values"] if state == TrialState.COMPLETE else None,
+                        state=None if state == TrialState.COMPLETE else state)
+        log(f"[ray] trial {trial.number}: {state.name} {result.get('note', '')} | "
+            f"{count_finished(self.study)}/{self.target} finished")
 
 
 def requeue_lost_trial(study: optuna.Study, trial: optuna.Trial) -> None:
     """Fail a trial whose Ray worker died or errored before reporting, and queue its parameters again
-    (:func:`~search.study.storage.retry_attrs`, plus ``retries``); after :data:`MAX_RETRIES` retries, fail it
+    (:func:`~search.study.failures.retry_attrs`, plus ``retries``); after :data:`MAX_RETRIES` retries, fail it
     for good."""
     retries = int(trial.user_attrs.get("retries", 0))
     if retries >= MAX_RETRIES:
-        trial.set_user_attr("fail_kind", "error")
-        trial.set_user_attr("fail_reason", f"Ray worker failed or died before reporting, {retries + 1} times in a row")
-        study.tell(trial, state=TrialState.FAIL)
+        fail_trial(study, trial, FailKind.ERROR,
+                   f"Ray worker failed or died before reporting, {retries + 1} times in a row")
         log(f"[ray] trial {trial.number}: FAIL, its worker failed {retries + 1} times in a row; not retried")
         return
-    trial.set_user_attr("fail_kind", "worker_died")
-    trial.set_user_attr("fail_reason", "Ray worker failed or died before reporting (node lost?); queued again")
-    study.tell(trial, state=TrialState.FAIL)
-    study.enqueue_trial(trial.params, user_attrs={**retry_attrs(trial), "retries": retries + 1})
+    fail_trial(study, trial, FailKind.WORKER_DIED, "Ray worker failed or died before reporting (node lost?); queued "
+               "again", requeue={"retries": retries + 1})
     log(f"[ray] trial {trial.number}: its worker died before reporting; failed as 'worker died' and queued again")
 
 
@@ -198,7 +196,7 @@ def ray_env() -> dict[str, str]:
     return env
 
 
-def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study,
+def run_ray(cfg: RunConfig, objective: Objective, study: optuna.Study,
             store: FileSystemArtifactStore | None = None) -> None:
     """Run the missing trials of the study through Ray Tune with ``cfg.workers`` at once (their files into
     ``store``)."""
@@ -214,10 +212,10 @@ def run_ray(cfg: RunConfig, space: SearchSpace, study: optuna.Study,
                  log_to_driver=True)
     deadline = time.time() + cfg.timeout if cfg.timeout is not None else None  # counted once Ray is up
     try:
-        trainable = tune.with_resources(tune.with_parameters(ray_trial, space=space, cfg=cfg),
+        trainable = tune.with_resources(tune.with_parameters(ray_trial, objective=objective, cfg=cfg),
                                         trial_resources(cfg.workers))
         attach = (lambda trial: attach_trial_artifacts(store, trial, cfg)) if store is not None else None
-        searcher = make_searcher(study, space, cfg.trials, deadline, storage=make_storage(cfg.storage),
+        searcher = OptunaAskTell(study, objective, cfg.trials, deadline, storage=make_storage(cfg.storage),
                                  before_tell=attach)
         tuner = tune.Tuner(
             trainable,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, overload
 
 from trainers.cli import log
-from trainers.train.results import EpochProgress, TrialFailure, TrialJob, TrialResult
+from trainers.train.results import EpochProgress, FailKind, TrialFailure, TrialJob, TrialResult
 
 OnEpoch = Callable[[EpochProgress], bool]
 
@@ -130,7 +130,8 @@ def run_trial_process(job: TrialJob, prefix: str = "", timeout: float | None = N
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             proc.wait()
-            return TrialFailure("timeout", f"trial outlived --trial-timeout {timeout:g} s and was killed", arch_hash)
+            reason = f"trial outlived --trial-timeout {timeout:g} s and was killed"
+            return TrialFailure(FailKind.TIMEOUT, reason, arch_hash)
         finally:
             reader.join(timeout=5)
             pumping.join(timeout=5)

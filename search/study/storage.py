@@ -28,11 +28,12 @@ import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from search.study.failures import FailKind, fail_trial
 from search.study.outage import OutageTolerantStorage, is_connection_error, outage_limit_s
 
 HEARTBEAT_INTERVAL_S = 2
 GRACE_PERIOD_S = 10
-NOT_FINISHED_FAILS = ("worker_died",)
+NOT_FINISHED_FAILS = (FailKind.WORKER_DIED.value,)
 
 
 def default_storage_url(study_name: str, root: Path = Path("studies")) -> str:
@@ -156,13 +157,6 @@ def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
-def retry_attrs(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
-    """User attrs of the re-queued copy of a trial whose worker died: ``retry_of`` (its number), and the
-    baseline flags, so a re-run stock model is still the study's baseline."""
-    kept = {k: v for k, v in trial.user_attrs.items() if k in ("baseline", "is_baseline")}
-    return {**kept, "retry_of": trial.number}
-
-
 def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     """Fail at once RUNNING trials whose worker on this host is gone, and re-enqueue their params.
 
@@ -175,11 +169,8 @@ def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
         if host == me and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
-            tid = trial_id(storage, study, t.number)
-            storage.set_trial_user_attr(tid, "fail_kind", "worker_died")
-            storage.set_trial_user_attr(tid, "fail_reason", f"worker died (pid {pid} on {host} gone)")
-            if storage.set_trial_state_values(tid, TrialState.FAIL):
-                study.enqueue_trial(t.params, user_attrs=retry_attrs(t), skip_if_exists=False)
+            if fail_trial(study, t, FailKind.WORKER_DIED, f"worker died (pid {pid} on {host} gone)", requeue={},
+                          storage=storage):
                 failed.append(t.number)
     optuna.storages.fail_stale_trials(study)
     return failed

@@ -66,7 +66,8 @@ def test_a_study_file_is_uploaded_again_only_when_it_changed(tmp_path: Path) -> 
 
 def test_the_ray_searcher_attaches_a_trials_files_before_it_tells_it(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune.search")
-    from search.engine.ray_searcher import make_searcher
+    from search.engine.per_trial import PerTrialObjective
+    from search.engine.ray_searcher import OptunaAskTell
     from search.study.artifacts import artifact_store, attach_trial_artifacts
     from search.study.storage import open_study
 
@@ -82,7 +83,7 @@ def test_the_ray_searcher_attaches_a_trials_files_before_it_tells_it(tmp_path: P
         states.append(study.trials[trial.number].state)  # what the trial is when its files go up
         attach_trial_artifacts(store, trial, cfg)
 
-    searcher = make_searcher(study, space, target=1, before_tell=attach)
+    searcher = OptunaAskTell(study, PerTrialObjective(space, cfg), target=1, before_tell=attach)
     assert searcher.suggest("tune-1")["number"] == 0
     searcher.on_trial_complete("tune-1", {"state": "PRUNED", "values": None, "note": "over budget"})
     (done,) = study.trials
@@ -97,6 +98,7 @@ def searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunConfig:
     import search.engine.runner
     import trainers.latency.measure
     from search.engine.optuna_driver import run_search
+    from search.engine.per_trial import PerTrialObjective
 
     (tmp_path / "space.yaml").write_text(SPACE)
     cfg, space = validate(["--space", str(tmp_path / "space.yaml"), "--studies-dir", str(tmp_path / "studies"),
@@ -120,7 +122,7 @@ def searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunConfig:
     monkeypatch.setattr(trainers.latency.measure, "measure_latency", measure)
     monkeypatch.setattr(search.engine.runner, "run_trial_process", trial_process)
     monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
-    assert run_search(cfg, space) == 0
+    assert run_search(cfg, PerTrialObjective(space, cfg)) == 0
     return cfg
 
 

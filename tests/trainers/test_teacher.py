@@ -65,8 +65,9 @@ def test_inheritance_copies_exactly_the_tensors_that_match_by_name_and_shape(sto
 def test_a_trial_distills_from_a_teacher_and_starts_warm(tmp_path: Path, coco8_copy: Path,
                                                          stock_checkpoint: Path) -> None:
     r = run_module("trainers.train.trial", "--arch", str(_arch_file(tmp_path)), "--data", str(coco8_copy),
-                   "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--device", "cpu", "--latency-imgsz", str(IMGSZ),
-                   "--latency-device", "cpu", "--out", str(tmp_path / "run"), "--teacher", str(stock_checkpoint),
+                   "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--device", "cpu", "--latency-imgsz",
+                   str(IMGSZ), "--latency-device", "cpu", "--out", str(tmp_path / "run"), "--teacher",
+                   str(stock_checkpoint),
                    "--distill-weight", "2.5", "--init-from", str(stock_checkpoint), cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,23 @@ from trainers.model.architecture import Architecture
 JOB_VERSION = 1
 
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")  # TrialSettings.latency on disk
-FAILURE_KINDS = ("build", "oom", "nan", "error", "timeout", "worker_died")
+
+
+class FailKind(str, Enum):
+    """Why a trial produced no score: the one list, used by the trial process and by every search path."""
+
+    BUILD = "build"  # the architecture cannot be built or run
+    OOM = "oom"
+    NAN = "nan"  # the loss went non-finite
+    ERROR = "error"
+    TIMEOUT = "timeout"  # --trial-timeout passed
+    WORKER_DIED = "worker_died"  # its worker, process or node was lost: the trial is run again
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FAILURE_KINDS: tuple[str, ...] = tuple(k.value for k in FailKind)
 EPOCH_MARK = "@repnas-epoch "  # starts a machine-readable progress line on a trial's stderr
 
 
@@ -202,9 +219,9 @@ class TrialResult:
 
 @dataclass(frozen=True)
 class TrialFailure:
-    """A trial that produced no score, and why. ``kind`` is one of :data:`FAILURE_KINDS`."""
+    """A trial that produced no score, and why (``kind``: a :class:`FailKind`; JSON keeps its value)."""
 
-    kind: str
+    kind: FailKind
     reason: str
     arch_hash: str = ""
 
@@ -215,12 +232,12 @@ class TrialFailure:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialFailure:
         """Inverse of :meth:`to_dict`."""
-        return cls(kind=data["kind"], reason=data["reason"], arch_hash=data.get("arch_hash", ""))
+        return cls(kind=FailKind(data["kind"]), reason=data["reason"], arch_hash=data.get("arch_hash", ""))
 
     @property
     def counts_as_finished(self) -> bool:
         """Every failure but a dead worker is final for that trial: it is not run again."""
-        return self.kind != "worker_died"
+        return self.kind != FailKind.WORKER_DIED
 
 
 @dataclass(frozen=True)

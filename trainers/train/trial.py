@@ -37,7 +37,7 @@ from trainers.cli import (
 from trainers.latency.setting import BACKEND_NAMES, LatencySetting
 from trainers.model.architecture import Architecture, read_architecture
 from trainers.model.heads import DEFAULT_HEAD, HEADS
-from trainers.train.results import PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
+from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
 from trainers.train.threads import cpu_threads, thread_count_arg
 
 
@@ -56,12 +56,12 @@ def _failure_of(exc: BaseException, arch_hash: str) -> TrialFailure:
 
     text = f"{type(exc).__name__}: {exc}".strip()
     if isinstance(exc, NonFiniteLoss):
-        return TrialFailure("nan", str(exc), arch_hash)
+        return TrialFailure(FailKind.NAN, str(exc), arch_hash)
     if "out of memory" in str(exc).lower():
-        return TrialFailure("oom", text[:500], arch_hash)
+        return TrialFailure(FailKind.OOM, text[:500], arch_hash)
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return TrialFailure("error", (text + where)[:500], arch_hash)
+    return TrialFailure(FailKind.ERROR, (text + where)[:500], arch_hash)
 
 
 def trial_overrides(arch: Architecture, settings: TrialSettings, out: Path, device: str) -> dict[str, Any]:
@@ -103,19 +103,19 @@ def run_trial(arch: Architecture, settings: TrialSettings,
     try:
         nc = settings.nc or class_count(settings.data)
     except ValueError as e:
-        return TrialFailure("error", str(e), arch.hash)
+        return TrialFailure(FailKind.ERROR, str(e), arch.hash)
     try:
         from trainers.model import build
 
         seed_as_the_trainer_will(settings.seed)
         model = build.build_model(arch, nc=nc)
     except Exception as e:  # an architecture that cannot be built is a failure of the architecture
-        return TrialFailure("build", f"{type(e).__name__}: {e}"[:500], arch.hash)
+        return TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash)
     out, device = Path(settings.out).resolve(), train_device(settings.device)
     try:
         teacher, init_from, inherited = checkpoints_of(model, settings, nc)
     except ValueError as e:
-        return TrialFailure("error", str(e), arch.hash)
+        return TrialFailure(FailKind.ERROR, str(e), arch.hash)
     try:
         pre = pre_training or measure_pre_training(model, arch.hash, settings)
         epochs_log: list[dict[str, float]] = []
@@ -130,7 +130,7 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         metrics: dict[str, Any] = trainer.metrics or {}
         map50_95, map50 = float(metrics.get(MAP_KEY, math.nan)), float(metrics.get(MAP50_KEY, math.nan))
         if not (math.isfinite(map50_95) and math.isfinite(map50)):
-            return TrialFailure("error", f"validation gave no finite mAP ({metrics})", arch.hash)
+            return TrialFailure(FailKind.ERROR, f"validation gave no finite mAP ({metrics})", arch.hash)
         return TrialResult(
             arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50, params=pre.params,
             gflops=pre.gflops, latency=pre.latency, train_seconds=round(train_seconds, 2),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.pick import Picked, PickError, add_pick_args, check_pick_args, pick
+from search.study.records import retrained_key, retrained_records
 from trainers.cli import OneLineParser, fail, log, positive_int
 
 ORT_TOL, MAP_TOL = 1e-3, 1e-3
@@ -32,7 +33,7 @@ def weights_of(chosen: Picked, explicit: str | None) -> Path:
         return Path(explicit)
     if chosen.trial is None:
         raise PickError("--arch needs --weights PATH (an Ultralytics checkpoint of that architecture)")
-    retrained = chosen.study.user_attrs.get(f"retrained:{chosen.trial.number}") if chosen.study else None
+    retrained = chosen.study.user_attrs.get(retrained_key(chosen.trial.number)) if chosen.study else None
     return Path(retrained["path"] if retrained else chosen.trial.user_attrs["weights"])
 
 
@@ -44,9 +45,8 @@ def trusted_roots(chosen: Picked) -> list[Path]:
     for t in chosen.study.get_trials(deepcopy=False):
         if "weights" in t.user_attrs:
             roots.add(Path(t.user_attrs["weights"]).resolve().parents[2])  # <study dir>/trial_*/weights/best.pt
-    for key, value in chosen.study.user_attrs.items():
-        if key.startswith("retrained:"):
-            roots.add(Path(value["path"]).resolve().parents[1])
+    for value in retrained_records(chosen.study).values():
+        roots.add(Path(value["path"]).resolve().parents[1])
     return sorted(roots)
 
 
@@ -200,7 +200,7 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
     checks = run_checks(trained, fused, out, imgsz, data, val_imgsz, head)
     setting = recorded.latency if recorded else LatencySetting()
     latency = measure_latency(trained, replace(setting, imgsz=imgsz, head=head))
-    retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
+    retrained = study_attrs.get(retrained_key(chosen.trial.number)) if chosen.trial is not None else None
     card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule, "head": head,
             "sizes": {"train_imgsz": retrained.get("imgsz") if retrained else recorded.imgsz if recorded else None,
                       "val_imgsz": val_imgsz, "export_imgsz": imgsz},

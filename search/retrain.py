@@ -24,6 +24,7 @@ from pathlib import Path
 from search.engine.warm_start import resolve_baseline
 from search.pick import PickError, add_pick_args, check_pick_args, pick
 from search.run import checkpoint_arg
+from search.study.records import retrained_key
 from trainers.cli import OneLineParser, device_arg, emit_json, fail, log, non_negative_float, positive_int
 from trainers.train.teacher import BASELINE
 from trainers.train.trial import check_checkpoints
@@ -84,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         record = {"map50_95": result.map50_95, "map50": result.map50, "epochs": result.epochs, "data": settings.data,
                   "imgsz": imgsz, "path": result.weights, "result": str(out / "result.json"), "teacher": result.teacher,
                   "init_from": result.init_from, "inherited": result.inherited}
-        chosen.study.set_user_attr(f"retrained:{chosen.trial.number}", record)  # the latest: what export ships
+        chosen.study.set_user_attr(retrained_key(chosen.trial.number), record)  # the latest: what export ships
         variant = "teacher" if result.teacher else "plain"  # both kept: the card compares them at equal epochs
-        chosen.study.set_user_attr(f"retrained:{chosen.trial.number}:{variant}", record)
+        chosen.study.set_user_attr(retrained_key(chosen.trial.number, variant), record)
     emit_json(result.to_dict())
     return 0 if isinstance(result, TrialResult) else 1
 

@@ -56,6 +56,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.pareto.dominance import dominates, non_dominated_fronts
 from search.study.config import RunConfig
 from search.study.records import read_record, write_record
 from trainers.cli import log
@@ -84,21 +85,6 @@ def check_rungs(rungs: Sequence[int], epochs: int | None = None) -> None:
         raise ValueError(f"must be increasing positive epochs, got {list(rungs)}")
     if epochs is not None and rungs and rungs[-1] >= epochs:
         raise ValueError(f"must be below the trial's {epochs} epochs, got {list(rungs)}")
-
-
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` dominates ``b`` (all values minimized): no worse in every one, better in one."""
-    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
-
-
-def non_dominated_fronts(values: Sequence[Sequence[float]]) -> list[list[int]]:
-    """Indices of ``values`` (minimized) by non-dominated front: front 1 first, each in index order."""
-    left, fronts = list(range(len(values))), []
-    while left:
-        front = [i for i in left if not any(dominates(values[j], values[i]) for j in left if j != i)]
-        fronts.append(front)
-        left = [i for i in left if i not in front]
-    return fronts
 
 
 def crowding_distances(values: Sequence[Sequence[float]]) -> list[float]:

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.pareto.dominance import dominates
 from search.space import Constraint
 from search.study.records import read_record
 from trainers.latency.report import LatencyReport
@@ -96,13 +97,9 @@ class _Point:
 
 
 def _dominates(a: _Point, b: _Point, lat: int | None) -> bool:
-    """``a`` dominates ``b``; latencies whose intervals overlap count as equal, and a tie within noise in
-    latency with every other objective at least as good dominates (``a`` comes first in the front's order)."""
+    """``a`` dominates ``b``; latencies whose intervals overlap count as equal (:func:`dominates` with a tie)."""
     tie = lat is not None and intervals_overlap(a.interval, b.interval)
-    pairs = [(x, y, tie and i == lat) for i, (x, y) in enumerate(zip(a.values, b.values))]
-    if not all(equal or x <= y for x, y, equal in pairs):
-        return False
-    return tie or any(x < y for x, y, equal in pairs if not equal)
+    return dominates(a.values, b.values, tied=lat if tie else None)
 
 
 def _candidates(study: optuna.Study, constraints: Sequence[Constraint]) -> list[FrozenTrial]:

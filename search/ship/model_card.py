@@ -13,6 +13,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from search.study.records import retrained_key
+
 FILES = {
     "model.onnx": "onnxruntime only (`onnxruntime.InferenceSession`); `YOLO(\"model.onnx\")` with ultralytics + "
                   "onnxruntime reads its metadata (class names, stride, image size, head)",
@@ -66,7 +68,7 @@ def teacher_comparison(study: Any, trial_number: int) -> dict[str, Any] | None:
     """mAP of the chosen trial retrained with a teacher and without, when both ran at the same epochs."""
     if study is None:
         return None
-    runs = {v: study.user_attrs.get(f"retrained:{trial_number}:{v}") for v in ("plain", "teacher")}
+    runs = {v: study.user_attrs.get(retrained_key(trial_number, v)) for v in ("plain", "teacher")}
     plain, taught = runs["plain"], runs["teacher"]
     if not (plain and taught) or plain["epochs"] != taught["epochs"]:
         return None

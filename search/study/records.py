@@ -68,3 +68,18 @@ def record_attrs(records: Mapping[str, Any]) -> dict[str, Any]:
         if not is_record(value):
             raise TypeError(f"record {key!r} must be a JSON object or array, got {type(value).__name__}")
     return {RECORD_PREFIX + key: value for key, value in records.items()}
+
+
+RETRAINED_PREFIX = "retrained:"
+
+
+def retrained_key(trial_number: int, variant: str | None = None) -> str:
+    """The study user attr holding trial ``trial_number``'s retrain record (Optuna does not allow changing a finished
+    trial): ``retrained:<n>`` is the latest (what export ships), ``retrained:<n>:<variant>`` (``plain`` or
+    ``teacher``) each kind's."""
+    return f"{RETRAINED_PREFIX}{trial_number}" + (f":{variant}" if variant else "")
+
+
+def retrained_records(study: Any) -> dict[str, dict[str, Any]]:
+    """Every retrain record on ``study`` by its key."""
+    return {k: v for k, v in study.user_attrs.items() if k.startswith(RETRAINED_PREFIX)}

@@ -23,12 +23,12 @@ from search.engine.rungs import (
     check_rungs,
     crowding_distances,
     decide,
-    non_dominated_fronts,
     parse_rungs,
     rung_decision,
     rung_order,
     rung_points,
 )
+from search.pareto.dominance import non_dominated_fronts
 from search.run import validate
 from search.space import SpaceError
 from search.space.schema import parse_space

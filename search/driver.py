@@ -37,14 +37,14 @@ from search.artifacts import (
     dashboard_command,
     upload_study_artifacts,
 )
-from search.config import RunConfig
+from search.config import RunConfig, url_without_password
 from search.interleaved import remeasure_front
 from search.objective import Outcome, describe, run_objective
 from search.pareto import format_table, pareto_front, write_report
 from search.records import read_record
 from search.rungs import rung_summary
 from search.space import SearchSpace
-from search.storage_outage import StorageUnavailable, exit_on_storage_outage, keep_outage
+from search.storage_outage import StorageUnavailable, describe_storage, exit_on_storage_outage, keep_outage
 from search.study import (
     count_finished,
     count_running,
@@ -158,7 +158,7 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
-    log(f"study {cfg.study!r} in {cfg.storage}: {have} of {cfg.trials} trials finished; data {t.data}; "
+    log(f"study {cfg.study!r} in {describe_storage(cfg.storage)}: {have} of {cfg.trials} trials finished; data {t.data}; "
         f"train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency_imgsz} px")
     if cfg.backend == "ray":
         from search.ray_backend import run_ray
@@ -208,5 +208,6 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
               f"within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
               f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
     print(f"Files: {cfg.folder}/pareto.txt, pareto.json {' '.join(summary['plots'])}")
-    print(f"Dashboard: {dashboard_command(cfg)}")
+    hidden = url_without_password(cfg.storage) != cfg.storage
+    print(f"Dashboard: {dashboard_command(cfg)}" + (" (password: PGPASSWORD or ~/.pgpass)" if hidden else ""))
     return 0

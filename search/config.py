@@ -143,10 +143,11 @@ class RunConfig:
         return replace(self, trial=replace(self.trial, **changes))
 
     def to_record(self) -> dict[str, Any]:
-        """Plain JSON data for the study's ``run_config`` user attr, with a format version (storage without password)."""
+        """Plain JSON data for the study's ``run_config`` user attr, with a format version (storage: no password)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
-        data.update(version=CONFIG_VERSION, storage=url_without_password(self.storage), trial=asdict(self.trial), objectives=[list(o) for o in self.objectives],
-                    constraints=[str(c) for c in self.constraints], rungs=list(self.rungs))
+        data.update(version=CONFIG_VERSION, storage=url_without_password(self.storage), trial=asdict(self.trial),
+                    objectives=[list(o) for o in self.objectives], constraints=[str(c) for c in self.constraints],
+                    rungs=list(self.rungs))
         return data
 
     @classmethod

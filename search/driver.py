@@ -158,8 +158,8 @@ def run_search(cfg: RunConfig, space: SearchSpace) -> int:
     store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
-    log(f"study {cfg.study!r} in {describe_storage(cfg.storage)}: {have} of {cfg.trials} trials finished; data {t.data}; "
-        f"train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency_imgsz} px")
+    log(f"study {cfg.study!r} in {describe_storage(cfg.storage)}: {have} of {cfg.trials} trials finished; "
+        f"data {t.data}; train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency_imgsz} px")
     if cfg.backend == "ray":
         from search.ray_backend import run_ray
 

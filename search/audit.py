@@ -7,8 +7,10 @@ other COMPLETE trials (distinct architectures) at the higher fidelity (``--epoch
 ``--data``), and the same architectures at the search's own fidelity with ``--seeds`` other
 seeds. Prints, per architecture, the search-time mAP, the audit mAP and the seed spread (max -
 min of the search-fidelity mAPs over all seeds), then Kendall's tau and Spearman's rho between
-search-time and audit mAP. The result is recorded on the study (user attr ``audit``); the
-Pareto table then marks mAP differences inside the median seed spread as ties (``~``).
+search-time and audit mAP. The result is recorded on the study (user attr ``audit``), and the
+median seed spread as user attr ``map_seed_spread``; the Pareto table then shows mAP as
+``value+-spread``, marks mAP differences inside it as ties (``~``) and says a point beats stock
+only beyond it.
 
 Each run is a trial process (:func:`search.engine.runner.run_trial_process`) handed the trial's own
 params/GFLOPs/latency, so nothing is measured again; runs land in ``<study folder>/audit/``.
@@ -24,6 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from search.pareto.report import SPREAD_ATTR
 from search.pick import PickError
 from search.study.records import read_record
 from trainers.cli import OneLineParser, fail, log, positive_int
@@ -113,6 +116,18 @@ def audit(study: Any, cfg: Any, trials: list[Any], epochs: int, imgsz: int | Non
             "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def seed_spread_record(record: dict[str, Any], imgsz: int) -> dict[str, Any]:
+    """The study's ``map_seed_spread`` attr: the audit's median seed spread of mAP50-95 and where it was measured.
+
+    The Pareto report shows mAP as ``value +- map50_95`` and calls a point better than stock
+    only beyond it (:func:`search.pareto.report.beats_stock`).
+    """
+    measured = [r for r in record["rows"] if r["seed_spread"] is not None]
+    return {"map50_95": record["map_noise"], "epochs": record["search_epochs"], "imgsz": imgsz,
+            "seeds": record["seeds"] + 1, "architectures": len(measured), "at": record["at"],
+            "per_architecture": {str(r["trial"]): r["seed_spread"] for r in measured}}
+
+
 def format_audit(record: dict[str, Any]) -> str:
     """The audit as a table plus the rank agreement."""
     e, se = record["epochs"], record["search_epochs"]
@@ -170,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     record = audit(study, cfg, trials, args.epochs, args.imgsz, str(Path(args.data).resolve()) if args.data else None,
                    args.seeds)
     study.set_user_attr(AUDIT_ATTR, record)
+    if record["map_noise"] is not None:
+        study.set_user_attr(SPREAD_ATTR, seed_spread_record(record, cfg.trial.imgsz))
     print(format_audit(record))
     return 0
 

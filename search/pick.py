@@ -122,6 +122,7 @@ def load_study(storage: str, name: str) -> tuple[Any, RunConfig]:
     """The Optuna study ``name`` in ``storage`` and its recorded run configuration; :class:`PickError` if unusable."""
     import optuna
 
+    from search.study.outage import describe_storage
     from search.study.storage import absolute_sqlite_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -131,7 +132,7 @@ def load_study(storage: str, name: str) -> tuple[Any, RunConfig]:
     try:
         study = optuna.load_study(study_name=name, storage=url)
     except Exception as e:  # unknown study, unreachable or corrupt storage
-        raise PickError(f"--study {name!r} in {storage}: {type(e).__name__}: {e}"[:300]) from None
+        raise PickError(f"--study {name!r} in {describe_storage(storage)}: {type(e).__name__}: {e}"[:300]) from None
     try:
         config = RunConfig.from_study(study, url)
     except (KeyError, TypeError, ValueError) as e:

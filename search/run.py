@@ -151,6 +151,9 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
     storage, root = _study_storage(args, name)
     cfg = _run_config(args, space, name, storage, root, data or "")
     _check_rungs(cfg, "--rungs" if args.rungs is not None else f"{args.space}: train.rungs")
+    if args.rungs is None and tuple(space.spec.train.rungs) != cfg.rungs:
+        log(f"{args.space}: train.rungs {list(space.spec.train.rungs)} (for {space.spec.train.epochs} epochs) "
+            f"at {cfg.trial.epochs} epochs: rungs at epochs {list(cfg.rungs)}")
     return cfg, space
 
 
@@ -166,11 +169,19 @@ def _check_rungs(cfg: RunConfig, source: str) -> None:
 
 def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage: str, root: Path,
                 data: str) -> RunConfig:
-    """Flags over the space file's ``train``/``latency`` sections: the one typed configuration of the run."""
+    """Flags over the space file's ``train``/``latency`` sections: the one typed configuration of the run.
+
+    ``--rungs`` are epochs as given; the space's ``train.rungs`` follow the trial's epochs
+    (:func:`search.engine.rungs.schedule_rungs`), so ``--epochs`` alone never makes them invalid.
+    """
+    from search.engine.rungs import schedule_rungs
+
     spec = space.spec
+    epochs = args.epochs or spec.train.epochs
+    rungs = schedule_rungs(spec.train.rungs, spec.train.epochs, epochs) if args.rungs is None else args.rungs
     device = args.device if args.device != "auto" else spec.latency.device
     trial = TrialSettings(
-        data=data, out=str(root / name), epochs=args.epochs or spec.train.epochs, imgsz=args.imgsz or spec.train.imgsz,
+        data=data, out=str(root / name), epochs=epochs, imgsz=args.imgsz or spec.train.imgsz,
         batch=args.batch or spec.train.batch, device=device, head=spec.head, se_width_cost=spec.train.se_width_cost,
         latency=replace(spec.latency, device=device, backend=args.latency_backend or spec.latency.backend),
         latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
@@ -179,7 +190,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
                      sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
                      ray_address=args.ray_address, latency_budget_ms=args.latency_budget_ms,
-                     trial_timeout=args.trial_timeout, rungs=spec.train.rungs if args.rungs is None else args.rungs,
+                     trial_timeout=args.trial_timeout, rungs=rungs,
                      eta=args.eta or spec.train.eta, rung_min_signal=spec.train.rung_min_signal,
                      timeout=args.timeout, epoch_budget=args.epoch_budget)
 

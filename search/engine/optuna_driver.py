@@ -42,9 +42,9 @@ from search.study.artifacts import (
     dashboard_command,
     upload_study_artifacts,
 )
-from search.study.config import RunConfig
+from search.study.config import RunConfig, url_without_password
 from search.study.failures import FailKind, fail_trial
-from search.study.outage import StorageUnavailable, exit_on_storage_outage, keep_outage
+from search.study.outage import StorageUnavailable, describe_storage, exit_on_storage_outage, keep_outage
 from search.study.records import read_record
 from search.study.storage import (
     count_finished,
@@ -156,8 +156,8 @@ def run_search(cfg: RunConfig, objective: Objective) -> int:
     store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
-    log(f"study {cfg.study!r} in {cfg.storage}: {have} of {cfg.trials} trials finished; data {t.data}; "
-        f"train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency.imgsz} px")
+    log(f"study {cfg.study!r} in {describe_storage(cfg.storage)}: {have} of {cfg.trials} trials finished; "
+        f"data {t.data}; train {t.epochs} epochs at {t.imgsz} px ({halving}); latency at {t.latency.imgsz} px")
     if cfg.backend == "ray":
         from search.engine.ray_searcher import run_ray
 
@@ -206,5 +206,6 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
               f"within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
               f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
     print(f"Files: {cfg.folder}/pareto.txt, pareto.json {' '.join(summary['plots'])}")
-    print(f"Dashboard: {dashboard_command(cfg)}")
+    hidden = url_without_password(cfg.storage) != cfg.storage
+    print(f"Dashboard: {dashboard_command(cfg)}" + (" (password: PGPASSWORD or ~/.pgpass)" if hidden else ""))
     return 0

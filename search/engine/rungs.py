@@ -1,6 +1,7 @@
 """Multi-objective successive halving (asynchronous, ASHA style): at each rung, only the top 1/eta go on.
 
-Rungs are epochs (``train.rungs`` in the space, ``--rungs 3,6`` on ``search.run``; increasing,
+Rungs are epochs (``train.rungs`` in the space, following the schedule: :func:`schedule_rungs`;
+``--rungs 3,6`` on ``search.run``, absolute epochs; increasing,
 below the trial's epochs) and ``eta`` (``train.eta`` / ``--eta``, at least 2) is the reduction
 factor. A training trial streams its per-epoch mAP (:class:`~trainers.train.results.EpochProgress`);
 :class:`RungWatcher` records it on the trial as it comes (records ``epoch_map`` and
@@ -85,6 +86,23 @@ def check_rungs(rungs: Sequence[int], epochs: int | None = None) -> None:
         raise ValueError(f"must be increasing positive epochs, got {list(rungs)}")
     if epochs is not None and rungs and rungs[-1] >= epochs:
         raise ValueError(f"must be below the trial's {epochs} epochs, got {list(rungs)}")
+
+
+def schedule_rungs(rungs: Sequence[float], schedule: int, epochs: int) -> tuple[int, ...]:
+    """The space's ``train.rungs`` as epochs of a trial of ``epochs`` epochs.
+
+    Fractions in (0, 1) are fractions of ``epochs``; integers are epochs of the space's own
+    ``schedule`` (``train.epochs``), kept as they are at that schedule and scaled by
+    ``epochs / schedule`` when ``--epochs`` changes it. Each is rounded to the nearest epoch;
+    rungs that collapse onto one another, fall below epoch 1 or reach the last epoch are dropped
+    (at 5 epochs ``[0.25, 0.5]`` is ``(1, 2)``; at 2 epochs ``(1,)``; at 1 epoch none).
+    A space whose integer rungs do not fit its own schedule is left for :func:`check_rungs` to refuse.
+    """
+    if all(isinstance(r, int) for r in rungs) and epochs == schedule:
+        return tuple(int(r) for r in rungs)
+    scale = epochs if any(isinstance(r, float) for r in rungs) else epochs / schedule
+    placed = (math.floor(r * scale + 0.5) for r in rungs)
+    return tuple(sorted({r for r in placed if 1 <= r < epochs}))
 
 
 def crowding_distances(values: Sequence[Sequence[float]]) -> list[float]:

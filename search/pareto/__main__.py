@@ -39,12 +39,12 @@ def own_front(study: Any, config: Any) -> tuple[list[Any], None, Any]:
     return pareto_front(study, config.objectives, config.constraints), None, baseline_trial(study)
 
 
-def front_table(title: str, front: Sequence[Any], figures: Any, baseline: Any) -> str:
-    """A titled front table (``format_table``) with its hypervolume."""
+def front_table(title: str, front: Sequence[Any], figures: Any, baseline: Any, map_noise: float | None = None) -> str:
+    """A titled front table (``format_table``) with its hypervolume; ``map_noise``: mAP's seed spread, if measured."""
     from search.pareto import format_table, front_hypervolume, front_rows
 
     lines = [f"Pareto front on {title}: {len(front)} points (feasible trials only; deltas vs the stock baseline)",
-             format_table(front_rows(front, baseline, figures))]
+             format_table(front_rows(front, baseline, figures, map_noise))]
     if hv := front_hypervolume(front, baseline, figures):
         lines.append(f"Hypervolume {hv['hypervolume']:.4f} (reference: latency "
                      f"{hv['reference']['latency_ms']:.2f} ms = 2x baseline)")
@@ -80,6 +80,7 @@ def side_by_side(names: Sequence[str], fronts: Sequence[Sequence[Any]], figures:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
+    from search.pareto.report import map_seed_spread
     from search.study.targets import TARGET_PREFIX, targets
 
     try:
@@ -97,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         fail(f"--target must be one of the study's measured targets {measured}, got {unknown[0]!r}")
     if not args.target:
-        print(front_table(OWN, *own_front(study, config)))
+        print(front_table(OWN, *own_front(study, config), map_seed_spread(study)))
         return 0
     fronts, figures = [], []
     for name in args.target:
         front, figs, baseline = target_front(study, config, name)
-        print(front_table(f"target {name} ({len(figs)} trials measured)", front, figs, baseline) + "\n")
+        print(front_table(f"target {name} ({len(figs)} trials measured)", front, figs, baseline,
+                          map_seed_spread(study)) + "\n")
         fronts.append(front)
         figures.append(figs)
     if len(args.target) > 1:

@@ -27,6 +27,39 @@ from search.pareto.plot import plot_data, write_plots
 from search.study.config import RunConfig
 from trainers.latency.report import LatencyReport
 
+SPREAD_ATTR = "map_seed_spread"  # study user attr written by search.audit: mAP50-95's seed-to-seed spread
+
+
+def map_seed_spread(study: optuna.Study) -> float | None:
+    """The seed-to-seed spread of mAP50-95 at the study's schedule, as ``search.audit`` measured it.
+
+    The study's ``map_seed_spread`` attr, else (audits before it existed) the ``audit`` record's
+    ``map_noise``; ``None`` when no audit measured it.
+    """
+    attrs = study.user_attrs
+    spread = (attrs.get(SPREAD_ATTR) or {}).get("map50_95")
+    return spread if spread is not None else (attrs.get("audit") or {}).get("map_noise")
+
+
+def _versus(delta: float, tie: bool) -> int:
+    """+1 better, 0 a tie (within noise), -1 worse; ``delta`` oriented so that positive is better."""
+    return 0 if tie or delta == 0 else (1 if delta > 0 else -1)
+
+
+def beats_stock(d_map: float, map_noise: float | None, lat: float, base_lat: float,
+                ci: Sequence[float] | None, base_ci: Sequence[float] | None) -> bool | None:
+    """Whether a point beats the stock model beyond the noise: worse in neither objective, better in one.
+
+    An mAP difference within ``map_noise`` (the seed spread) and latencies whose 95% intervals
+    overlap are ties, as on the front itself; ``None`` when the seed spread is unknown (no mAP
+    difference can be called a win then).
+    """
+    if map_noise is None or math.isnan(d_map) or math.isnan(lat):
+        return None
+    acc = _versus(d_map, abs(d_map) <= map_noise)
+    speed = _versus(base_lat - lat, intervals_overlap(tuple(ci) if ci else None, tuple(base_ci) if base_ci else None))
+    return min(acc, speed) >= 0 and max(acc, speed) > 0
+
 
 def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
                latency: Mapping[int, LatencyReport] | None = None,
@@ -35,54 +68,92 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
 
     ``latency_ci``: the 95% interval of the latency median (``None`` when its report has none);
     ``within_noise``: whether it overlaps the interval of a neighbouring row (the row before or
-    after in ``front``'s order), i.e. their latency difference is noise. ``map_within_noise``:
-    whether its mAP differs from a neighbour's by less than ``map_noise`` (the seed spread
-    measured by ``search.audit``), i.e. the two are tied on accuracy.
+    after in ``front``'s order), i.e. their latency difference is noise. ``map_noise``: the
+    seed spread of mAP50-95 (:func:`map_seed_spread`), kept as ``map_spread``;
+    ``map_within_noise``: whether its mAP differs from a neighbour's by less than it, i.e. the two
+    are tied on accuracy; ``d_map_within_noise``: whether its mAP is within it of the baseline's;
+    ``beats_stock``: :func:`beats_stock` (``None``: spread unknown).
     """
     base = trial_metrics(baseline, latency) if baseline else {}
+    base_ci = latency_interval(baseline, latency) if baseline else None
     intervals = [latency_interval(t, latency) for t in front]
     rows = []
     for i, t in enumerate(front):
         m, ci = trial_metrics(t, latency), intervals[i]
         neighbours = intervals[max(0, i - 1):i] + intervals[i + 1:i + 2]
         row = {"trial": t.number, "hash": t.user_attrs.get("hash"), "map50_95": m.get("map50_95"),
-               "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
+               "map_spread": map_noise, "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
                "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
                "params_m": m.get("params_m"), "blocks": t.user_attrs.get("blocks")}
         near = [trial_metrics(n, latency).get("map50_95", math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
         acc = m.get("map50_95", math.nan)
         row["map_within_noise"] = map_noise is not None and any(abs(acc - v) < map_noise for v in near)
         if base:
-            row["d_map_points"] = 100 * (m.get("map50_95", math.nan) - base["map50_95"])
+            d_map = m.get("map50_95", math.nan) - base["map50_95"]
+            row["d_map_points"] = 100 * d_map
+            row["d_map_within_noise"] = map_noise is not None and abs(d_map) <= map_noise
             row["latency_ratio"] = m.get("latency_ms", math.nan) / base["latency_ms"]
+            row["beats_stock"] = beats_stock(d_map, map_noise, m.get("latency_ms", math.nan), base["latency_ms"],
+                                             ci, base_ci)
         rows.append(row)
     return rows
 
 
 NOISE_NOTE = "~ latency within the noise of a neighbouring row (their 95% intervals overlap)"
 MAP_NOISE_NOTE = "~ after mAP: within the seed spread of a neighbouring row (measured by search.audit): a tie"
+SPREAD_NOTE = ("+- the seed-to-seed spread of mAP50-95 at the search's schedule (search.audit); "
+               "~ after dmAP: within it of stock, no difference")
+NO_SPREAD_NOTE = ("mAP seed spread not measured (python -m search.audit measures it): "
+                  "no point is said to beat stock")
 
 
 def _interval_text(ci: Sequence[float] | None) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "-"
 
 
+def _map_text(r: dict[str, Any]) -> str:
+    spread = f"+-{r['map_spread']:.4f}" if r.get("map_spread") is not None else ""
+    return f"{r['map50_95']:.4f}{spread}{'~' if r.get('map_within_noise') else ' '}"
+
+
+def beats_stock_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The verdict against stock under the table (``None`` without a baseline)."""
+    if not any("beats_stock" in r for r in rows):
+        return None
+    if all(r.get("map_spread") is None for r in rows):
+        return NO_SPREAD_NOTE
+    winners = [r["trial"] for r in rows if r.get("beats_stock")]
+    if not winners:
+        return "no front point beats stock beyond the noise (seed spread of mAP, 95% intervals of latency)"
+    return (f"beats stock beyond the noise (worse in neither objective, better in one by more than the seed "
+            f"spread of mAP or outside stock's latency interval): trials {winners}")
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The front as a fixed-width text table; ``~`` after a latency within the noise of a neighbour's."""
-    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>9} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
-            f"{'dmAP pt':>7} {'lat x':>6}  blocks")
+    """The front as a fixed-width text table; ``~`` after a latency within the noise of a neighbour's.
+
+    mAP reads ``value+-spread`` once ``search.audit`` has measured the seed spread; the last line
+    says which points beat stock beyond the noise (:func:`beats_stock`).
+    """
+    width = 16 if any(r.get("map_spread") is not None for r in rows) else 9
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>{width}} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
+            f"{'dmAP pt':>8} {'lat x':>6}  blocks")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = f"{r['latency_ms']:.2f}{'~' if r.get('within_noise') else ' '}"
-        acc = f"{r['map50_95']:.4f}{'~' if r.get('map_within_noise') else ' '}"
-        lines.append(f"{r['trial']:>5} {r['hash']:<12} {acc:>9} {lat:>9} "
+        d_map = f"{r.get('d_map_points', math.nan):+.2f}{'~' if r.get('d_map_within_noise') else ' '}"
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {_map_text(r):>{width}} {lat:>9} "
                      f"{_interval_text(r.get('latency_ci')):>16} {r['params_m']:>8.3f} "
-                     f"{r.get('d_map_points', math.nan):>+7.2f} {r.get('latency_ratio', math.nan):>6.3f}  "
+                     f"{d_map:>8} {r.get('latency_ratio', math.nan):>6.3f}  "
                      f"{r['blocks']}")
     if any(r.get("within_noise") for r in rows):
         lines.append(NOISE_NOTE)
     if any(r.get("map_within_noise") for r in rows):
         lines.append(MAP_NOISE_NOTE)
+    if any(r.get("map_spread") is not None for r in rows):
+        lines.append(SPREAD_NOTE)
+    if (verdict := beats_stock_line(rows)) is not None:
+        lines.append(verdict)
     return "\n".join(lines)
 
 
@@ -98,8 +169,7 @@ def write_report(study: optuna.Study, cfg: RunConfig,
     folder.mkdir(parents=True, exist_ok=True)
     front = pareto_front(study, cfg.objectives, cfg.constraints, latency)
     baseline = baseline_trial(study)
-    map_noise = (study.user_attrs.get("audit") or {}).get("map_noise")
-    rows = front_rows(front, baseline, latency, map_noise)
+    rows = front_rows(front, baseline, latency, map_seed_spread(study))
     header = report_header(study.study_name, cfg, front, baseline, latency)
     hv = front_hypervolume(front, baseline, latency)
     plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency), folder)

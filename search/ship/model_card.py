@@ -78,10 +78,14 @@ def teacher_comparison(study: Any, trial_number: int) -> dict[str, Any] | None:
 
 def reproduce_commands(chosen: Any, args: Any, data: str | None, imgsz: int,
                        retrained: dict[str, Any] | None) -> list[str]:
-    """The commands that reproduce this model, each with the flags actually used."""
+    """The commands that reproduce this model, each with the flags actually used (the storage URL without its
+    password: the card ships with the model; PGPASSWORD or ~/.pgpass supply it)."""
+    from search.study.config import url_without_password
+
     cmds = []
     if chosen.trial is not None:
-        src = ["--storage", args.storage, "--study", args.study, "--trial", str(chosen.trial.number)]
+        src = ["--storage", url_without_password(args.storage), "--study", args.study,
+               "--trial", str(chosen.trial.number)]
         if chosen.config is not None:
             cmds.append(chosen.config.command())
     else:

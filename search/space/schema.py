@@ -81,7 +81,9 @@ class Constraint:
 class TrainSettings:
     """Training defaults of a trial; CLI flags override them. ``data=None``: the embedded dataset.
 
-    ``rungs``, ``eta``: successive halving (:mod:`search.engine.rungs`); ``rungs=()`` turns it off.
+    ``rungs``, ``eta``: successive halving (:mod:`search.engine.rungs`); ``rungs=()`` turns it off. Rungs follow
+    the schedule: fractions in (0, 1) of the trial's epochs, or integers, epochs of this ``epochs``
+    schedule, scaled when ``--epochs`` changes it (:func:`search.engine.rungs.schedule_rungs`).
     ``rung_min_signal``: the mAP spread at a rung below which nobody is stopped there.
     ``se_width_cost``: lambda of the DynamicSE width cost in the loss (:mod:`trainers.model.se_budget`); 0: none.
     ``distill_weight``: the distillation loss weight (Ultralytics' ``dis``) when a teacher is given.
@@ -91,7 +93,7 @@ class TrainSettings:
     epochs: int = 12
     imgsz: int = 128
     batch: int = 8
-    rungs: tuple[int, ...] = ()
+    rungs: tuple[int, ...] | tuple[float, ...] = ()
     eta: int = 3
     rung_min_signal: float = 0.01
     se_width_cost: float = 0.0
@@ -303,10 +305,20 @@ def _non_negative(r: Reader, value: Any, where: str) -> float:
     return float(value)
 
 
-def _rungs(r: Reader, value: Any) -> tuple[int, ...]:
-    """Increasing epochs (``null`` or ``[]``: none); below the trial's epochs is checked by ``search.run``."""
+def _rungs(r: Reader, value: Any) -> tuple[int, ...] | tuple[float, ...]:
+    """Increasing epochs, or increasing fractions of the epochs in (0, 1) (``null`` or ``[]``: none).
+
+    Not mixed; how they meet the trial's epochs is :func:`search.engine.rungs.schedule_rungs`' business.
+    """
     items = value if isinstance(value, list) else [] if value is None else [value]
-    rungs = tuple(r.integer(v, f"train.rungs[{i}]", 1, 10000) for i, v in enumerate(items))
+    if any(isinstance(v, float) for v in items):
+        for i, v in enumerate(items):
+            if not isinstance(v, float) or not 0 < v < 1:
+                raise r.fail(f"train.rungs[{i}]", f"must be a fraction of the epochs in (0, 1) like the other "
+                                                  f"rungs (or all integers: epochs), got {short(v)}")
+        rungs: tuple[int, ...] | tuple[float, ...] = tuple(items)
+    else:
+        rungs = tuple(r.integer(v, f"train.rungs[{i}]", 1, 10000) for i, v in enumerate(items))
     if any(b <= a for a, b in zip(rungs, rungs[1:])):
-        raise r.fail("train.rungs", f"must be increasing epochs, got {short(value)}")
+        raise r.fail("train.rungs", f"must be increasing, got {short(value)}")
     return rungs

@@ -30,7 +30,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-from search.study.config import RunConfig
+from search.study.config import RunConfig, url_without_password
 from search.study.records import read_record, records_of
 from trainers.cli import log
 
@@ -58,8 +58,10 @@ def artifact_store(cfg: RunConfig) -> FileSystemArtifactStore:
 
 
 def dashboard_command(cfg: RunConfig) -> str:
-    """The optuna-dashboard command line that shows the study with its artifacts."""
-    return f"optuna-dashboard {cfg.storage} --artifact-dir {artifact_dir(cfg)}"
+    """The optuna-dashboard command line that shows the study with its artifacts (the storage URL's password left
+    out: the dashboard reads it from ``PGPASSWORD`` / ``~/.pgpass``,
+    :func:`~search.study.config.url_without_password`)."""
+    return f"optuna-dashboard {url_without_password(cfg.storage)} --artifact-dir {artifact_dir(cfg)}"
 
 
 def _frozen(trial: optuna.Trial) -> optuna.trial.FrozenTrial:

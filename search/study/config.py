@@ -29,12 +29,34 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(m.group(1), m.group(2), float(m.group(3)))
 
 
+def url_without_password(url: str) -> str:
+    """``url`` with its password left out (``postgresql://user@host/db``): what a study records, prints and ships.
+
+    A command given such a URL connects with the password of the URL its user gives, or with
+    PostgreSQL's own ``PGPASSWORD`` / ``~/.pgpass`` (libpq reads them when the URL has none).
+    A URL without a password, or one SQLAlchemy cannot read, comes back unchanged.
+    """
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+    if parsed.password is None:
+        return url
+    bare = sqlalchemy.engine.URL.create(parsed.drivername, parsed.username, None, parsed.host, parsed.port,
+                                        parsed.database, parsed.query)  # (URL.set ignores password=None)
+    return bare.render_as_string(hide_password=False)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a search run decided.
 
     Attributes:
-        study, storage: the Optuna study name and storage URL.
+        study, storage: the Optuna study name and storage URL (with its password in memory only:
+            :meth:`command`, :meth:`to_record` and every printed line leave it out, :func:`url_without_password`).
         root: the studies folder (absolute); trial folders live in ``root/study``.
         space_file: the space YAML the run was started with (absolute).
         objectives, constraints: as in the space file.
@@ -101,7 +123,7 @@ class RunConfig:
 
         t = self.trial
         flags: list[tuple[str, Any]] = [
-            ("--space", self.space_file), ("--study", self.study), ("--storage", self.storage),
+            ("--space", self.space_file), ("--study", self.study), ("--storage", url_without_password(self.storage)),
             ("--studies-dir", self.root), ("--data", t.data or None), ("--trials", self.trials),
             ("--epochs", t.epochs), ("--imgsz", t.imgsz), ("--batch", t.batch), ("--device", t.device),
             ("--seed", self.seed), ("--sampler", self.sampler), ("--rungs", ",".join(map(str, self.rungs))),
@@ -121,10 +143,11 @@ class RunConfig:
         return replace(self, trial=replace(self.trial, **changes))
 
     def to_record(self) -> dict[str, Any]:
-        """Plain JSON data for the study's ``run_config`` user attr, with a format version."""
+        """Plain JSON data for the study's ``run_config`` user attr, with a format version (storage: no password)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
-        data.update(version=CONFIG_VERSION, trial=self.trial.to_dict(), objectives=[list(o) for o in self.objectives],
-                    constraints=[str(c) for c in self.constraints], rungs=list(self.rungs))
+        data.update(version=CONFIG_VERSION, storage=url_without_password(self.storage), trial=self.trial.to_dict(),
+                    objectives=[list(o) for o in self.objectives], constraints=[str(c) for c in self.constraints],
+                    rungs=list(self.rungs))
         return data
 
     @classmethod

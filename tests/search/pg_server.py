@@ -61,6 +61,21 @@ class PostgresServer:
                   "start")
         return self
 
+    def require_password(self, password: str) -> str:
+        """Give the ``postgres`` role ``password`` and make TCP connections need it (scram-sha-256);
+        returns the URL with the password (:attr:`url` stays without it)."""
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(self.url)
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("SET password_encryption = 'scram-sha-256'"))
+            conn.execute(sqlalchemy.text(f"ALTER ROLE postgres PASSWORD '{password}'"))
+        engine.dispose()
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "reload")
+        return self.url.replace("postgres@", f"postgres:{password}@", 1)
+
     def stop(self, mode: str = "immediate") -> None:
         """Stop the server (``immediate``: drop every connection at once, like a crash; ``fast``: a clean stop)."""
         subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"],

@@ -12,13 +12,14 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
-from search_helpers import TINY_SPACE, load, run_search
-
-from search.audit import choose_trials, hypervolume_contributions
-from search.pareto import format_table, front_rows
-from search.pareto.ranks import average_ranks, kendall_tau, spearman_rho
 from search.study.config import RunConfig
 from search.study.records import record_attrs
+from search_helpers import TINY_SPACE, load, run_search
+
+from search.audit import choose_trials, hypervolume_contributions, seed_spread_record
+from search.pareto import format_table, front_rows
+from search.pareto.ranks import average_ranks, kendall_tau, spearman_rho
+from search.pareto.report import SPREAD_ATTR, map_seed_spread
 from trainers.train.results import TrialSettings
 
 
@@ -64,7 +65,7 @@ def test_map_differences_inside_the_seed_spread_are_marked_as_ties(tmp_path: Pat
     front = sorted([t for t in study.trials if t.number != 0], key=lambda t: t.values[1])
     rows = front_rows(front, study.trials[0], map_noise=0.05)
     assert [r["map_within_noise"] for r in rows] == [True, True, False]
-    assert "0.5000~" in format_table(rows) and "seed spread" in format_table(rows)
+    assert "0.5000+-0.0500~" in format_table(rows) and "seed spread" in format_table(rows)
     assert not any(r["map_within_noise"] for r in front_rows(front, study.trials[0]))
 
 
@@ -90,6 +91,24 @@ def test_audit_retrains_records_and_prints_the_rank_agreement(tmp_path: Path, da
         assert (tmp_path / "studies" / "au" / "audit" / f"trial_{row['trial']:04d}_{row['hash']}" / "e2").is_dir()
     assert -1.0 <= record["kendall_tau"] <= 1.0 and "Kendall tau" in a.stdout and "mAP @2ep" in a.stdout
     json.dumps(record)  # JSON-serialisable as recorded
+    spread = load(tmp_path, "au").user_attrs["map_seed_spread"]
+    assert spread["map50_95"] == record["map_noise"] and (spread["epochs"], spread["imgsz"]) == (1, 64)
+    assert "+-" in format_table(front_rows([load(tmp_path, "au").trials[0]], None, map_noise=spread["map50_95"]))
+
+
+def test_the_seed_spread_is_stored_on_the_study_and_read_by_the_report(tmp_path: Path) -> None:
+    record = {"search_epochs": 12, "seeds": 2, "map_noise": 0.02, "at": "2026-01-01T00:00:00+00:00",
+              "rows": [{"trial": 0, "seed_spread": 0.01}, {"trial": 5, "seed_spread": 0.03},
+                       {"trial": 7, "seed_spread": None}]}
+    attr = seed_spread_record(record, 128)
+    assert attr == {"map50_95": 0.02, "epochs": 12, "imgsz": 128, "seeds": 3, "architectures": 2,
+                    "at": "2026-01-01T00:00:00+00:00", "per_architecture": {"0": 0.01, "5": 0.03}}
+    study = _study(tmp_path, [("base", 0.30, 10.0)])
+    assert map_seed_spread(study) is None
+    study.set_user_attr("audit", {"map_noise": 0.04})  # an audit recorded before map_seed_spread existed
+    assert map_seed_spread(study) == 0.04
+    study.set_user_attr(SPREAD_ATTR, attr)
+    assert map_seed_spread(study) == 0.02
 
 
 def test_bad_audit_arguments_are_one_line_exit_2(tmp_path: Path) -> None:

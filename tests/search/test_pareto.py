@@ -12,11 +12,11 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
+from search.study.records import is_record, record_attrs
 
 from search.pareto import format_table, front_hypervolume, front_rows, hypervolume_2d, pareto_front
-from search.pareto.report import NOISE_NOTE
+from search.pareto.report import NO_SPREAD_NOTE, NOISE_NOTE, beats_stock_line
 from search.space import Constraint
-from search.study.records import is_record, record_attrs
 from trainers.latency.report import LatencyReport
 
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))
@@ -140,9 +140,43 @@ def test_table_marks_latencies_within_the_noise_of_a_neighbour(tmp_path: Path) -
     assert rows[1]["latency_ci"] == [85.1, 87.2]
     text = format_table(rows)
     assert "86.06~" in text and "86.10~" in text and "40.00~" not in text
-    assert "[85.10, 87.20]" in text and text.endswith(NOISE_NOTE)
+    assert "[85.10, 87.20]" in text and text.splitlines()[-2:] == [NOISE_NOTE, NO_SPREAD_NOTE]
     clean = format_table(front_rows(pareto_front(study, OBJ), study.trials[0]))
     assert "~" not in clean
+
+
+def _stock_and_rivals() -> list[optuna.trial.FrozenTrial]:
+    """Issue 34's case: 1.2 mAP points above stock, inside a seed spread of 2 points, is no win."""
+    return [_timed(0.443, 90.0, (89.0, 91.2), "stock", is_baseline=True),
+            _timed(0.455, 89.5, (88.5, 90.5), "close"),  # +1.2 points, latency within noise: a tie on both
+            _timed(0.500, 95.0, (94.0, 96.0), "slower"),  # +5.7 points, but slower beyond noise: a trade-off
+            _timed(0.480, 89.0, (88.0, 90.0), "clear"),  # +3.7 points beyond the spread, latency a tie: beats
+            _timed(0.440, 40.0, (39.5, 40.6), "fast"),  # mAP a tie (-0.3 points), clearly faster: beats
+            _timed(0.300, 30.0, (29.5, 30.5), "tiny")]  # faster, but -14 points: a trade-off
+
+
+def test_beats_stock_only_beyond_the_seed_spread_and_the_latency_noise() -> None:
+    study = _study(_stock_and_rivals())
+    trials = {t.user_attrs["hash"]: t for t in study.trials}
+    front = sorted(trials.values(), key=lambda t: t.values[1])  # every row, to judge each against stock
+    rows = {r["hash"]: r for r in front_rows(front, trials["stock"], map_noise=0.02)}
+    assert {h: r["beats_stock"] for h, r in rows.items()} == {
+        "tiny": False, "fast": True, "clear": True, "close": False, "stock": False, "slower": False}
+    assert [h for h, r in rows.items() if r["d_map_within_noise"]] == ["fast", "close", "stock"]
+    assert all(r["map_spread"] == 0.02 for r in rows.values())
+    text = format_table(list(rows.values()))
+    assert "0.4550+-0.0200" in text and "+1.20~" in text and "+3.70 " in text
+    assert text.splitlines()[-1].startswith("beats stock beyond the noise") and text.endswith(
+        f"trials {[trials['fast'].number, trials['clear'].number]}")
+    assert "+- the seed-to-seed spread" in text
+
+    unmeasured = front_rows(front, trials["stock"])  # no audit yet: nothing is called a win
+    assert all(r["beats_stock"] is None and "+-" not in format_table(unmeasured) for r in unmeasured)
+    assert beats_stock_line(unmeasured) == NO_SPREAD_NOTE and format_table(unmeasured).endswith(NO_SPREAD_NOTE)
+    assert beats_stock_line(front_rows(front, None, map_noise=0.02)) is None  # no baseline: no verdict
+    wide = front_rows(front, trials["stock"], map_noise=0.2)  # a spread wider than every gain
+    assert [r["hash"] for r in wide if r["beats_stock"]] == ["tiny", "fast"]
+    assert "no front point beats stock" in beats_stock_line(front_rows(front[-2:], trials["stock"], map_noise=0.2))
 
 
 def test_hypervolume_spread_puts_front_points_at_their_interval_ends() -> None:

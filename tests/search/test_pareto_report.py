@@ -120,3 +120,15 @@ def test_a_missing_plotting_library_prints_one_warning_line(cfg: RunConfig, monk
     assert not (cfg.folder / missing).exists() and (cfg.folder / kept).is_file()
     assert summary["plots"] == [str(cfg.folder / kept)]
     assert (cfg.folder / "pareto.txt").is_file() and (cfg.folder / "pareto.json").is_file()
+
+
+def test_the_report_shows_the_seed_spread_and_who_beats_stock(cfg: RunConfig) -> None:
+    study = _study(cfg)
+    study.set_user_attr("map_seed_spread", {"map50_95": 0.03, "epochs": 12})
+    summary = write_report(study, cfg)
+    good = next(r for r in summary["front"] if r["hash"] == "good")  # +5 points, faster beyond noise
+    assert good["map_spread"] == 0.03 and good["beats_stock"] is True
+    text = (Path(cfg.folder) / "pareto.txt").read_text()
+    assert "0.4500+-0.0300" in text and f"trials [{good['trial']}]" in text
+    assert json.loads((Path(cfg.folder) / "pareto.json").read_text())["front"][0]["map_spread"] == 0.03
+

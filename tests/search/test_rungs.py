@@ -27,6 +27,7 @@ from search.engine.rungs import (
     rung_decision,
     rung_order,
     rung_points,
+    schedule_rungs,
 )
 from search.pareto.dominance import non_dominated_fronts
 from search.run import validate
@@ -261,6 +262,52 @@ def test_rungs_are_checked_at_the_edges(tmp_path: Path) -> None:
     assert RunConfig.from_record(cfg.with_trial().to_record()) == cfg
     cfg, _ = validate([*base, "--rungs", "1,3"])
     assert RunConfig.from_record(cfg.to_record()).rungs == (1, 3)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("epochs", "rungs"), [(None, (3, 6)), ("12", (3, 6)), ("5", (1, 3)), ("4", (1, 2)),
+                                               ("3", (1, 2)), ("2", (1,)), ("1", ()), ("40", (10, 20))])
+def test_the_default_space_takes_any_epochs(tmp_path: Path, epochs: str | None, rungs: tuple[int, ...],
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # issue 34: `--epochs 5` with spaces/yolo26.yaml exited 2, "train.rungs must be below the trial's 5 epochs"
+    flags = ["--epochs", epochs] if epochs else []
+    cfg, _ = validate(["--space", str(REPO / "spaces" / "yolo26.yaml"), "--studies-dir", str(tmp_path), *flags])
+    assert (cfg.trial.epochs, cfg.rungs) == (int(epochs or 12), rungs)
+    assert f"--rungs {','.join(map(str, rungs)) or repr('')}" in cfg.command()  # the rungs used, as epochs
+    assert RunConfig.from_record(cfg.to_record()).rungs == rungs
+    err = capsys.readouterr().err
+    assert f"at {cfg.trial.epochs} epochs: rungs at epochs {list(rungs)}" in err  # the rungs used, said at the start
+
+
+def test_integer_rungs_keep_their_epochs_and_scale_with_the_schedule(tmp_path: Path) -> None:
+    space = tmp_path / "old.yaml"
+    space.write_text("stages: {p3_backbone: {}}\ntrain: {epochs: 8, rungs: [2, 4]}\n")
+    base = ["--space", str(space), "--studies-dir", str(tmp_path / "st")]
+    assert validate(base)[0].rungs == (2, 4)  # an older space file at its own schedule: as written
+    assert validate([*base, "--epochs", "8"])[0].rungs == (2, 4)
+    assert validate([*base, "--epochs", "4"])[0].rungs == (1, 2)
+    assert validate([*base, "--epochs", "16"])[0].rungs == (4, 8)
+    assert validate([*base, "--epochs", "16", "--rungs", "2,4"])[0].rungs == (2, 4)  # flags: absolute epochs
+    space.write_text("stages: {p3_backbone: {}}\ntrain: {epochs: 6, rungs: [3, 6]}\n")
+    with pytest.raises(SystemExit):  # a file that does not fit its own schedule is still refused
+        validate(base)
+    assert validate([*base, "--epochs", "3"])[0].rungs == (2,)  # scaled: 1.5 -> 2, and 3 reaches the end
+
+
+def test_schedule_rungs_rounds_and_drops() -> None:
+    assert schedule_rungs((0.25, 0.5), 12, 12) == (3, 6)
+    assert schedule_rungs((0.3, 0.35), 12, 4) == (1,)  # both round to epoch 1: collapsed into one
+    assert schedule_rungs((0.1, 0.9), 12, 4) == ()  # epoch 0 and the last epoch: dropped
+    assert schedule_rungs((3, 6), 12, 5) == (1, 3) and schedule_rungs((), 12, 5) == ()
+    assert schedule_rungs((3, 6), 6, 6) == (3, 6)  # unscaled: check_rungs decides
+    assert parse_space({"stages": {"p3_backbone": {}}, "train": {"rungs": [0.25, 0.5]}}).train.rungs == (0.25, 0.5)
+    for rungs, field in (([0.5, 0.25], r"train.rungs: must be increasing"), ([0.5, 1.0], r"train.rungs\[1\]"),
+                         ([0.25, 3], r"train.rungs\[1\]: must be a fraction .* got 3"), ([0.0], r"train.rungs\[0\]"),
+                         ([2, 0.5], r"train.rungs\[0\]")):
+        with pytest.raises(SpaceError, match=field):
+            parse_space({"stages": {"p3_backbone": {}}, "train": {"rungs": rungs}})
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -1,1 +1,6 @@
-"""What turns a trial into a deliverable: the model card (export, retrain and pick are commands over it)."""
+"""What turns a trial into a deliverable (the commands pick, retrain and export sit above it).
+
+- :mod:`search.ship.model_card`: the model card: metrics, checks, latency, reproduce commands.
+"""
+
+__all__ = ["model_card"]

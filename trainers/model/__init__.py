@@ -1,1 +1,12 @@
-"""What a model is and how it is built: architecture, the YOLO26 stage layout, build, heads, SE budget."""
+"""What a model is and how it is built.
+
+- :mod:`trainers.model.architecture`: Architecture and StageChoice: a model as frozen, hashable data.
+- :mod:`trainers.model.layout`: YOLO26's stage table (layer indices, stock depths), no torch.
+- :mod:`trainers.model.yolo26`: the stage builders: a stage choice becomes the module at its layer.
+- :mod:`trainers.model.build`: build_model(arch, nc): a real Ultralytics DetectionModel.
+- :mod:`trainers.model.detection_model`: RepDetectionModel: fuse() also folds our blocks.
+- :mod:`trainers.model.heads`: the two YOLO26 heads, pinned for validation, latency and export.
+- :mod:`trainers.model.se_budget`: the DynamicSE width cost.
+"""
+
+__all__ = ["architecture", "layout", "yolo26", "build", "detection_model", "heads", "se_budget"]

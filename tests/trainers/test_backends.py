@@ -25,7 +25,7 @@ from trainers.heads import HEADS, post_processing
 from trainers.latency.backends import backends, deployed_copy, get_backend
 from trainers.latency.measure import LatencyCache, latency_cache_key, measure_latency, measure_model_latency
 from trainers.latency.report import BACKEND_NAMES, LatencyReport, LatencySetting
-from trainers.onnx_io import export_onnx, onnxruntime_max_diff
+from trainers.onnx_io import export_onnx, onnxruntime_vs_torch
 
 IMGSZ, NC, REPEATS = 64, 3, 5
 FAST: dict[str, Any] = {"warmup": 1, "repeats": REPEATS, "min_seconds": 0.0}  # quick on 2 shared cores
@@ -224,4 +224,5 @@ def test_onnxruntime_matches_torch_on_a_rep_architecture(tmp_path: Path) -> None
         scores, other_scores = deployed(x)[0][0, :, 4], deployed(other)[0][0, :, 4]
     assert (scores[:-1] - scores[1:]).min() > 1e-5 and scores[0] < 0.9999  # top-k order well defined, not ties
     assert (scores - other_scores).abs().max() > 1e-2  # the output depends on the input: the check is not vacuous
-    assert onnxruntime_max_diff(deployed, path, x) < 1e-3
+    check = onnxruntime_vs_torch(deployed, path, x)
+    assert check["ok"] and check["matched"] == ANCHORS and check["max_box_diff"] < 1e-3, check["detail"]

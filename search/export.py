@@ -200,7 +200,8 @@ def export_model(chosen: Picked, trained: Any, args: Any) -> int:
                               threads=recorded.latency_threads if recorded else 1,
                               dtype=recorded.latency_dtype if recorded else "auto")
     retrained = study_attrs.get(f"retrained:{chosen.trial.number}") if chosen.trial is not None else None
-    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "chosen": chosen.rule, "head": head,
+    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "blocks": chosen.arch.blocks_summary(),
+            "chosen": chosen.rule, "head": head,
             "sizes": {"train_imgsz": retrained.get("imgsz") if retrained else recorded.imgsz if recorded else None,
                       "val_imgsz": val_imgsz, "export_imgsz": imgsz},
             "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),

@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.records import read_record
 from search.space import Constraint
+from trainers.architecture import Architecture
 from trainers.latency.report import LatencyReport
 
 LATENCY_METRIC = "latency_ms"
@@ -54,6 +55,21 @@ def trial_metrics(t: FrozenTrial, latency: Mapping[int, LatencyReport] | None = 
     if latency is not None and t.number in latency:
         metrics[LATENCY_METRIC] = latency[t.number].median_ms
     return metrics
+
+
+def blocks_label(t: FrozenTrial) -> str:
+    """The trial's blocks with their widths and depths (``C3k2/RepViT x0.75 d2/...``), from its architecture record.
+
+    Trials without a readable record show their ``blocks`` user attr (studies written before
+    widths and depths were shown keep the block names there), else ``""``.
+    """
+    data = read_record(t, "architecture")
+    if isinstance(data, dict):
+        try:
+            return Architecture.from_dict(data).blocks_summary()
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return str(t.user_attrs.get("blocks", ""))
 
 
 def objective_values(t: FrozenTrial, objectives: Sequence[tuple[str, str]],

@@ -53,6 +53,7 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     ort_check = card["checks"]["onnxruntime_vs_torch"]
     assert ort_check["unmatched"] == 0 and ort_check["max_score_diff"] <= 1e-3 and ort_check["matched"] > 0
     assert "PASS" in r.stderr and "one_conv_per_rep_block" in r.stderr
+    assert "Overriding model.yaml" not in r.stdout + r.stderr  # the project's own lines only
 
     payload = torch.load(out / "model.pt", weights_only=True)
     assert set(payload) >= {"architecture", "nc", "names", "state_dict"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from search.pareto.front import (
     baseline_trial,
+    blocks_label,
     front_hypervolume,
     hypervolume_2d,
     is_feasible,
@@ -15,6 +16,7 @@ from search.pareto.report import format_table, front_rows, write_report
 
 __all__ = [
     "baseline_trial",
+    "blocks_label",
     "format_table",
     "front_hypervolume",
     "front_rows",

@@ -53,7 +53,7 @@ def front_table(title: str, front: Sequence[Any], figures: Any, baseline: Any, m
 
 def side_by_side(names: Sequence[str], fronts: Sequence[Sequence[Any]], figures: Sequence[dict[int, Any]]) -> str:
     """One row per architecture on any front, one latency column per target (``*``: on that target's front)."""
-    from search.pareto import trial_metrics
+    from search.pareto import blocks_label, trial_metrics
 
     rows: dict[str, Any] = {}
     for front in fronts:
@@ -73,7 +73,7 @@ def side_by_side(names: Sequence[str], fronts: Sequence[Sequence[Any]], figures:
             cells.append(f"{cell:>10}")
         map50_95 = trial_metrics(t).get("map50_95", math.nan)
         lines.append(f"{t.number:>5} {t.user_attrs.get('hash', '?'):<12} {map50_95:>8.4f} {' '.join(cells)}  "
-                     f"{t.user_attrs.get('blocks')}")
+                     f"{blocks_label(t)}")
     return "\n".join(lines)
 
 

@@ -34,6 +34,7 @@ from search.pareto.dominance import dominates
 from search.space import Constraint
 from search.study.records import read_record
 from trainers.latency.report import LatencyReport
+from trainers.model.architecture import Architecture
 
 LATENCY_METRIC = "latency_ms"
 Interval = tuple[float, float]
@@ -55,6 +56,21 @@ def trial_metrics(t: FrozenTrial, latency: Mapping[int, LatencyReport] | None = 
     if latency is not None and t.number in latency:
         metrics[LATENCY_METRIC] = latency[t.number].median_ms
     return metrics
+
+
+def blocks_label(t: FrozenTrial) -> str:
+    """The trial's blocks with their widths and depths (``C3k2/RepViT x0.75 d2/...``), from its architecture record.
+
+    Trials without a readable record show their ``blocks`` user attr (studies written before
+    widths and depths were shown keep the block names there), else ``""``.
+    """
+    data = read_record(t, "architecture")
+    if isinstance(data, dict):
+        try:
+            return Architecture.from_dict(data).blocks_summary()
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return str(t.user_attrs.get("blocks", ""))
 
 
 def objective_values(t: FrozenTrial, objectives: Sequence[tuple[str, str]],

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.pareto.front import LATENCY_METRIC, is_feasible, latency_interval, trial_metrics
+from search.pareto.front import LATENCY_METRIC, blocks_label, is_feasible, latency_interval, trial_metrics
 from search.pareto.header import ReportHeader
 from search.space import Constraint
 from trainers.cli import log
@@ -96,7 +96,7 @@ def plot_data(study: optuna.Study, objectives: Sequence[tuple[str, str]], constr
         seen[key] = PlotPoint(t.number, float(m[x_metric]), float(m[y_metric]), t.number in on_front,
                               is_feasible(t, constraints), t.number == header.baseline_trial,
                               latency_interval(t, latency) if x_metric == LATENCY_METRIC else None,
-                              str(t.user_attrs.get("blocks", "")))
+                              blocks_label(t))
     if not seen:
         return None
     title = f"Study '{header.study}': {len(on_front)} of {len(seen)} architectures on the Pareto front"

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial
 
 from search.pareto.front import (
     baseline_trial,
+    blocks_label,
     front_hypervolume,
     intervals_overlap,
     latency_interval,
@@ -84,7 +85,7 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
         row = {"trial": t.number, "hash": t.user_attrs.get("hash"), "map50_95": m.get("map50_95"),
                "map_spread": map_noise, "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
                "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
-               "params_m": m.get("params_m"), "blocks": t.user_attrs.get("blocks")}
+               "params_m": m.get("params_m"), "blocks": blocks_label(t)}
         near = [trial_metrics(n, latency).get("map50_95", math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
         acc = m.get("map50_95", math.nan)
         row["map_within_noise"] = map_noise is not None and any(abs(acc - v) < map_noise for v in near)

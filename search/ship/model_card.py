@@ -147,6 +147,8 @@ def _markdown(card: dict[str, Any]) -> str:
     arch, sizes = card["architecture"], card.get("sizes", {})
     lines = [f"# YOLO26{arch['scale']} searched model `{card['hash']}`", "",
              f"Chosen: {card['chosen']}", "",
+             *([f"Blocks: `{card['blocks']}` (per stage; `x` width, `d` depth where not stock)", ""]
+               if card.get("blocks") else []),
              f"Head: `{card.get('head', 'unpinned')}` (validated, measured and exported)", "",
              "## Architecture", "", "| stage | block | width | depth | SE | kernels | downsample |",
              "|---|---|---|---|---|---|---|"]

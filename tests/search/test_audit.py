@@ -12,14 +12,14 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
-from search.study.config import RunConfig
-from search.study.records import record_attrs
 from search_helpers import TINY_SPACE, load, run_search
 
 from search.audit import choose_trials, hypervolume_contributions, seed_spread_record
 from search.pareto import format_table, front_rows
 from search.pareto.ranks import average_ranks, kendall_tau, spearman_rho
 from search.pareto.report import SPREAD_ATTR, map_seed_spread
+from search.study.config import RunConfig
+from search.study.records import record_attrs
 from trainers.train.results import TrialSettings
 
 

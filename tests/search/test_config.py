@@ -110,22 +110,6 @@ def test_pick_reads_the_legacy_study_typed(legacy_storage: str) -> None:
     assert chosen.arch.hash == chosen.trial.user_attrs["hash"]
 
 
-def test_detections_distance_ignores_row_order_but_not_values() -> None:
-    import numpy as np
-
-    from trainers.deploy.onnx_io import detections_distance
-
-    rows = np.random.default_rng(0).random((2, 5, 6)).astype(np.float32)
-    shuffled = rows[:, ::-1].copy()
-    assert detections_distance(rows, shuffled) == 0.0
-    moved = shuffled.copy()
-    moved[1, 2, 0] += 10.0  # a box moved far from every other row
-    assert detections_distance(rows, moved) > 9.0
-    moved = shuffled.copy()
-    moved[0, 1, 5] += 3.0  # another class for a row: not compared (runtimes break exact score ties differently)
-    assert detections_distance(rows, moved) == 0.0
-
-
 @pytest.mark.parametrize(("flags", "planned", "startup"), [
     ([], 10000, 10),  # no epoch budget: --trials sizes the random start (capped at 10)
     (["--epoch-budget", "40", "--epochs", "8"], 5, 3),  # 5 full trials: TPE models from the 4th on

@@ -12,11 +12,11 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
-from search.study.records import is_record, record_attrs
 
 from search.pareto import format_table, front_hypervolume, front_rows, hypervolume_2d, pareto_front
 from search.pareto.report import NO_SPREAD_NOTE, NOISE_NOTE, beats_stock_line
 from search.space import Constraint
+from search.study.records import is_record, record_attrs
 from trainers.latency.report import LatencyReport
 
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))

@@ -18,6 +18,7 @@ from search.space import Constraint
 from search.study.config import RunConfig
 from search.study.records import record_attrs
 from trainers.latency.report import LatencyReport
+from trainers.model.architecture import Architecture, StageChoice
 from trainers.train.results import TrialSettings
 
 TARGET = "torch/cpu-x86_64-2-cores/float32/640/t1/nms_free"
@@ -106,6 +107,28 @@ def test_the_plot_labels_every_architecture_marks_the_baseline_and_titles_its_ax
     assert written == [str(cfg.folder / "pareto.png"), str(cfg.folder / "pareto.html")]
     assert (cfg.folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Study 'rep'" in (cfg.folder / "pareto.html").read_text()
+
+
+def test_table_plot_and_hover_show_width_and_depth_and_an_older_trial_its_blocks_attr(cfg: RunConfig) -> None:
+    from search.pareto import blocks_label, format_table, front_rows
+
+    arch = Architecture.create({"p3_backbone": StageChoice(block="RepViT", width=0.75, depth=2)})
+    narrow = _trial(0.50, 70.0, "narrow")  # on the front: more accurate and faster than every feasible trial
+    narrow.system_attrs.update(record_attrs({"architecture": arch.to_dict()}))
+    narrow.user_attrs["blocks"] = "C3k2/RepViT/C3k2"  # what a trial wrote before widths and depths were shown
+    study = _study(cfg)
+    study.add_trial(narrow)
+    label = "C3k2/RepViT x0.75 d2/C3k2/C3k2/C3k2/C3k2/C3k2/C3k2"
+    old = study.trials[1]  # no architecture record: its blocks attr is shown as it was written
+    assert blocks_label(study.trials[4]) == label and blocks_label(old) == "good/C3k2"
+    front = pareto_front(study, cfg.objectives, cfg.constraints)
+    rows = front_rows(front, baseline_trial(study))
+    assert [(r["trial"], r["blocks"]) for r in rows] == [(4, label), (2, "slow/C3k2")]
+    assert any(line.endswith(label) for line in format_table(rows).splitlines())
+    data = plot_data(study, cfg.objectives, cfg.constraints, front, report_header("rep", cfg, front, old))
+    assert data is not None and {p.number: p.blocks for p in data.points}[4] == label
+    write_plots(data, cfg.folder)
+    assert f"trial 4: {label}".replace("/", "\\u002f") in (cfg.folder / "pareto.html").read_text()  # plotly's JSON
 
 
 @pytest.mark.parametrize(("module", "missing", "kept"), [("matplotlib", "pareto.png", "pareto.html"),

@@ -38,6 +38,16 @@ def test_baseline_is_every_stage_stock_c3k2_with_a_plain_conv() -> None:
     assert base.blocks_summary() == "/".join(["C3k2"] * len(STAGE_LAYERS))
 
 
+def test_blocks_summary_shows_widths_and_depths_that_are_not_stock() -> None:
+    arch = Architecture.create({"p3_backbone": StageChoice(block="RepViT", width=0.75, depth=2),
+                                "p4_backbone": StageChoice(width=1.25),
+                                "p5_backbone": StageChoice(block="OREPA", depth=1)})  # yolo26n's own depth: stock
+    assert arch.blocks_summary() == "C3k2/RepViT x0.75 d2/C3k2 x1.25/OREPA/C3k2/C3k2/C3k2/C3k2"
+    assert arch.stage("p3_backbone").label() == "RepViT x0.75 d2" and StageChoice().label() == "C3k2"
+    deeper = Architecture.create({"p3_backbone": StageChoice(block="RepViT", width=0.625, depth=3)}, scale="s")
+    assert deeper.blocks_summary().split("/")[1] == "RepViT x0.625 d3"
+
+
 @pytest.mark.parametrize("arch", [Architecture.baseline(), REP], ids=["baseline", "rep"])
 def test_json_round_trip(arch: Architecture) -> None:
     line = arch.to_json()

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from trial_helpers import REP_ARCH
 
-from trainers.deploy.onnx_io import export_onnx, onnxruntime_max_diff
+from trainers.deploy.onnx_io import export_onnx, onnxruntime_vs_torch
 from trainers.latency.backends import backends, deployed_copy, get_backend
 from trainers.latency.measure import LatencyCache, cache_key, measure_latency, measure_model_latency
 from trainers.latency.report import LatencyReport
@@ -248,4 +248,5 @@ def test_onnxruntime_matches_torch_on_a_rep_architecture(tmp_path: Path) -> None
         scores, other_scores = deployed(x)[0][0, :, 4], deployed(other)[0][0, :, 4]
     assert (scores[:-1] - scores[1:]).min() > 1e-5 and scores[0] < 0.9999  # top-k order well defined, not ties
     assert (scores - other_scores).abs().max() > 1e-2  # the output depends on the input: the check is not vacuous
-    assert onnxruntime_max_diff(deployed, path, x) < 1e-3
+    check = onnxruntime_vs_torch(deployed, path, x)
+    assert check["ok"] and check["matched"] == ANCHORS and check["max_box_diff"] < 1e-3, check["detail"]

@@ -102,6 +102,12 @@ class StageChoice:
             out["depth"] = self.depth
         return out
 
+    def label(self) -> str:
+        """The block, then ``x<width>`` and ``d<depth>`` where they are not stock: ``RepViT x0.75 d2``, ``C3k2``."""
+        width = f" x{self.width:g}" if self.width != 1.0 else ""
+        depth = f" d{self.depth}" if self.depth is not None else ""
+        return f"{self.block}{width}{depth}"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageChoice:
         """Inverse of :meth:`to_dict`."""
@@ -197,8 +203,8 @@ class Architecture:
         return cls.from_dict(json.loads(text))
 
     def blocks_summary(self) -> str:
-        """Short per-stage block list, e.g. ``C3k2/RepViT/...`` in stage order."""
-        return "/".join(s.block for _, s in self.stages)
+        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``."""
+        return "/".join(s.label() for _, s in self.stages)
 
 
 def read_architecture(path: Path, flag: str = "--arch") -> Architecture:

@@ -32,6 +32,7 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
+    cfg["nc"] = nc  # the dict says the class count, so Ultralytics logs no "Overriding model.yaml nc=80" line
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
     model: Any = RepDetectionModel(cfg, nc=nc, verbose=verbose)

@@ -1,0 +1,38 @@
+"""The model card names the shipped architecture's blocks with their widths and depths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+
+from search.engine.per_trial import record_architecture
+from search.ship.model_card import write_model_card
+from trainers.model.architecture import Architecture, StageChoice
+
+ARCH = Architecture.create({"p4_backbone": StageChoice(block="RepViT", width=0.75, depth=2),
+                            "p5_out": StageChoice(width=1.5)})
+LABEL = "C3k2/C3k2/RepViT x0.75 d2/C3k2/C3k2/C3k2/C3k2/C3k2 x1.5"
+
+
+def test_the_card_shows_blocks_with_width_and_depth(tmp_path: Path) -> None:
+    card = {"hash": ARCH.hash, "architecture": ARCH.to_dict(), "blocks": ARCH.blocks_summary(), "chosen": "knee",
+            "metrics": {}, "checks": {}}
+    md, js = write_model_card(tmp_path, card)
+    assert f"Blocks: `{LABEL}` (per stage; `x` width, `d` depth where not stock)" in md.read_text().splitlines()
+    assert json.loads(js.read_text())["blocks"] == LABEL
+
+
+def test_a_card_written_without_blocks_still_renders(tmp_path: Path) -> None:
+    card = {"hash": ARCH.hash, "architecture": ARCH.to_dict(), "chosen": "knee", "metrics": {}, "checks": {}}
+    md, _ = write_model_card(tmp_path, card)
+    assert "Blocks:" not in md.read_text() and "| p4_backbone | RepViT | 0.75 | 2 |" in md.read_text()
+
+
+def test_the_dashboards_blocks_attr_shows_width_and_depth() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    trial = study.ask()
+    record_architecture(trial, ARCH)
+    assert study.trials[0].user_attrs["blocks"] == LABEL and study.trials[0].user_attrs["hash"] == ARCH.hash

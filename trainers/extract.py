@@ -28,7 +28,7 @@ def path_state_dict(supernet: SupernetModel, arch: Architecture) -> dict[str, Te
     keys = path_keys(arch)
     choices = choice_modules(supernet)
     out: dict[str, Tensor] = {}
-    for i, layer in enumerate(supernet.model):
+    for i, layer in enumerate(supernet.layers):
         module = choices[i].candidates[keys[i]] if i in choices else layer
         out.update({f"model.{i}.{k}": v for k, v in module.state_dict().items()})
     return out
@@ -43,10 +43,11 @@ def extract(supernet: SupernetModel, arch: Architecture) -> Any:
     from trainers.build import build_model
 
     state = path_state_dict(supernet, arch)
-    model = build_model(arch, nc=supernet.yaml["nc"])
+    cfg: Any = supernet.yaml
+    model = build_model(arch, nc=cfg["nc"])
     model.load_state_dict(state, strict=True)
     model.names = dict(supernet.names)
-    head, mine = supernet.model[-1], model.model[-1]
+    head, mine = supernet.layers[-1], model.model[-1]
     for attr in ("end2end", "max_det"):
         if hasattr(head, attr):
             setattr(mine, attr, getattr(head, attr))

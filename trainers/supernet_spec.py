@@ -117,7 +117,8 @@ class SupernetSpec:
             if STAGE_LAYERS[name][1] is not None and c.downsample not in s.downsamples:
                 raise ValueError(f"stage {name}: downsample must be one of {list(s.downsamples)}, got {c.downsample!r}")
             if s.tie is not None and choice_key(c) != choice_key(t := arch.stage(s.tie)):
-                raise ValueError(f"stage {name} is tied to {s.tie}: got {choice_key(c)!r}, {s.tie} has {choice_key(t)!r}")
+                raise ValueError(f"stage {name} is tied to {s.tie}: got {choice_key(c)!r}, "
+                                 f"{s.tie} has {choice_key(t)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (what ``model.yaml["supernet"]`` records)."""

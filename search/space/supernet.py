@@ -26,7 +26,8 @@ from trainers.yolo26 import STAGE_LAYERS, stock_depth
 
 __all__ = ["block_candidates", "sample_path", "supernet_spec"]
 
-Shape = tuple[float, "int | None"]
+Shape = tuple[float, int | None]
+"""A stage's (width, depth); depth ``None``: the scale's stock depth."""
 
 
 def block_candidates(st: StageSpace) -> tuple[StageChoice, ...]:

@@ -110,7 +110,7 @@ def test_extract_is_build_model_with_the_path_weights(supernet: SupernetModel, n
 
     with torch.no_grad():
         truth = copy.deepcopy(sub).double()(x.double())[0]
-        fused = copy.deepcopy(sub).fuse(verbose=False)
+        fused = copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ)
         assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         assert_fused_close(fused, x, truth, want[0])
 
@@ -133,7 +133,7 @@ def test_extracted_onnx_matches_supernet(supernet: SupernetModel, name: str, tmp
     sub = extract(supernet, arch)
     with torch.no_grad():
         truth = copy.deepcopy(sub).double()(x.double())[0][:1]
-    path = export_onnx(copy.deepcopy(sub).fuse(verbose=False), tmp_path / "sub.onnx", IMGSZ)
+    path = export_onnx(copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ), tmp_path / "sub.onnx", IMGSZ)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"images": x[:1].numpy()})
     assert got.shape == tuple(want[0][:1].shape)

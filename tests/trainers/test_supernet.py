@@ -224,3 +224,25 @@ def test_a_supernet_at_another_shape_extracts_pickles_and_rebuilds() -> None:
         set_path(other, arch)
         for g, w in zip(outputs(other.eval(), x), want):
             torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_a_training_step_reaches_only_the_path() -> None:
+    """Ultralytics' detection loss on the supernet: the path's candidates get gradients, the others none."""
+    from ultralytics.cfg import get_cfg
+
+    from trainers.supernet import choice_modules
+
+    spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
+    torch.manual_seed(0)
+    net = build_supernet(spec, nc=NC)
+    net.args = get_cfg()
+    arch = sample_path(spec, 1)
+    set_path(net.train(), arch)
+    batch = {"img": torch.rand(2, 3, IMGSZ, IMGSZ), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.4, 0.4, 0.3, 0.3]])}
+    loss, _ = net.loss(batch)
+    loss.sum().backward()
+    for module in choice_modules(net).values():
+        for key, candidate in module.candidates.items():
+            grads = [p.grad is not None for p in candidate.parameters()]
+            assert all(grads) if key == module.current else not any(grads), key

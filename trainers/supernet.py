@@ -87,7 +87,8 @@ class SupernetModel(RepDetectionModel):
         from ultralytics.utils.torch_utils import initialize_weights
 
         super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
-        spec, layers = self.spec, self.layers
+        self._spec = SupernetSpec.from_dict(cfg["supernet"])
+        spec, layers = self._spec, self.layers
         for name, stage in spec.stages:
             idx, ds = STAGE_LAYERS[name]
             stock = layers[idx]
@@ -108,9 +109,8 @@ class SupernetModel(RepDetectionModel):
 
     @property
     def spec(self) -> SupernetSpec:
-        """The candidates this supernet holds (read from ``model.yaml["supernet"]``)."""
-        cfg: Any = self.yaml
-        return SupernetSpec.from_dict(cfg["supernet"])
+        """The candidates this supernet holds (as recorded in ``model.yaml["supernet"]``)."""
+        return self._spec
 
     def fuse(self, verbose: bool = True, imgsz: Any = 640) -> SupernetModel:
         """Do nothing and return the supernet: folding BatchNorm shared by paths would destroy it.

@@ -116,9 +116,13 @@ class SupernetSpec:
                 raise ValueError(f"stage {name}: {choice_key(c)!r} is not one of its {len(s.blocks)} candidates")
             if STAGE_LAYERS[name][1] is not None and c.downsample not in s.downsamples:
                 raise ValueError(f"stage {name}: downsample must be one of {list(s.downsamples)}, got {c.downsample!r}")
-            if s.tie is not None and choice_key(c) != choice_key(t := arch.stage(s.tie)):
-                raise ValueError(f"stage {name} is tied to {s.tie}: got {choice_key(c)!r}, "
-                                 f"{s.tie} has {choice_key(t)!r}")
+            if s.tie is not None:
+                t = arch.stage(s.tie)
+                mine, theirs = choice_key(c), choice_key(t)
+                if t.downsample is not None and c.downsample is not None:
+                    mine, theirs = f"{mine} + {c.downsample}", f"{theirs} + {t.downsample}"
+                if mine != theirs:
+                    raise ValueError(f"stage {name} is tied to {s.tie}: got {mine!r}, {s.tie} has {theirs!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (what ``model.yaml["supernet"]`` records)."""

@@ -155,6 +155,7 @@ def test_supernet_fuse_is_a_no_op(supernet: SupernetModel) -> None:
     ({"p2_backbone": StageChoice("RepViT", kernels=(3, 5, 7, 9))}, "stage p2_backbone: 'RepViT-k3\\+5\\+7\\+9' is "
                                                                     "not one of its 53 candidates"),
     ({"p4_backbone": StageChoice("OREPA")}, "stage p4_neck is tied to p4_backbone"),
+    ({"p5_backbone": StageChoice(downsample="OREPA")}, "stage p5_out is tied to p5_backbone: got 'C3k2 \\+ Conv'"),
 ])
 def test_not_a_path_names_the_stage(supernet: SupernetModel, stages: dict[str, StageChoice], match: str) -> None:
     arch = Architecture.create(stages)

@@ -1,0 +1,249 @@
+"""The supernet of spaces/yolo26.yaml: a path extracted is ``build_model(arch)`` with the path's weights.
+
+For the stock architecture and 20 sampled paths (BatchNorm statistics randomized on the path
+first): the supernet's forward, its extracted subnet and a fresh ``build_model(arch)`` loaded with
+the subnet's state dict give the same outputs; the fused subnet and its ONNX export (onnxruntime)
+match them to float32 rounding. Also: candidate counts against the space's own count, the errors
+for architectures that are not paths, seeded sampling, and a supernet built at a non-stock shape
+that survives pickling and a rebuild from its ``model.yaml``.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from search.space import SearchSpace, load_space
+from search.space.schema import parse_space
+from search.space.supernet import block_candidates, sample_path, supernet_spec
+from tests.trainers.build_helpers import randomize_bn_, tensors_in
+from trainers.architecture import Architecture, StageChoice
+from trainers.build import architecture_of, build_model
+from trainers.extract import extract
+from trainers.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.supernet_spec import SupernetSpec
+from trainers.yolo26 import STAGE_LAYERS
+
+SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26.yaml"
+IMGSZ, NC = 64, 3
+SPEC = supernet_spec(load_space(SPACE))
+PATHS = {"stock": Architecture.baseline(), **{f"seed{s}": sample_path(SPEC, s) for s in range(20)}}
+ONNX_PATHS = ["stock", "seed0", "seed1", "seed2", "seed3"]
+
+
+@pytest.fixture(scope="module")
+def supernet() -> SupernetModel:
+    torch.manual_seed(0)
+    return build_supernet(SPEC, nc=NC)
+
+
+def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return list(tensors_in(model(x)))
+
+
+def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Select ``arch``, randomize the BN statistics of its path; return an input and the supernet's outputs."""
+    set_path(supernet, arch)
+    gen = torch.Generator().manual_seed(seed)
+    randomize_bn_(supernet, torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=gen)
+    return x, outputs(supernet, x)
+
+
+def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused: torch.Tensor) -> None:
+    """As close to the float64 result as the unfused float32 model is (build_helpers' rule), and 1e-5 of the scale."""
+    got = fused(x)[0].double() if isinstance(fused, nn.Module) else fused.double()
+    scale = float(truth.abs().max())
+    unfused_err = float((unfused.double() - truth).abs().max())
+    err = float((got - truth).abs().max())
+    assert err <= 10 * unfused_err + 1e-6 * scale, (err, unfused_err, scale)
+    assert err <= 1e-4 * scale, (err, scale)
+
+
+def test_candidates_match_the_space_count() -> None:
+    space = SearchSpace.load(SPACE)
+    assert SPEC.candidate_counts() == {n: (53, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
+    for name, st in space.spec.stages:
+        if st.tie is None:
+            # the space counts every (block choice, downsample, width, depth); the supernet fixes width and depth
+            assert len(block_candidates(st)) * 3 * len(st.widths) * len(st.depths) == space.stage_size(name, st)
+    assert SPEC.paths() == (53 * 3) ** 4
+    assert SupernetSpec.from_dict(SPEC.to_dict()) == SPEC
+
+
+def test_every_candidate_has_its_own_weights(supernet: SupernetModel) -> None:
+    choices = [m for m in supernet.model if isinstance(m, ChoiceModule)]
+    assert len(choices) == 8 + 6  # every stage, every stride-2 conv before a stage
+    seen: set[int] = set()
+    for module in choices:
+        for candidate in module.candidates.values():
+            ptrs = {p.data_ptr() for p in candidate.parameters()}
+            assert ptrs and not ptrs & seen
+            seen |= ptrs
+    assert not {p.data_ptr() for p in supernet.model[0].parameters()} & seen
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_extract_is_build_model_with_the_path_weights(supernet: SupernetModel, name: str) -> None:
+    arch = PATHS[name]
+    x, want = on_path(supernet, arch, seed=len(name) + sum(map(ord, name)))
+    sub = extract(supernet, arch)
+    assert type(sub).__name__ == "RepDetectionModel" and architecture_of(sub) == arch
+    assert not sub.training
+    got = outputs(sub, x)
+    assert len(got) == len(want) >= 4
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+
+    fresh = build_model(arch, nc=NC)
+    fresh.load_state_dict(sub.state_dict(), strict=True)
+    for g, w in zip(outputs(fresh.eval(), x), want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+
+    with torch.no_grad():
+        truth = copy.deepcopy(sub).double()(x.double())[0]
+        fused = copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ)
+        assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert_fused_close(fused, x, truth, want[0])
+
+
+def test_paths_differ(supernet: SupernetModel) -> None:
+    x, a = on_path(supernet, PATHS["seed0"], seed=1)
+    set_path(supernet, PATHS["seed1"])
+    b = outputs(supernet, x)
+    assert float((a[0] - b[0]).abs().max()) > 1e-3 * float(a[0].abs().max())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", ONNX_PATHS)
+def test_extracted_onnx_matches_supernet(supernet: SupernetModel, name: str, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from trainers.onnx_io import export_onnx
+
+    arch = PATHS[name]
+    x, want = on_path(supernet, arch, seed=7 + len(name))
+    sub = extract(supernet, arch)
+    with torch.no_grad():
+        truth = copy.deepcopy(sub).double()(x.double())[0][:1]
+    path = export_onnx(copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ), tmp_path / "sub.onnx", IMGSZ)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": x[:1].numpy()})
+    assert got.shape == tuple(want[0][:1].shape)
+    assert_fused_close(torch.from_numpy(got), x[:1], truth, want[0][:1])
+
+
+def test_supernet_fuse_is_a_no_op(supernet: SupernetModel) -> None:
+    before = {k: v.clone() for k, v in list(supernet.state_dict().items())[:400]}
+    assert supernet.fuse() is supernet
+    after = supernet.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in supernet.model[2].modules())
+
+
+@pytest.mark.parametrize(("stages", "match"), [
+    ({"p3_backbone": StageChoice(width=0.5)}, "stage p3_backbone: the supernet was built at width 1.0 and depth 1, "
+                                               "got width 0.5 and depth 1"),
+    ({"p5_backbone": StageChoice(depth=2), "p5_out": StageChoice(depth=2)}, "stage p5_backbone: .* depth 2"),
+    ({"p2_backbone": StageChoice("RepViT", kernels=(3, 5, 7, 9))}, "stage p2_backbone: 'RepViT-k3\\+5\\+7\\+9' is "
+                                                                    "not one of its 53 candidates"),
+    ({"p4_backbone": StageChoice("OREPA")}, "stage p4_neck is tied to p4_backbone"),
+    ({"p5_backbone": StageChoice(downsample="OREPA")}, "stage p5_out is tied to p5_backbone: got 'C3k2 \\+ Conv'"),
+])
+def test_not_a_path_names_the_stage(supernet: SupernetModel, stages: dict[str, StageChoice], match: str) -> None:
+    arch = Architecture.create(stages)
+    with pytest.raises(ValueError, match=match):
+        set_path(supernet, arch)
+    with pytest.raises(ValueError, match=match):
+        extract(supernet, arch)
+
+
+def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
+    assert sample_path(SPEC, 3) == sample_path(SPEC, 3)
+    assert len({a.hash for n, a in PATHS.items() if n != "stock"}) == 20
+    rng = random.Random(0)
+    draws = [sample_path(SPEC, rng) for _ in range(1000)]
+    for arch in draws[:50]:
+        SPEC.check(arch)
+    assert len({a.stage("p2_backbone") for a in draws}) == 53 * 3
+    assert all(a.stage("p4_neck").block == a.stage("p4_backbone").block for a in draws)
+
+
+def test_the_space_sampler_draws_supernet_paths() -> None:
+    """Every architecture the space's own sampler suggests at the supernet's shape is a path."""
+    space = SearchSpace.load(SPACE)
+    rng = random.Random(1)
+
+    class Trial:
+        def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+            return 1.0 if name.endswith(".width") else 1 if name.endswith(".depth") else rng.choice(choices)
+
+    for _ in range(200):
+        SPEC.check(space.suggest(Trial()))
+
+
+SMALL = {"stages": {
+    "p3_backbone": {"block": ["C3k2", "RepViT"], "kernels": [[3], [3, 5]], "downsample": ["Conv", "OREPA"],
+                    "width": [0.5, 1.0], "depth": [1, 2]},
+    "p3_out": {"tie": "p3_backbone"},
+}}
+
+
+def test_a_supernet_at_another_shape_extracts_pickles_and_rebuilds() -> None:
+    space = parse_space(SMALL)
+    with pytest.raises(ValueError, match="stage p3_backbone: the space allows widths"):
+        supernet_spec(space, {"p3_backbone": (0.75, 1)})
+    with pytest.raises(ValueError, match="shape names stage 'p3_out'"):
+        supernet_spec(space, {"p3_out": (0.5, 2)})
+    spec = supernet_spec(space, {"p3_backbone": (0.5, 2)})
+    assert spec.candidate_counts()["p3_backbone"] == (3, 2) and spec.candidate_counts()["p4_out"] == (1, 1)
+    torch.manual_seed(0)
+    net = build_supernet(spec, nc=NC)
+    with pytest.raises(ValueError, match="stage p3_backbone: the supernet was built at width 0.5 and depth 2"):
+        set_path(net, Architecture.baseline())
+    wrong_ds = Architecture.create({n: StageChoice(downsample="RepConv", width=0.5, depth=2)
+                                    for n in ("p3_backbone", "p3_out")})
+    with pytest.raises(ValueError, match="stage p3_backbone: downsample must be one of \\['Conv', 'OREPA'\\]"):
+        set_path(net, wrong_ds)
+    for seed in range(3):
+        arch = sample_path(spec, seed)
+        assert arch.stage("p3_out").width == 0.5 and arch.stage("p3_out").depth == 2
+        x, want = on_path(net, arch, seed)
+        for g, w in zip(outputs(extract(net, arch).eval(), x), want):
+            torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+    clone = pickle.loads(pickle.dumps(net))
+    rebuilt = supernet_from_yaml(net.yaml, nc=NC)
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    for other in (clone, rebuilt):
+        set_path(other, arch)
+        for g, w in zip(outputs(other.eval(), x), want):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_a_training_step_reaches_only_the_path() -> None:
+    """Ultralytics' detection loss on the supernet: the path's candidates get gradients, the others none."""
+    from ultralytics.cfg import get_cfg
+
+    from trainers.supernet import choice_modules
+
+    spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
+    torch.manual_seed(0)
+    net = build_supernet(spec, nc=NC)
+    net.args = get_cfg()
+    arch = sample_path(spec, 1)
+    set_path(net.train(), arch)
+    batch = {"img": torch.rand(2, 3, IMGSZ, IMGSZ), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.4, 0.4, 0.3, 0.3]])}
+    loss, _ = net.loss(batch)
+    loss.sum().backward()
+    for module in choice_modules(net).values():
+        for key, candidate in module.candidates.items():
+            grads = [p.grad is not None for p in candidate.parameters()]
+            assert all(grads) if key == module.current else not any(grads), key

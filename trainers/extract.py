@@ -1,0 +1,54 @@
+"""``extract(supernet, arch)``: the plain model of one path, with the supernet's weights for it.
+
+The bridge back to the rest of the project (mmrazor's ``export_fix_subnet`` + load): the subnet is
+``build_model(arch)`` itself (same class, same modules, same ``model.yaml["architecture"]``), so it
+trains, fuses, exports and is measured like any trial's model. Its weights are the supernet's
+shared layers plus, at every choice module, the weights of the candidate ``arch`` selects, loaded
+with ``strict=True``: a candidate whose modules differ from what ``build_model`` makes fails loudly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from trainers.architecture import Architecture
+from trainers.supernet import SupernetModel, choice_modules, path_keys
+
+__all__ = ["extract", "path_state_dict"]
+
+
+def path_state_dict(supernet: SupernetModel, arch: Architecture) -> dict[str, Tensor]:
+    """The supernet's state dict for ``arch``'s path, keyed as in ``build_model(arch)`` (tensors shared, not copied).
+
+    ``ValueError`` naming the stage if ``arch`` is not a path of the supernet.
+    """
+    supernet.spec.check(arch)
+    keys = path_keys(arch)
+    choices = choice_modules(supernet)
+    out: dict[str, Tensor] = {}
+    for i, layer in enumerate(supernet.layers):
+        module = choices[i].candidates[keys[i]] if i in choices else layer
+        out.update({f"model.{i}.{k}": v for k, v in module.state_dict().items()})
+    return out
+
+
+def extract(supernet: SupernetModel, arch: Architecture) -> Any:
+    """A stand-alone ``build_model(arch)`` detector holding the supernet's weights for ``arch``'s path.
+
+    Same ``nc``, class names, head selection (``end2end``, ``max_det``) and train/eval mode as the
+    supernet; the supernet and its current path are left unchanged, and the subnet shares no tensor with it.
+    """
+    from trainers.build import build_model
+
+    state = path_state_dict(supernet, arch)
+    cfg: Any = supernet.yaml
+    model = build_model(arch, nc=cfg["nc"])
+    model.load_state_dict(state, strict=True)
+    model.names = dict(supernet.names)
+    head, mine = supernet.layers[-1], model.model[-1]
+    for attr in ("end2end", "max_det"):
+        if hasattr(head, attr):
+            setattr(mine, attr, getattr(head, attr))
+    return model.train(supernet.training)

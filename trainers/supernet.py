@@ -1,0 +1,168 @@
+"""The one-shot supernet: a YOLO26 ``DetectionModel`` whose stages are :class:`ChoiceModule` s.
+
+Built the way :func:`trainers.build.build_model` builds one architecture, from the same pieces:
+the YOLO26 model dict is sized at the supernet's widths and depths
+(:func:`trainers.yolo26.resized_model_dict`), the model is built from it, then every stage's
+C3k2 and every stride-2 conv before a stage becomes a :class:`ChoiceModule` whose candidates are
+made by the same stage builders (:func:`trainers.yolo26.build_stage`,
+:func:`trainers.yolo26.build_downsample`), each from its own copy of the stock module, so each
+candidate has its own weights. Stem, SPPF, C2PSA, the concats and the head are shared by every path.
+For ``spaces/yolo26.yaml`` at yolo26n's stock shape: 8 stages x 53 block candidates and 6 stride-2
+convs x 3 candidates, 67.8 M parameters at ``nc=3`` (a path: about 2.5 M); about 3 s to build on one CPU core.
+
+As in mmrazor's ``OneShotMutableOP``, a choice module knows its candidates and which one runs
+(``current``), not how it is picked: :func:`set_path` selects an :class:`Architecture`'s path
+(the mutator's job; sampling lives in :mod:`search.space.supernet`), and :func:`trainers.extract.extract`
+turns a path into the plain model ``build_model`` returns, with the supernet's weights.
+
+For Ultralytics training: module-level classes (picklable), the spec recorded in
+``model.yaml["supernet"]`` (:func:`supernet_from_yaml` rebuilds it), and a ``fuse()`` that does
+nothing, since Ultralytics' final validation and ``AutoBackend`` call ``fuse()`` in place and folding
+shared BatchNorm statistics would destroy the supernet. Only extracted subnets are fused.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+from torch import Tensor, nn
+
+from trainers.architecture import Architecture
+from trainers.detection_model import RepDetectionModel
+from trainers.supernet_spec import SupernetSpec, choice_key
+from trainers.yolo26 import STAGE_LAYERS, adopt_layer_attrs, build_downsample, build_stage
+
+__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
+
+
+class ChoiceModule(nn.Module):
+    """A layer that holds candidate modules under their keys; ``current`` is the one that runs.
+
+    Args:
+        candidates: key -> module, each with its own weights and the same input/output shape.
+        current: the key that runs first (default: the first candidate).
+    """
+
+    def __init__(self, candidates: dict[str, nn.Module], current: str | None = None):
+        super().__init__()
+        if not candidates:
+            raise ValueError("a ChoiceModule needs at least one candidate, got none")
+        self.candidates = nn.ModuleDict(candidates)
+        self.current = next(iter(candidates)) if current is None else current
+        self.select(self.current)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """The candidate keys, in order."""
+        return tuple(self.candidates.keys())
+
+    def select(self, key: str) -> None:
+        """Make candidate ``key`` the one that runs; ``ValueError`` naming the keys if it is none of them."""
+        if key not in self.candidates:
+            raise ValueError(f"choice must be one of {list(self.choices)}, got {key!r}")
+        self.current = key
+
+    def active(self) -> nn.Module:
+        """The candidate that runs."""
+        return self.candidates[self.current]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The current candidate's output."""
+        return self.active()(x)
+
+    def extra_repr(self) -> str:
+        return f"current={self.current!r}, {len(self.candidates)} candidates"
+
+
+class SupernetModel(RepDetectionModel):
+    """A YOLO26 detector whose stages hold every candidate of a :class:`SupernetSpec` (``cfg["supernet"]``).
+
+    ``cfg`` is the model dict sized at the spec's widths and depths, as :func:`build_supernet` writes
+    it and Ultralytics saves it in a checkpoint's ``model.yaml``.
+    """
+
+    def __init__(self, cfg: dict[str, Any], ch: int = 3, nc: int | None = None, verbose: bool = False):
+        from ultralytics.utils.torch_utils import initialize_weights
+
+        super().__init__(cfg, ch=ch, nc=nc, verbose=verbose)
+        self._spec = SupernetSpec.from_dict(cfg["supernet"])
+        spec, layers = self._spec, self.layers
+        for name, stage in spec.stages:
+            idx, ds = STAGE_LAYERS[name]
+            stock = layers[idx]
+            blocks = {choice_key(c): build_stage(copy.deepcopy(stock), replace(c, width=stage.width, depth=stage.depth))
+                      for c in stage.blocks}
+            layers[idx] = adopt_layer_attrs(ChoiceModule(blocks), stock)
+            if ds is not None:
+                conv = layers[ds]
+                convs = {d: build_downsample(copy.deepcopy(conv), d) for d in stage.downsamples}
+                layers[ds] = adopt_layer_attrs(ChoiceModule(convs), conv)
+        initialize_weights(self)
+
+    @property
+    def layers(self) -> nn.Sequential:
+        """Ultralytics' layer list (``self.model``), typed."""
+        layers: Any = self.model
+        return layers
+
+    @property
+    def spec(self) -> SupernetSpec:
+        """The candidates this supernet holds (as recorded in ``model.yaml["supernet"]``)."""
+        return self._spec
+
+    def fuse(self, verbose: bool = True, imgsz: Any = 640) -> SupernetModel:
+        """Do nothing and return the supernet: folding BatchNorm shared by paths would destroy it.
+
+        Ultralytics calls ``fuse()`` in place (final validation, ``AutoBackend``); it gets the
+        unfused supernet. Fuse an extracted subnet (:func:`trainers.extract.extract`) instead.
+        """
+        return self
+
+    def fuse_ultralytics_only(self, verbose: bool = False, imgsz: Any = 640) -> SupernetModel:
+        """Do nothing, as :meth:`fuse`."""
+        return self
+
+
+def build_supernet(spec: SupernetSpec, nc: int = 80, verbose: bool = False) -> SupernetModel:
+    """Build the supernet of ``spec`` with ``nc`` classes (training form); its path starts at the first candidates."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from trainers.yolo26 import resized_model_dict
+
+    stem = spec.base.rsplit(".", 1)[0]
+    cfg = resized_model_dict(yaml_model_load(f"{stem}{spec.scale}.yaml"), spec.shape().stages)
+    cfg = {**cfg, "supernet": spec.to_dict()}
+    return SupernetModel(cfg, nc=nc, verbose=verbose)
+
+
+def supernet_from_yaml(cfg: dict[str, Any], nc: int, verbose: bool = False) -> SupernetModel:
+    """Rebuild a supernet from the ``model.yaml`` dict of a saved one (weights are loaded separately)."""
+    if not isinstance(cfg, dict) or "supernet" not in cfg:
+        raise ValueError("model yaml records no supernet: it was not built by trainers.supernet.build_supernet")
+    return SupernetModel(copy.deepcopy(cfg), nc=nc, verbose=verbose)
+
+
+def choice_modules(supernet: SupernetModel) -> dict[int, ChoiceModule]:
+    """Layer index -> the choice module there (every stage and every stride-2 conv before a stage)."""
+    return {i: m for i, m in enumerate(supernet.layers) if isinstance(m, ChoiceModule)}
+
+
+def path_keys(arch: Architecture) -> dict[int, str]:
+    """Layer index -> the candidate key ``arch`` selects there."""
+    keys: dict[int, str] = {}
+    for name, choice in arch.stages:
+        idx, ds = STAGE_LAYERS[name]
+        keys[idx] = choice_key(choice)
+        if ds is not None:
+            keys[ds] = choice.downsample or "Conv"
+    return keys
+
+
+def set_path(supernet: SupernetModel, arch: Architecture) -> None:
+    """Select ``arch``'s candidate in every choice module; ``ValueError`` naming the stage if it is not a path."""
+    supernet.spec.check(arch)
+    modules = choice_modules(supernet)
+    for idx, key in path_keys(arch).items():
+        modules[idx].select(key)

@@ -1,0 +1,148 @@
+"""What a supernet holds: per stage, its block candidates, its downsample candidates and its one shape.
+
+Pure data (no torch import), the supernet's counterpart of :class:`~trainers.architecture.Architecture`:
+a :class:`SupernetSpec` is recorded in the supernet's ``model.yaml["supernet"]`` so a checkpoint
+rebuilds it, and :meth:`SupernetSpec.check` says whether an architecture is one of its paths.
+
+Width and depth are not elastic: a supernet is built at ONE (width, depth) per stage, and its
+candidates enumerate the other choices only (block, SE placement/kind/reduction/ratios, kernel
+set; the stride-2 downsample conv is a separate choice, so the two factorize). Every stage,
+tied ones included, holds its own weights; a tied stage's candidates are its target's and its
+path must repeat its target's choice, as the space's sampler does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from trainers.architecture import Architecture, StageChoice
+from trainers.yolo26 import STAGE_LAYERS, stock_depth
+
+
+def choice_key(choice: StageChoice) -> str:
+    """The candidate key of a stage choice: its block options, without downsample, width and depth.
+
+    E.g. ``C3k2``, ``RepViT-in_blocks-fixed-r8-k3+5``, ``C3k2_RVB_SE-after_concat-dynamic-r4to16-k3``.
+    Call on a canonical choice (from an :class:`Architecture`); the key has no ``.`` (a ``ModuleDict`` key).
+    """
+    d = choice.to_dict()
+    parts = [choice.block]
+    if "se" in d:
+        se = d["se"]
+        ratio = f"r{se['reduction']}" if se["kind"] == "fixed" else f"r{se['min_ratio']}to{se['max_ratio']}"
+        parts += [se["placement"], se["kind"], ratio]
+    if "kernels" in d:
+        parts.append("k" + "+".join(str(k) for k in d["kernels"]))
+    return "-".join(parts)
+
+
+@dataclass(frozen=True)
+class StageCandidates:
+    """The candidates of one stage of a supernet.
+
+    Attributes:
+        blocks: canonical block choices (downsample ``None``, width 1.0, depth ``None``), one module each.
+        downsamples: names of the stride-2 conv candidates (``()`` where the stage has no such conv).
+        width: the one width the stage is built at.
+        depth: the one depth (``None``: the scale's stock depth).
+        tie: the stage whose choice this one repeats (``None``: its own).
+    """
+
+    blocks: tuple[StageChoice, ...] = (StageChoice(downsample=None),)
+    downsamples: tuple[str, ...] = ("Conv",)
+    width: float = 1.0
+    depth: int | None = None
+    tie: str | None = None
+
+    def keys(self) -> tuple[str, ...]:
+        """The candidate keys of :attr:`blocks`, in order."""
+        return tuple(choice_key(c) for c in self.blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return {"blocks": [c.to_dict() for c in self.blocks], "downsamples": list(self.downsamples),
+                "width": self.width, "depth": self.depth, "tie": self.tie}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StageCandidates:
+        """Inverse of :meth:`to_dict`."""
+        blocks = tuple(replace(StageChoice.from_dict(b), downsample=None) for b in data["blocks"])
+        return cls(blocks=blocks, downsamples=tuple(data["downsamples"]), width=float(data["width"]),
+                   depth=data["depth"], tie=data["tie"])
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """Base config, scale and the :class:`StageCandidates` of every YOLO26 stage (in ``STAGE_LAYERS`` order)."""
+
+    base: str
+    scale: str
+    stages: tuple[tuple[str, StageCandidates], ...]
+
+    def stage(self, name: str) -> StageCandidates:
+        """The candidates of stage ``name``."""
+        return dict(self.stages)[name]
+
+    def shape(self) -> Architecture:
+        """The stock architecture at the supernet's widths and depths (what its model dict is sized by)."""
+        return Architecture.create({n: StageChoice(width=s.width, depth=s.depth) for n, s in self.stages},
+                                   base=self.base, scale=self.scale)
+
+    def candidate_counts(self) -> dict[str, tuple[int, int]]:
+        """Stage -> (block candidates, downsample candidates); the modules each holds."""
+        return {n: (len(s.blocks), len(s.downsamples)) for n, s in self.stages}
+
+    def paths(self) -> int:
+        """Number of distinct paths (architectures): products over untied stages, ties repeat their target."""
+        total = 1
+        for name, s in self.stages:
+            if s.tie is None:
+                ds = max([len(s.downsamples)] + [len(t.downsamples) for _, t in self.stages if t.tie == name])
+                total *= len(s.blocks) * max(ds, 1)
+        return total
+
+    def check(self, arch: Architecture) -> None:
+        """``ValueError`` naming the stage if ``arch`` is not a path of this supernet (shape, candidate, tie)."""
+        if (arch.base, arch.scale) != (self.base, self.scale):
+            raise ValueError(f"the supernet is {self.base} scale {self.scale!r}, got {arch.base} scale {arch.scale!r}")
+        for name, s in self.stages:
+            c = arch.stage(name)
+            if (c.width, c.depth) != (s.width, s.depth):
+                raise ValueError(f"stage {name}: the supernet was built at width {s.width} and depth "
+                                 f"{_depth(self.scale, name, s.depth)}, got width {c.width} and depth "
+                                 f"{_depth(self.scale, name, c.depth)}")
+            if choice_key(c) not in s.keys():
+                raise ValueError(f"stage {name}: {choice_key(c)!r} is not one of its {len(s.blocks)} candidates")
+            if STAGE_LAYERS[name][1] is not None and c.downsample not in s.downsamples:
+                raise ValueError(f"stage {name}: downsample must be one of {list(s.downsamples)}, got {c.downsample!r}")
+            if s.tie is not None:
+                t = arch.stage(s.tie)
+                mine, theirs = choice_key(c), choice_key(t)
+                if t.downsample is not None and c.downsample is not None:
+                    mine, theirs = f"{mine} + {c.downsample}", f"{theirs} + {t.downsample}"
+                if mine != theirs:
+                    raise ValueError(f"stage {name} is tied to {s.tie}: got {mine!r}, {s.tie} has {theirs!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (what ``model.yaml["supernet"]`` records)."""
+        return {"base": self.base, "scale": self.scale, "stages": {n: s.to_dict() for n, s in self.stages}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SupernetSpec:
+        """Inverse of :meth:`to_dict`; ``ValueError`` unless every stage of YOLO26 is given, in order."""
+        names = list(data["stages"])
+        if names != list(STAGE_LAYERS):
+            raise ValueError(f"a supernet spec names every stage {list(STAGE_LAYERS)} in order, got {names}")
+        return cls(base=data["base"], scale=data["scale"],
+                   stages=tuple((n, StageCandidates.from_dict(s)) for n, s in data["stages"].items()))
+
+    @classmethod
+    def stock(cls, base: str = "yolo26.yaml", scale: str = "n") -> SupernetSpec:
+        """One candidate per stage (the stock C3k2 and Conv): a supernet whose only path is the baseline."""
+        return cls(base, scale, tuple((n, StageCandidates(downsamples=("Conv",) if ds is not None else ()))
+                                      for n, (_, ds) in STAGE_LAYERS.items()))
+
+
+def _depth(scale: str, stage: str, depth: int | None) -> int:
+    return stock_depth(scale, stage) if depth is None else depth

@@ -24,12 +24,12 @@ from search.space import SearchSpace, load_space
 from search.space.schema import parse_space
 from search.space.supernet import block_candidates, sample_path, supernet_spec
 from tests.trainers.build_helpers import randomize_bn_, tensors_in
-from trainers.architecture import Architecture, StageChoice
-from trainers.build import architecture_of, build_model
-from trainers.extract import extract
-from trainers.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
-from trainers.supernet_spec import SupernetSpec
-from trainers.yolo26 import STAGE_LAYERS
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.build import architecture_of, build_model
+from trainers.model.extract import extract
+from trainers.model.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet_spec import SupernetSpec
+from trainers.model.yolo26 import STAGE_LAYERS
 
 SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26.yaml"
 IMGSZ, NC = 64, 3
@@ -126,7 +126,7 @@ def test_paths_differ(supernet: SupernetModel) -> None:
 @pytest.mark.parametrize("name", ONNX_PATHS)
 def test_extracted_onnx_matches_supernet(supernet: SupernetModel, name: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
-    from trainers.onnx_io import export_onnx
+    from trainers.deploy.onnx_io import export_onnx
 
     arch = PATHS[name]
     x, want = on_path(supernet, arch, seed=7 + len(name))
@@ -231,7 +231,7 @@ def test_a_training_step_reaches_only_the_path() -> None:
     """Ultralytics' detection loss on the supernet: the path's candidates get gradients, the others none."""
     from ultralytics.cfg import get_cfg
 
-    from trainers.supernet import choice_modules
+    from trainers.model.supernet import choice_modules
 
     spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
     torch.manual_seed(0)

@@ -7,6 +7,9 @@
 - :mod:`trainers.model.detection_model`: RepDetectionModel: fuse() also folds our blocks.
 - :mod:`trainers.model.heads`: the two YOLO26 heads, pinned for validation, latency and export.
 - :mod:`trainers.model.se_budget`: the DynamicSE width cost.
+- :mod:`trainers.model.supernet_spec`: what a weight-sharing supernet holds (plain data, no torch).
+- :mod:`trainers.model.supernet`: the supernet: one ChoiceModule per searchable stage and downsample.
+- :mod:`trainers.model.extract`: extract(supernet, arch): build_model(arch) with the path's weights.
 """
 
-__all__ = ["architecture", "layout", "yolo26", "build", "detection_model", "heads", "se_budget"]
+__all__ = ["architecture", "layout", "yolo26", "build", "detection_model", "heads", "se_budget", "supernet_spec", "supernet", "extract"]

@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import Tensor
 
-from trainers.architecture import Architecture
-from trainers.supernet import SupernetModel, choice_modules, path_keys
+from trainers.model.architecture import Architecture
+from trainers.model.supernet import SupernetModel, choice_modules, path_keys
 
 __all__ = ["extract", "path_state_dict"]
 
@@ -40,7 +40,7 @@ def extract(supernet: SupernetModel, arch: Architecture) -> Any:
     Same ``nc``, class names, head selection (``end2end``, ``max_det``) and train/eval mode as the
     supernet; the supernet and its current path are left unchanged, and the subnet shares no tensor with it.
     """
-    from trainers.build import build_model
+    from trainers.model.build import build_model
 
     state = path_state_dict(supernet, arch)
     cfg: Any = supernet.yaml

@@ -1,6 +1,6 @@
 """What a supernet holds: per stage, its block candidates, its downsample candidates and its one shape.
 
-Pure data (no torch import), the supernet's counterpart of :class:`~trainers.architecture.Architecture`:
+Pure data (no torch import), the supernet's counterpart of :class:`~trainers.model.architecture.Architecture`:
 a :class:`SupernetSpec` is recorded in the supernet's ``model.yaml["supernet"]`` so a checkpoint
 rebuilds it, and :meth:`SupernetSpec.check` says whether an architecture is one of its paths.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from trainers.architecture import Architecture, StageChoice
-from trainers.yolo26 import STAGE_LAYERS, stock_depth
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.yolo26 import STAGE_LAYERS, stock_depth
 
 
 def choice_key(choice: StageChoice) -> str:

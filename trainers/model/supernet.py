@@ -1,18 +1,18 @@
 """The one-shot supernet: a YOLO26 ``DetectionModel`` whose stages are :class:`ChoiceModule` s.
 
-Built the way :func:`trainers.build.build_model` builds one architecture, from the same pieces:
+Built the way :func:`trainers.model.build.build_model` builds one architecture, from the same pieces:
 the YOLO26 model dict is sized at the supernet's widths and depths
-(:func:`trainers.yolo26.resized_model_dict`), the model is built from it, then every stage's
+(:func:`trainers.model.yolo26.resized_model_dict`), the model is built from it, then every stage's
 C3k2 and every stride-2 conv before a stage becomes a :class:`ChoiceModule` whose candidates are
-made by the same stage builders (:func:`trainers.yolo26.build_stage`,
-:func:`trainers.yolo26.build_downsample`), each from its own copy of the stock module, so each
+made by the same stage builders (:func:`trainers.model.yolo26.build_stage`,
+:func:`trainers.model.yolo26.build_downsample`), each from its own copy of the stock module, so each
 candidate has its own weights. Stem, SPPF, C2PSA, the concats and the head are shared by every path.
 For ``spaces/yolo26.yaml`` at yolo26n's stock shape: 8 stages x 53 block candidates and 6 stride-2
 convs x 3 candidates, 67.8 M parameters at ``nc=3`` (a path: about 2.5 M); about 3 s to build on one CPU core.
 
 As in mmrazor's ``OneShotMutableOP``, a choice module knows its candidates and which one runs
 (``current``), not how it is picked: :func:`set_path` selects an :class:`Architecture`'s path
-(the mutator's job; sampling lives in :mod:`search.space.supernet`), and :func:`trainers.extract.extract`
+(the mutator's job; sampling lives in :mod:`search.space.supernet`), and :func:`trainers.model.extract.extract`
 turns a path into the plain model ``build_model`` returns, with the supernet's weights.
 
 For Ultralytics training: module-level classes (picklable), the spec recorded in
@@ -29,10 +29,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from trainers.architecture import Architecture
-from trainers.detection_model import RepDetectionModel
-from trainers.supernet_spec import SupernetSpec, choice_key
-from trainers.yolo26 import STAGE_LAYERS, adopt_layer_attrs, build_downsample, build_stage
+from trainers.model.architecture import Architecture
+from trainers.model.detection_model import RepDetectionModel
+from trainers.model.supernet_spec import SupernetSpec, choice_key
+from trainers.model.yolo26 import STAGE_LAYERS, adopt_layer_attrs, build_downsample, build_stage
 
 __all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
 
@@ -116,7 +116,7 @@ class SupernetModel(RepDetectionModel):
         """Do nothing and return the supernet: folding BatchNorm shared by paths would destroy it.
 
         Ultralytics calls ``fuse()`` in place (final validation, ``AutoBackend``); it gets the
-        unfused supernet. Fuse an extracted subnet (:func:`trainers.extract.extract`) instead.
+        unfused supernet. Fuse an extracted subnet (:func:`trainers.model.extract.extract`) instead.
         """
         return self
 
@@ -129,7 +129,7 @@ def build_supernet(spec: SupernetSpec, nc: int = 80, verbose: bool = False) -> S
     """Build the supernet of ``spec`` with ``nc`` classes (training form); its path starts at the first candidates."""
     from ultralytics.nn.tasks import yaml_model_load
 
-    from trainers.yolo26 import resized_model_dict
+    from trainers.model.yolo26 import resized_model_dict
 
     stem = spec.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{spec.scale}.yaml"), spec.shape().stages)
@@ -140,7 +140,7 @@ def build_supernet(spec: SupernetSpec, nc: int = 80, verbose: bool = False) -> S
 def supernet_from_yaml(cfg: dict[str, Any], nc: int, verbose: bool = False) -> SupernetModel:
     """Rebuild a supernet from the ``model.yaml`` dict of a saved one (weights are loaded separately)."""
     if not isinstance(cfg, dict) or "supernet" not in cfg:
-        raise ValueError("model yaml records no supernet: it was not built by trainers.supernet.build_supernet")
+        raise ValueError("model yaml records no supernet: it was not built by trainers.model.supernet.build_supernet")
     return SupernetModel(copy.deepcopy(cfg), nc=nc, verbose=verbose)
 
 

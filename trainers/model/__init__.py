@@ -12,4 +12,15 @@
 - :mod:`trainers.model.extract`: extract(supernet, arch): build_model(arch) with the path's weights.
 """
 
-__all__ = ["architecture", "layout", "yolo26", "build", "detection_model", "heads", "se_budget", "supernet_spec", "supernet", "extract"]
+__all__ = [
+    "architecture",
+    "layout",
+    "yolo26",
+    "build",
+    "detection_model",
+    "heads",
+    "se_budget",
+    "supernet_spec",
+    "supernet",
+    "extract",
+]

@@ -17,11 +17,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from search.pick import Picked, PickError, add_pick_args, check_pick_args, pick
+from search.ship.options import ExportOptions
 from search.study.records import retrained_key, retrained_records
 from trainers.cli import OneLineParser, fail, log, positive_int
 
@@ -159,74 +160,107 @@ def main(argv: list[str] | None = None) -> int:
         trained = load_trained(weights, chosen.arch.hash)
     except (PickError, ValueError) as e:
         fail(str(e))
-    return export_model(chosen, trained, args)
+    return export_model(chosen, trained, ExportOptions.from_args(args))
 
 
-def export_model(chosen: Picked, trained: Any, args: Any) -> int:
+@dataclass(frozen=True)
+class ExportPlan:
+    """The sizes, head, data and weights an export uses, resolved once from the options and the study."""
+
+    imgsz: int
+    val_imgsz: int
+    head: str
+    data: str | None
+    weights: Path
+    setting: Any  # the LatencySetting the deployed model is measured in
+
+
+def plan_export(chosen: Picked, opts: ExportOptions) -> ExportPlan:
+    """What to export at: ``--target``'s size and head, else the study's, else the defaults."""
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.heads import DEFAULT_HEAD
+
+    recorded = chosen.config.trial if chosen.config is not None else None
+    on_target = chosen.target_latency  # --target: deploy at that target's size, with its head
+    imgsz = opts.imgsz or (on_target.imgsz if on_target else recorded.latency.imgsz if recorded else 640)
+    head = on_target.head if on_target else recorded.head if recorded else DEFAULT_HEAD
+    setting = replace(recorded.latency if recorded else LatencySetting(), imgsz=imgsz, head=head)
+    return ExportPlan(imgsz=imgsz, val_imgsz=recorded.imgsz if recorded else 640, head=head,
+                      data=opts.data or (recorded.data if recorded and recorded.data else None),
+                      weights=weights_of(chosen, opts.weights), setting=setting)
+
+
+def export_model(chosen: Picked, trained: Any, opts: ExportOptions) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
+    from search.ship.model_card import write_model_card
+    from trainers.deploy.exported import save_exported
+    from trainers.deploy.inference import fused_copy
+    from trainers.deploy.ultralytics_export import export_with_ultralytics
+    from trainers.latency.measure import measure_latency
+    from trainers.model.heads import pin_head
+
+    out, plan = opts.out, plan_export(chosen, opts)
+    out.mkdir(parents=True, exist_ok=True)
+    fused = fused_copy(trained, before_fuse=lambda m: pin_head(m, plan.head))
+    save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": plan.imgsz, "head": plan.head})
+    shutil.copyfile(plan.weights, out / "best.pt")
+    export_with_ultralytics(plan.weights, out / "model.onnx", "onnx", plan.imgsz, plan.head)  # Ultralytics' metadata
+    log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {plan.weights}")
+    checks = run_checks(trained, fused, out, plan.imgsz, plan.data, plan.val_imgsz, plan.head)
+    latency = measure_latency(trained, plan.setting)
+    write_model_card(out, model_card(chosen, plan, opts, (trained, fused), checks, latency))
+    if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
+        from search.study.artifacts import artifact_store, upload_study_artifacts
+
+        upload_study_artifacts(artifact_store(chosen.config), chosen.study,
+                               [out / "model_card.md", out / "model_card.json"])
+    return report_export(chosen, out, checks, latency)
+
+
+def model_card(chosen: Picked, plan: ExportPlan, opts: ExportOptions, models: tuple[Any, Any],
+               checks: dict[str, Any], latency: Any) -> dict[str, Any]:
+    """The model card's data: architecture, sizes, metrics, checks, latency, warm start, versions, commands."""
     from search.ship.model_card import (
         FILES,
         latency_measurements,
         reproduce_commands,
         teacher_comparison,
         warm_start_of,
-        write_model_card,
     )
-    from trainers.deploy.exported import save_exported
-    from trainers.deploy.inference import count_params, fused_copy
-    from trainers.deploy.ultralytics_export import export_with_ultralytics
-    from trainers.latency.measure import measure_latency
-    from trainers.latency.setting import LatencySetting
-    from trainers.model.heads import DEFAULT_HEAD, pin_head
+    from trainers.deploy.inference import count_params
     from trainers.versions import versions
 
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    trained, fused = models
     attrs = chosen.trial.user_attrs if chosen.trial is not None else {}
     study_attrs = chosen.study.user_attrs if chosen.study is not None else {}
     recorded = chosen.config.trial if chosen.config is not None else None
-    on_target = chosen.target_latency  # --target: deploy at that target's size, with its head
-    imgsz = args.imgsz or (on_target.imgsz if on_target else recorded.latency.imgsz if recorded else 640)
-    data = args.data or (recorded.data if recorded and recorded.data else None)
-    val_imgsz = recorded.imgsz if recorded else 640
-    head = on_target.head if on_target else recorded.head if recorded else DEFAULT_HEAD
-    fused = fused_copy(trained, before_fuse=lambda m: pin_head(m, head))
-    weights = weights_of(chosen, args.weights)
-    save_exported(fused, chosen.arch, out / "model.pt", extra={"imgsz": imgsz, "head": head})
-    shutil.copyfile(weights, out / "best.pt")
-    export_with_ultralytics(weights, out / "model.onnx", "onnx", imgsz, head)  # with Ultralytics' metadata
-    log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {weights}")
-    checks = run_checks(trained, fused, out, imgsz, data, val_imgsz, head)
-    setting = recorded.latency if recorded else LatencySetting()
-    latency = measure_latency(trained, replace(setting, imgsz=imgsz, head=head))
+    on_target = chosen.target_latency
     retrained = study_attrs.get(retrained_key(chosen.trial.number)) if chosen.trial is not None else None
-    card = {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "blocks": chosen.arch.blocks_summary(),
-            "chosen": chosen.rule, "head": head,
+    return {"hash": chosen.arch.hash, "architecture": chosen.arch.to_dict(), "blocks": chosen.arch.blocks_summary(),
+            "chosen": chosen.rule, "head": plan.head,
             "sizes": {"train_imgsz": retrained.get("imgsz") if retrained else recorded.imgsz if recorded else None,
-                      "val_imgsz": val_imgsz, "export_imgsz": imgsz},
+                      "val_imgsz": plan.val_imgsz, "export_imgsz": plan.imgsz},
             "metrics": {"search_map50_95": attrs.get("map50_95"), "search_epochs": attrs.get("epochs"),
                         "retrained_map50_95": retrained["map50_95"] if retrained else None,
                         "retrained_epochs": retrained["epochs"] if retrained else None,
                         "params_fused": count_params(fused), "params_training_form": count_params(trained),
                         "gflops_fused": attrs.get("gflops"), "latency_ms": round(latency.median_ms, 4)},
             "latency": latency.to_dict(), "latency_measurements": latency_measurements(chosen, latency),
-            "checks": checks, "data": data, "weights": str(weights), "files": FILES,
+            "checks": checks, "data": plan.data, "weights": str(plan.weights), "files": FILES,
             "target": {"name": chosen.target, "latency_ms": round(on_target.median_ms, 4),
                        "latency": on_target.to_dict()} if on_target else None,
             "warm_start": warm_start_of(chosen, retrained),
             "teacher_comparison": teacher_comparison(chosen.study, chosen.trial.number) if chosen.trial else None,
-            "versions": versions(), "commands": reproduce_commands(chosen, args, data, imgsz, retrained)}
-    write_model_card(out, card)
-    if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
-        from search.study.artifacts import artifact_store, upload_study_artifacts
+            "versions": versions(), "commands": reproduce_commands(chosen, opts, plan.data, plan.imgsz, retrained)}
 
-        upload_study_artifacts(artifact_store(chosen.config), chosen.study,
-                               [out / "model_card.md", out / "model_card.json"])
+
+def report_export(chosen: Picked, out: Path, checks: dict[str, Any], latency: Any) -> int:
+    """Print each check and the latency; 0 when every check passed, else 1."""
     for name, check in checks.items():
         log(f"check {name}: {'PASS' if check['ok'] else 'FAIL'}: {check['detail']}")
     log(f"latency: {latency.label()}")
-    if on_target:
-        log(f"latency on target {chosen.target} (recorded by search.remeasure): {on_target.label()}")
+    if chosen.target_latency:
+        log(f"latency on target {chosen.target} (recorded by search.remeasure): {chosen.target_latency.label()}")
     log(f"wrote {out}/model.pt, best.pt, model.onnx, model_card.md, model_card.json")
     failed = [n for n, c in checks.items() if not c["ok"]]
     if failed:

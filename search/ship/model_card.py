@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from search.ship.options import ExportOptions
 from search.study.records import retrained_key
 
 FILES = {
@@ -76,7 +77,7 @@ def teacher_comparison(study: Any, trial_number: int) -> dict[str, Any] | None:
             "map50_95_with_teacher": taught["map50_95"], "teacher": taught["teacher"]}
 
 
-def reproduce_commands(chosen: Any, args: Any, data: str | None, imgsz: int,
+def reproduce_commands(chosen: Any, args: ExportOptions, data: str | None, imgsz: int,
                        retrained: dict[str, Any] | None) -> list[str]:
     """The commands that reproduce this model, each with the flags actually used (the storage URL without its
     password: the card ships with the model; PGPASSWORD or ~/.pgpass supply it)."""
@@ -84,12 +85,12 @@ def reproduce_commands(chosen: Any, args: Any, data: str | None, imgsz: int,
 
     cmds = []
     if chosen.trial is not None:
-        src = ["--storage", url_without_password(args.storage), "--study", args.study,
+        src = ["--storage", url_without_password(args.storage or ""), "--study", str(args.study),
                "--trial", str(chosen.trial.number)]
         if chosen.config is not None:
             cmds.append(chosen.config.command())
     else:
-        src = ["--arch", args.arch]
+        src = ["--arch", str(args.arch)]
     if retrained:
         warm = [w for key, flag in (("teacher", "--teacher"), ("init_from", "--init-from")) if retrained.get(key)
                 for w in (flag, str(retrained[key]["path"]))]

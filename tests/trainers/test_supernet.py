@@ -27,9 +27,9 @@ from tests.trainers.build_helpers import randomize_bn_, tensors_in
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import architecture_of, build_model
 from trainers.model.extract import extract
+from trainers.model.layout import STAGE_LAYERS
 from trainers.model.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
 from trainers.model.supernet_spec import SupernetSpec
-from trainers.model.yolo26 import STAGE_LAYERS
 
 SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26.yaml"
 IMGSZ, NC = 64, 3

@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from trainers.model.architecture import Architecture
 from trainers.model.detection_model import RepDetectionModel
+from trainers.model.layout import STAGE_LAYERS
 from trainers.model.supernet_spec import SupernetSpec, choice_key
-from trainers.model.yolo26 import STAGE_LAYERS, adopt_layer_attrs, build_downsample, build_stage
+from trainers.model.yolo26 import adopt_layer_attrs, build_downsample, build_stage
 
 __all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
 

@@ -1,0 +1,3 @@
+"""Latency prediction over a space: sampling, interleaved measurement, fit and validation statistics."""
+
+__all__ = ["fit"]

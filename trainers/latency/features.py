@@ -1,0 +1,123 @@
+"""What a latency predictor sees: the operators of the deployed (fused) graph, counted as they run.
+
+After re-parameterization different blocks become the same convolutions, so the features are the
+fused graph's aten operators, not the search choices (``PITFALLS.md``, "Latency prediction"). One
+forward of the fused copy at the setting's image size runs under a ``TorchDispatchMode`` that sees
+every aten call with its real shapes, functional ones included (our blocks compute kernels with
+``F.conv2d``; module hooks would miss them). Each operator adds to a few named features:
+
+- convolutions by kind (``dw``: depthwise, ``pw``: 1x1, ``dense``: the rest) and kernel size:
+  multiply-accumulates (millions), calls, and activation traffic (input + output elements, millions);
+- elementwise ops (activations, add, mul, ...), concatenations, pooling and means, resampling,
+  matrix products: elements produced (millions) and calls.
+
+:attr:`GraphFeatures.ops` keeps the aten operator names seen, so a predictor can refuse an
+architecture that runs an operator its fit never saw.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+__all__ = ["GraphFeatures", "graph_features", "op_family"]
+
+ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "sigmoid", "silu", "relu", "hardswish", "hardsigmoid",
+                         "gelu", "clamp", "neg", "exp", "sqrt", "rsqrt", "pow", "tanh", "where", "maximum",
+                         "minimum", "leaky_relu", "softplus", "mish", "abs"})
+POOLING = frozenset({"mean", "sum", "avg_pool2d", "_adaptive_avg_pool2d", "max_pool2d", "max_pool2d_with_indices",
+                     "amax", "max"})
+RESAMPLE = frozenset({"upsample_nearest2d", "upsample_bilinear2d", "_unsafe_index", "index"})
+MATMUL = frozenset({"mm", "bmm", "matmul", "addmm", "baddbmm", "_softmax", "softmax"})
+CONCAT = frozenset({"cat", "stack"})
+FREE = frozenset({"view", "_unsafe_view", "reshape", "permute", "transpose", "t", "expand", "unsqueeze",
+                  "squeeze", "split", "split_with_sizes", "chunk", "slice", "select", "clone", "detach",
+                  "alias", "empty", "zeros", "ones", "arange", "full", "lift_fresh", "_to_copy", "copy_",
+                  "unbind", "contiguous", "sym_size", "sym_stride", "flatten", "new_empty", "fill_", "zeros_like",
+                  "empty_like", "split_with_sizes_copy", "topk", "sort", "gather", "lt", "gt", "ge", "le", "eq",
+                  "ne", "scalar_tensor", "linspace", "meshgrid", "repeat", "_local_scalar_dense", "item", "new_full",
+                  "remainder", "floor_divide"})
+
+
+def op_family(name: str) -> str | None:
+    """The feature family of an aten operator (``convolution``, ``elementwise``, ...); ``None`` for unknown ones
+    and ``free`` for views, allocations and index bookkeeping (counted as seen, costed as nothing)."""
+    base = name.split(".")[0].rstrip("_") if not name.startswith("_") else name.split(".")[0]
+    for family, names in (("elementwise", ELEMENTWISE), ("pool", POOLING), ("resample", RESAMPLE),
+                          ("matmul", MATMUL), ("concat", CONCAT), ("free", FREE)):
+        if base in names or base.rstrip("_") in names:
+            return family
+    return "convolution" if base in ("convolution", "conv2d", "_convolution") else None
+
+
+@dataclass(frozen=True)
+class GraphFeatures:
+    """The named features of one fused graph and the aten operators it ran (``unknown``: no family)."""
+
+    values: tuple[tuple[str, float], ...]
+    ops: frozenset[str]
+    unknown: frozenset[str]
+
+    def as_dict(self) -> dict[str, float]:
+        """Feature name -> value."""
+        return dict(self.values)
+
+
+def _numel(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel()
+    return sum(_numel(y) for y in x) if isinstance(x, (list, tuple)) else 0
+
+
+def _conv_features(args: tuple[Any, ...], out: torch.Tensor, add: Any) -> None:
+    x, w, groups = args[0], args[1], int(args[8]) if len(args) > 8 else 1
+    k = int(w.shape[-1])
+    kind = "dw" if groups > 1 and groups == x.shape[1] else "pw" if k == 1 else "dense"
+    tag = f"conv_{kind}_k{k}"
+    add(f"{tag}_macs", out.numel() * (w.shape[1]) * k * k / 1e6)
+    add(f"{tag}_calls", 1.0)
+    add("conv_traffic", (x.numel() + out.numel()) / 1e6)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts every aten call of a forward into named features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features: dict[str, float] = defaultdict(float)
+        self.ops: set[str] = set()
+        self.unknown: set[str] = set()
+
+    def add(self, name: str, value: float) -> None:
+        self.features[name] += value
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__ if hasattr(func, "__name__") else str(func)
+        self.ops.add(name)
+        family = op_family(name)
+        if family == "convolution":
+            _conv_features(args, out, self.add)
+        elif family is None:
+            self.unknown.add(name)
+        elif family != "free":
+            self.add(f"{family}_elems", _numel(out) / 1e6)
+            self.add(f"{family}_calls", 1.0)
+        return out
+
+
+def graph_features(model: Any, imgsz: int, head: str) -> GraphFeatures:
+    """The operator features of ``model``'s deployed form (fused copy, ``head`` pinned) at ``imgsz`` px, batch 1."""
+    from trainers.latency.backends import deployed_copy
+    from trainers.model.heads import DeployedDetector
+
+    detector = DeployedDetector(deployed_copy(model, head), head)
+    x = torch.zeros(1, 3, imgsz, imgsz)
+    counter = _OpCounter()
+    with torch.no_grad(), counter:
+        detector(x)
+    return GraphFeatures(tuple(sorted(counter.features.items())), frozenset(counter.ops), frozenset(counter.unknown))

@@ -22,13 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from search.predict.store import model_path, validation_path
 from trainers.cli import OneLineParser, fail, log, positive_int
 from trainers.latency.setting import BACKEND_NAMES, LatencySetting
-
-
-def model_path(studies_dir: str | Path, setting: LatencySetting) -> Path:
-    """Where the cost model of ``setting``'s target lives: ``<studies>/latency_models/<target with _>.json``."""
-    return Path(studies_dir) / "latency_models" / (setting.target.replace("/", "_") + ".json")
 
 
 def _parser() -> OneLineParser:
@@ -115,12 +111,12 @@ def validate_command(args: Any, space: Any, setting: LatencySetting) -> int:
         again = measure_ratios(held_out[: args.twice], setting, how, log)
         rows["noise floor"] = dict(error_stats(list(again.ratios), list(first.ratios[: args.twice])))
     table = stats_table(rows)
-    base = path.with_suffix("")
+    out = validation_path(path)
     report = {"model": model.model_id, "target": setting.target, "rows": rows, "seconds": time.perf_counter() - t0,
               "pairs": [[a.hash, p, m] for a, p, m in zip(held_out, predicted, first.ratios)]}
-    Path(f"{base}.validation.json").write_text(json.dumps(report, indent=1))
-    Path(f"{base}.validation.txt").write_text(table + "\n")
-    scatter_png(predicted, list(first.ratios), f"{base}.validation.png", f"{setting.target} ({model.model_id})")
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".txt").write_text(table + "\n")
+    scatter_png(predicted, list(first.ratios), out.with_suffix(".png"), f"{setting.target} ({model.model_id})")
     print(table)
     return 0
 

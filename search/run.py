@@ -97,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"))
     p.add_argument("--latency-backend", choices=list(BACKEND_NAMES),
                    help="runtime that times each candidate (default: the space's latency.backend, else torch)")
+    p.add_argument("--latency-source", choices=list(LATENCY_SOURCES), default="measured",
+                   help="measured (default): every candidate timed; predicted: the target's latency model "
+                        "(python -m search.latency_model); predicted+confirm: predicted, then the front and stock "
+                        "measured interleaved before the report")
+    p.add_argument("--latency-model", help="the latency model file (default: studies/latency_models/<target>.json)")
     p.add_argument("--trial-timeout", type=positive_float("--trial-timeout"), help="seconds; a slower trial is FAIL")
     p.add_argument("--rungs", type=rungs_arg,
                    help="successive-halving rungs: epochs like 3,6 ('' turns it off; default: the space's train.rungs)")
@@ -118,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'baseline' (trial 0)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
+
+
+LATENCY_SOURCES = ("measured", "predicted", "predicted+confirm")
 
 
 def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
@@ -185,6 +193,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
         batch=args.batch or spec.train.batch, device=device, head=spec.head, se_width_cost=spec.train.se_width_cost,
         latency=replace(spec.latency, device=device, backend=args.latency_backend or spec.latency.backend),
         latency_cache=str(root / "latency_cache.json"), seed=args.seed, teacher=args.teacher,
+        latency_source=args.latency_source, latency_model=args.latency_model,
         distill_weight=spec.train.distill_weight, init_from=args.init_from, train_threads=args.train_threads)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
@@ -219,6 +228,24 @@ def check_latency_backend(cfg: RunConfig) -> None:
         fail(f"--latency-backend {setting.backend}: cannot run here: {why}")
 
 
+def resolve_latency_model(cfg: RunConfig) -> RunConfig:
+    """With a predicted latency source: the target's cost model (checked against this target, validated) and the
+    budget margin its validation gives; exit 2 with one line when it is missing, stale or for another target."""
+    t = cfg.trial
+    if t.latency_source == "measured":
+        return cfg
+    from search.predict.store import budget_margin_pct, model_path
+    from trainers.latency.predictor import CostModel, TargetConditions
+
+    path = Path(t.latency_model) if t.latency_model else model_path(cfg.root, t.latency)
+    try:
+        CostModel.load(path).check_target(TargetConditions.here(t.latency))
+        margin = budget_margin_pct(path)
+    except ValueError as e:
+        fail(f"--latency-source {t.latency_source}: {e}")
+    return replace(cfg.with_trial(latency_model=str(path.resolve())), latency_margin_pct=margin)
+
+
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
     """The storage URL and the absolute studies folder, or exit 2 naming the flag whose path cannot be used."""
     from search.study.storage import absolute_sqlite_url, default_storage_url
@@ -250,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_ultralytics()
     check_latency_backend(cfg)
+    cfg = resolve_latency_model(cfg)
     from search.engine.optuna_driver import run_search
     from search.engine.per_trial import PerTrialObjective
 

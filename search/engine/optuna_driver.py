@@ -175,7 +175,8 @@ def run_search(cfg: RunConfig, objective: Objective) -> int:
         if outages:
             raise outages[0]
     recover_dead_trials(study, storage)
-    return report(study, cfg, remeasure_front(study, cfg), store)
+    confirm = cfg.trial.latency_source != "predicted"  # measured, or predicted+confirm: the front measured together
+    return report(study, cfg, remeasure_front(study, cfg) if confirm else None, store)
 
 
 def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyReport] | None = None,

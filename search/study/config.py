@@ -68,6 +68,8 @@ class RunConfig:
             rung below which nobody is stopped there (the space's ``train.rung_min_signal``).
         timeout: seconds after the workers start past which no new trial starts (running ones finish).
         epoch_budget: epochs trained by the study's trials in all past which no new trial starts.
+        latency_margin_pct: with predicted latency, the budget's margin (the predictor's held-out 95th-percentile
+            over-prediction): a candidate is pruned only when its prediction exceeds the budget by more.
     """
 
     study: str
@@ -90,6 +92,7 @@ class RunConfig:
     rung_min_signal: float = 0.01
     timeout: float | None = None
     epoch_budget: int | None = None
+    latency_margin_pct: float = 0.0
     source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
 
     @property
@@ -131,7 +134,9 @@ class RunConfig:
             ("--workers", self.workers), ("--ray-address", self.ray_address),
             ("--latency-budget-ms", self.latency_budget_ms), ("--trial-timeout", self.trial_timeout),
             ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
-            ("--init-from", t.init_from), ("--train-threads", t.train_threads)]
+            ("--init-from", t.init_from), ("--train-threads", t.train_threads),
+            ("--latency-source", t.latency_source if t.latency_source != "measured" else None),
+            ("--latency-model", t.latency_model)]
         words = ["python", "-m", "search.run"]
         for flag, value in flags:
             if value is not None:

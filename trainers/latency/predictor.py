@@ -152,3 +152,39 @@ def fit_cost_model(graphs: list[GraphFeatures], ratios: list[float], conditions:
     ops = frozenset().union(*(g.ops for g in graphs))
     return CostModel(conditions=conditions, features=tuple(names), weights=tuple(float(w) for w in weights),
                      intercept=float(coef[-2] - coef[-1]), ops=ops, stock_ms=stock_ms, space=space)
+
+
+_LOADED: dict[str, CostModel] = {}
+
+
+def load_cached(path: str) -> CostModel:
+    """:meth:`CostModel.load`, once per process and file (a search predicts hundreds of architectures)."""
+    if path not in _LOADED:
+        _LOADED[path] = CostModel.load(path)
+    return _LOADED[path]
+
+
+def predicted_report(model: Any, setting: LatencySetting, cost_model: CostModel) -> Any:
+    """A :class:`~trainers.latency.report.LatencyReport` holding the cost model's figure for ``model`` in ``setting``
+    (``mode`` ``predicted``, ``n`` 0, the model's id in ``post``); :class:`UnseenOperator` when it cannot predict."""
+    import datetime
+
+    import torch
+
+    from trainers.latency.report import LatencyReport
+
+    graph = graph_from(model, setting)
+    ms = cost_model.predict_ms(graph)
+    c = cost_model.conditions
+    return LatencyReport(median_ms=ms, p90_ms=ms, mean_ms=ms, cv=0.0, n=0, mode="predicted", device=c.device,
+                         dtype=c.dtype, batch=c.batch, imgsz=c.imgsz, threads=c.threads, torch=str(torch.__version__),
+                         fused=True, backend=c.backend, backend_version=c.backend_version, head=c.head,
+                         post=f"predicted by latency model {cost_model.model_id}",
+                         measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+
+def graph_from(model: Any, setting: LatencySetting) -> GraphFeatures:
+    """The operator features of ``model``'s deployed form in ``setting``."""
+    from trainers.latency.features import graph_features
+
+    return graph_features(model, setting.imgsz, setting.head)

@@ -99,8 +99,9 @@ class LatencyReport:
             self.ci_low_ms is not None and self.ci_high_ms is not None) else ""
         threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
         backend = f", {self.backend}" if self.backend != "torch" else ""
-        return (f"{self.median_ms:.1f} ms{spread} ({self.device.split(' (')[0]}, {self.dtype}, {self.imgsz} px, "
-                f"{threads}{backend})")
+        predicted = "predicted " if self.mode == "predicted" else ""
+        return (f"{predicted}{self.median_ms:.1f} ms{spread} ({self.device.split(' (')[0]}, {self.dtype}, "
+                f"{self.imgsz} px, {threads}{backend})")
 
     def label(self) -> str:
         """A one-line label: ``1.42 ms median [1.40, 1.45] (p90 ..., cv ...) torch graph float16 b1 640px ...``."""

@@ -57,6 +57,8 @@ class TrialSettings:
             ``latency_imgsz``, ``latency_device``, ``latency_dtype``, ``latency_backend``, ``latency_threads``
             keys that job files and recorded run configurations have always used.
         latency_cache: JSON file of cached latency figures, or ``None``.
+        latency_source: ``measured``, or ``predicted`` / ``predicted+confirm``: the cost model ``latency_model``
+            (:mod:`trainers.latency.predictor`) gives the figure; an operator it never saw is measured instead.
         seed: training seed.
         nc: class count of ``data`` (``None``: read from the data YAML).
         nan_at_batch: fault injection for tests (poison the weights before that batch).
@@ -80,6 +82,8 @@ class TrialSettings:
     head: str = "nms_free"
     latency: LatencySetting = LatencySetting()
     latency_cache: str | None = None
+    latency_source: str = "measured"
+    latency_model: str | None = None
     seed: int = 0
     nc: int | None = None
     nan_at_batch: int | None = None

@@ -21,6 +21,7 @@ import math
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,18 @@ def measure_pre_training(model: Any, arch_hash: str, settings: TrialSettings) ->
     from trainers.latency.measure import LatencyCache, measure_model_latency
 
     cache = LatencyCache(settings.latency_cache) if settings.latency_cache else None
+    params, flops = count_params(model), round(gflops(model, settings.latency.imgsz), 4)
+    if settings.latency_source != "measured" and settings.latency_model:
+        from trainers.latency.predictor import UnseenOperator, load_cached, predicted_report
+
+        try:
+            return PreTraining(params, flops, predicted_report(model, settings.latency,
+                                                               load_cached(settings.latency_model)))
+        except UnseenOperator as e:  # never a silent guess: measured, and the record says why
+            report, cached = measure_model_latency(model, arch_hash, settings.latency, cache=cache)
+            return PreTraining(params, flops, replace(report, post=f"{report.post}; measured: {e}"), cached)
     report, cached = measure_model_latency(model, arch_hash, settings.latency, cache=cache)
-    return PreTraining(count_params(model), round(gflops(model, settings.latency.imgsz), 4), report, cached)
+    return PreTraining(params, flops, report, cached)
 
 
 def _failure_of(exc: BaseException, arch_hash: str) -> TrialFailure:

@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat interface (not re-exported)
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.failures import FailKind, fail_trial
@@ -155,6 +156,23 @@ def _pid_alive(pid: int) -> bool:
 def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
     """The storage id of trial ``number`` (what heartbeats and storage writes take)."""
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def stale_trial_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of the RUNNING trials whose heartbeat is older than the grace period (empty without heartbeats)."""
+    storage = study._storage  # the study's own storage, as optuna.storages.fail_stale_trials reads it
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        return set()
+    return {storage.get_trial_number_from_id(tid) for tid in storage._get_stale_trial_ids(study._study_id)}
+
+
+def worker_alive(t: FrozenTrial, stale: set[int]) -> bool:
+    """Whether the worker of RUNNING trial ``t`` is alive: its heartbeat is fresh (``t.number`` not in ``stale``,
+    from :func:`stale_trial_numbers`) and, when it runs on this host, its process exists."""
+    host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+    if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        return False
+    return t.number not in stale
 
 
 def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:

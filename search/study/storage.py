@@ -34,6 +34,7 @@ from search.study.outage import OutageTolerantStorage, is_connection_error, outa
 
 HEARTBEAT_INTERVAL_S = 2
 GRACE_PERIOD_S = 10
+STALE_SECOND_LOOK_S = 2 * HEARTBEAT_INTERVAL_S + 1  # a live worker's heartbeat lands within this after an outage
 NOT_FINISHED_FAILS = (FailKind.WORKER_DIED.value,)
 
 
@@ -190,8 +191,21 @@ def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
             if fail_trial(study, t, FailKind.WORKER_DIED, f"worker died (pid {pid} on {host} gone)", requeue={},
                           storage=storage):
                 failed.append(t.number)
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials`` after a second look: when a heartbeat is stale, wait
+    :data:`STALE_SECOND_LOOK_S` and fail only the trials still stale then.
+
+    After a database outage longer than the grace period every live worker's heartbeat is stale until its
+    heartbeat thread, which waited through the outage, writes again (within two intervals); a trial whose
+    worker is alive must not be failed and trained a second time by whoever looks first.
+    """
+    if stale_trial_numbers(study):
+        time.sleep(STALE_SECOND_LOOK_S)
+    optuna.storages.fail_stale_trials(study)
 
 
 @contextlib.contextmanager

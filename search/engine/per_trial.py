@@ -7,10 +7,14 @@ latency budget, or breaking a constraint known before training, is PRUNED with i
 never trained. Otherwise one :class:`~trainers.train.results.TrialJob` (architecture, settings, those
 figures) goes to the trial process, which builds the model once more in its own process and
 trains it, without measuring again. The same architecture sampled twice reuses the earlier
-trial's outcome. Everything a trial knows is written on it: short values people scan as user
-attrs (``hash``, ``blocks``, ``params``, ``gflops``, the one-line ``latency``), the rest as
-records (:mod:`search.study.records`: ``architecture``, the ``latency`` report, ``metrics`` holding the
-objective values by name, ``epoch_map``, ``versions``).
+trial's outcome; while that trial still trains on a live worker (here, another thread, another
+``search.run``, a Ray worker), the later one waits for it (:func:`reusable_trial`): an architecture
+is trained once, also by workers that join the study while it trains.
+
+Everything a trial knows is written on it: short values people scan as user attrs (``hash``,
+``blocks``, ``params``, ``gflops``, the one-line ``latency``), the rest as records
+(:mod:`search.study.records`: ``architecture``, the ``latency`` report, ``metrics`` holding the objective
+values by name, ``epoch_map``, ``versions``).
 
 With rungs (successive halving, :mod:`search.engine.rungs`), a :class:`~search.engine.rungs.RungWatcher`
 records the trial's per-epoch mAP as it trains (record ``epoch_map``) and, at each rung, stops it
@@ -20,7 +24,9 @@ unless it ranks in the top 1/eta there or no trial there dominates it: it ends P
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from datetime import datetime
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,12 +37,15 @@ from search.space import Constraint, SearchSpace
 from search.study.config import RunConfig
 from search.study.failures import record_failure
 from search.study.records import is_record, read_record, records_of, write_record
-from search.study.storage import worker_identity
+from search.study.storage import stale_trial_numbers, worker_alive, worker_identity
+from trainers.cli import log
 from trainers.model.architecture import Architecture
 from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult
 
 PRE_TRAINING_METRICS = ("params_m", "gflops", "latency_ms")
 NOT_COPIED = ("host", "pid", "baseline", "retry_of")  # user attrs of the trial run, not of its result
+CLAIM_POLL_S = 2.0  # how often a trial waiting for another one's result of the same architecture looks again
+UNRECORDED_CLAIM_S = 30.0  # how long a RUNNING trial whose architecture is not recorded yet may hold a claim
 
 
 def architecture_of_trial(trial: optuna.Trial, space: SearchSpace) -> Architecture:
@@ -53,6 +62,38 @@ def earlier_trial(study: optuna.Study, arch_hash: str, number: int) -> FrozenTri
             and (t.state != TrialState.FAIL or t.user_attrs.get("fail_kind") not in (None, FailKind.WORKER_DIED.value))]
     same.sort(key=lambda t: (t.state != TrialState.COMPLETE, t.number))
     return same[0] if same else None
+
+
+def training_claim(study: optuna.Study, arch_hash: str, number: int) -> FrozenTrial | None:
+    """The earlier trial that holds the claim on ``arch_hash``: a RUNNING trial numbered below ``number``, of a live
+    worker (:func:`~search.study.storage.worker_alive`), whose architecture is ``arch_hash`` or not recorded yet
+    (asked moments ago: it may be the same; not after :data:`UNRECORDED_CLAIM_S`)."""
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < number]
+    if not running:
+        return None
+    stale, now = stale_trial_numbers(study), datetime.now()
+    for t in sorted(running, key=lambda t: t.number):
+        recorded = t.user_attrs.get("hash")
+        fresh = t.datetime_start is not None and (now - t.datetime_start).total_seconds() < UNRECORDED_CLAIM_S
+        if (recorded == arch_hash or (recorded is None and fresh)) and worker_alive(t, stale):
+            return t
+    return None
+
+
+def reusable_trial(study: optuna.Study, arch_hash: str, number: int, prefix: str = "") -> FrozenTrial | None:
+    """The finished trial of ``arch_hash`` whose result trial ``number`` reuses, or ``None`` to train it.
+
+    While an earlier trial of a live worker trains the same architecture (:func:`training_claim`), wait for it:
+    the lowest-numbered trial trains, the others reuse its result. A claim whose worker dies (its heartbeat goes
+    stale, or its process is gone on this host) is no longer waited for.
+    """
+    waited: int | None = None
+    while (claim := training_claim(study, arch_hash, number)) is not None:
+        if claim.number != waited:
+            log(f"{prefix}trial {claim.number} is training the same architecture: waiting for its result")
+            waited = claim.number
+        time.sleep(CLAIM_POLL_S)
+    return earlier_trial(study, arch_hash, number)
 
 
 def broken_constraints(constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> list[str]:
@@ -134,7 +175,7 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
         if isinstance(sampled, Outcome):
             return sampled
         arch = sampled
-    prev = earlier_trial(study, arch.hash, trial.number)
+    prev = reusable_trial(study, arch.hash, trial.number, prefix)
     if prev is not None:
         return _reuse(trial, prev, cfg)
     try:

@@ -51,6 +51,7 @@ from search.study.outage import OutageTolerantStorage, StorageUnavailable, outag
 from search.study.storage import (
     HEARTBEAT_INTERVAL_S,
     count_finished,
+    fail_stale_trials,
     make_storage,
     periodically,
     worker_identity,
@@ -139,7 +140,7 @@ class OptunaAskTell(Searcher):
         if self.storage is None or time.time() - self.checked < HEARTBEAT_INTERVAL_S:
             return
         self.beat()
-        optuna.storages.fail_stale_trials(self.study)
+        fail_stale_trials(self.study)
         self.checked = time.time()
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:

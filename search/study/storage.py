@@ -26,6 +26,7 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat  # the heartbeat interface (not re-exported)
 from optuna.trial import FrozenTrial, TrialState
 
 from search.study.failures import FailKind, fail_trial
@@ -33,6 +34,7 @@ from search.study.outage import OutageTolerantStorage, is_connection_error, outa
 
 HEARTBEAT_INTERVAL_S = 2
 GRACE_PERIOD_S = 10
+STALE_SECOND_LOOK_S = 2 * HEARTBEAT_INTERVAL_S + 1  # a live worker's heartbeat lands within this after an outage
 NOT_FINISHED_FAILS = (FailKind.WORKER_DIED.value,)
 
 
@@ -157,6 +159,23 @@ def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
+def stale_trial_numbers(study: optuna.Study) -> set[int]:
+    """Numbers of the RUNNING trials whose heartbeat is older than the grace period (empty without heartbeats)."""
+    storage = study._storage  # the study's own storage, as optuna.storages.fail_stale_trials reads it
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        return set()
+    return {storage.get_trial_number_from_id(tid) for tid in storage._get_stale_trial_ids(study._study_id)}
+
+
+def worker_alive(t: FrozenTrial, stale: set[int]) -> bool:
+    """Whether the worker of RUNNING trial ``t`` is alive: its heartbeat is fresh (``t.number`` not in ``stale``,
+    from :func:`stale_trial_numbers`) and, when it runs on this host, its process exists."""
+    host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
+    if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and not _pid_alive(pid):
+        return False
+    return t.number not in stale
+
+
 def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
     """Fail at once RUNNING trials whose worker on this host is gone, and re-enqueue their params.
 
@@ -172,8 +191,21 @@ def recover_dead_trials(study: optuna.Study, storage: BaseStorage) -> list[int]:
             if fail_trial(study, t, FailKind.WORKER_DIED, f"worker died (pid {pid} on {host} gone)", requeue={},
                           storage=storage):
                 failed.append(t.number)
-    optuna.storages.fail_stale_trials(study)
+    fail_stale_trials(study)
     return failed
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's ``fail_stale_trials`` after a second look: when a heartbeat is stale, wait
+    :data:`STALE_SECOND_LOOK_S` and fail only the trials still stale then.
+
+    After a database outage longer than the grace period every live worker's heartbeat is stale until its
+    heartbeat thread, which waited through the outage, writes again (within two intervals); a trial whose
+    worker is alive must not be failed and trained a second time by whoever looks first.
+    """
+    if stale_trial_numbers(study):
+        time.sleep(STALE_SECOND_LOOK_S)
+    optuna.storages.fail_stale_trials(study)
 
 
 @contextlib.contextmanager

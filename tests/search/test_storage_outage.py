@@ -109,8 +109,13 @@ def server() -> Iterator[object]:
 
 
 @pytest.mark.slow
-def test_postgres_restarted_within_the_grace_period_loses_nothing(tmp_path: Path, data: Path, server: object) -> None:
-    args = ("--data", str(data), "--trials", "2", "--storage", server.url, "--study", "restart", "--seed", "1")
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_postgres_restarted_within_the_grace_period_loses_nothing(tmp_path: Path, data: Path, server: object,
+                                                                  backend: str) -> None:
+    if backend == "ray":
+        pytest.importorskip("ray")
+    args = ("--data", str(data), "--trials", "2", "--storage", server.url, "--study", "restart", "--seed", "1",
+            "--backend", backend)
     proc, log = start_search(tmp_path, SPACE, *args)
     try:
         wait_for_log(log, TRAINING, proc, timeout=300)
@@ -136,6 +141,7 @@ def test_postgres_restarted_within_the_grace_period_loses_nothing(tmp_path: Path
     assert first.datetime_complete.timestamp() > back - 1
     assert first.user_attrs["weights"].endswith("best.pt") and first.user_attrs["train_seconds"] > 0
     assert not any("retry_of" in t.user_attrs for t in trials)  # nothing had to be run again
+    assert "Traceback" not in text, tail(log)
 
 
 @pytest.mark.slow

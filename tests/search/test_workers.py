@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import TINY_SPACE, load, run_search, trial_dirs
+from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
 
 from search.study.records import read_record
 from search.study.storage import is_finished
@@ -43,6 +43,18 @@ def test_two_processes_share_one_postgres_study(tmp_path: Path, data: Path, post
     for t in study.trials:
         if t.state == TrialState.COMPLETE:
             assert len(t.values) == 2 and read_record(t, "architecture") is not None
+
+
+def test_two_workers_train_one_architecture_once(tmp_path: Path, data: Path) -> None:
+    r = run_search(tmp_path, FIXED_SPACE, "--data", str(data), "--trials", "2", "--workers", "2", "--study", "twice")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "twice")
+    t0, t1 = study.trials
+    assert [t0.state, t1.state] == [TrialState.COMPLETE, TrialState.COMPLETE], states(study)
+    assert t0.user_attrs["hash"] == t1.user_attrs["hash"]  # one architecture, asked twice at once
+    assert "reused_from" not in t0.user_attrs and t1.user_attrs["reused_from"] == 0 and t1.values == t0.values
+    assert len(trial_dirs(tmp_path, "twice")) == 1  # trained once
+    assert "trial 0 is training the same architecture: waiting for its result" in r.stderr
 
 
 def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path, data: Path) -> None:

@@ -22,7 +22,7 @@ from blocks.registry import stage_block
 from search.space.schema import SpaceFile, StageSpace
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.supernet_spec import StageCandidates, SupernetSpec
-from trainers.model.yolo26 import STAGE_LAYERS, stock_depth
+from trainers.model.layout import STAGE_LAYERS, stock_depth
 
 __all__ = ["block_candidates", "sample_path", "supernet_spec"]
 

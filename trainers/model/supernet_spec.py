@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from trainers.model.architecture import Architecture, StageChoice
-from trainers.model.yolo26 import STAGE_LAYERS, stock_depth
+from trainers.model.layout import STAGE_LAYERS, stock_depth
 
 
 def choice_key(choice: StageChoice) -> str:

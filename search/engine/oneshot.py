@@ -43,7 +43,7 @@ from trainers.model.architecture import Architecture
 from trainers.model.supernet_spec import SupernetSpec
 from trainers.train.results import FailKind, TrialFailure
 
-__all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "score_subnet"]
+__all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "recalibration_ablation", "score_subnet"]
 
 
 def fixed_shape_space(space: SearchSpace, spec: SupernetSpec) -> SearchSpace:
@@ -181,3 +181,15 @@ class OneShotObjective:
         values = [metrics[m] for m, _ in self.cfg.objectives]
         return Outcome(TrialState.COMPLETE, values, f"supernet mAP50-95 {scores['map50_95']:.3f}, latency "
                        f"{metrics['latency_ms']:.2f} ms, scored in {scores['eval_seconds']:.1f} s")
+
+
+def recalibration_ablation(supernet: Any, arch: Architecture, cfg: RunConfig, calib_images: int) -> dict[str, Any]:
+    """Score ``arch``'s subnet without and with BatchNorm recalibration on ``calib_images`` train images.
+
+    Returns ``{"without": scores, "with": scores}`` (each :func:`score_subnet`'s dict): the ablation a
+    bench aggregates over architectures.
+    """
+    from trainers.model.recalibrate import calibration_images
+
+    images = calibration_images(cfg.trial.data, cfg.trial.imgsz, calib_images)
+    return {"without": score_subnet(supernet, arch, cfg, None), "with": score_subnet(supernet, arch, cfg, images)}

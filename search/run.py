@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subnets", type=positive_int("--subnets", 1, 100000),
                    help="oneshot: architectures scored on the supernet, the trials (default: oneshot.subnets)")
     p.add_argument("--calib-images", type=positive_int("--calib-images", 0, 100000),
-                   help="oneshot: BatchNorm recalibration images per subnet, 0 for none (default: oneshot.calib_images)")
+                   help="oneshot: BatchNorm recalibration images per subnet, 0 for none "
+                        "(default: oneshot.calib_images)")
     p.add_argument("--retrain-top", type=positive_int("--retrain-top", 0, 1000),
                    help="oneshot: front architectures to retrain stand-alone (default: oneshot.retrain_top)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
@@ -298,8 +299,8 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace, one: OneShotSettings) -> int
         f"batch of {t.batch}) in {folder}")
     t0 = time.time()
     weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
-    log(f"supernet ready in {time.time() - t0:.0f} s: {weights}; scoring {one.subnets} architectures on it "
-        f"({'BatchNorm recalibrated on ' + str(one.calib_images) + ' images' if one.calib_images else 'no recalibration'})")
+    calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "no recalibration"
+    log(f"supernet ready in {time.time() - t0:.0f} s: {weights}; scoring {one.subnets} architectures on it ({calib})")
     code = run_search(cfg, OneShotObjective(space, cfg, weights, spec, one.calib_images))
     if one.retrain_top:
         print(f"mAP50-95 above is the supernet's estimate (trial user attr source: supernet). --retrain-top "

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 from optuna.trial import TrialState
-
 from search_helpers import TINY_SPACE, load, run_search
 
 
@@ -51,3 +50,8 @@ def test_oneshot_errors_are_one_line(tmp_path: Path) -> None:
         assert r.returncode == 2, r.stderr
         assert text in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "studies" / "space.db").exists()
+
+
+def test_the_space_oneshot_section_is_checked(tmp_path: Path) -> None:
+    r = run_search(tmp_path, TINY_SPACE + "oneshot: {subnets: 0}\n", "--mode", "oneshot")
+    assert r.returncode == 2 and "oneshot.subnets: must be an integer in [1, 100000], got 0" in r.stderr, r.stderr

@@ -91,7 +91,7 @@ def test_an_interrupted_supernet_run_resumes_from_last(coco8_copy: Path, tmp_pat
     sample = functools.partial(sample_path, SPEC)
 
     def crash(trainer: object) -> None:
-        if getattr(trainer, "epoch") == 1:
+        if trainer.epoch == 1:
             raise KeyboardInterrupt  # killed during the second epoch
 
     trainer = SupernetTrainer(overrides=supernet_overrides(settings), spec=SPEC)

@@ -15,6 +15,7 @@ checkpoint is saved in half precision, so load it with ``.float()`` first.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +94,6 @@ def calibration_images(data: str | Path, imgsz: int, count: int) -> Tensor:
         img = cv2.imread(str(f))
         if img is None:
             raise ValueError(f"{f}: not a readable image")
-        img = letterbox(image=img)
-        out.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
+        boxed: Any = letterbox(image=img)
+        out.append(torch.from_numpy(np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))))
     return torch.stack(out).float() / 255.0

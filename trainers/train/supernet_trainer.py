@@ -38,8 +38,8 @@ from trainers.model.heads import DEFAULT_HEAD
 from trainers.model.supernet import SupernetModel, build_supernet, set_path, supernet_from_yaml
 from trainers.model.supernet_spec import SupernetSpec
 
-__all__ = ["PathSampler", "SupernetSettings", "SupernetTrainer", "path_seed", "spos_callbacks", "supernet_spec_of", "train_supernet",
-           "trained_supernet"]
+__all__ = ["PathSampler", "SupernetSettings", "SupernetTrainer", "path_seed", "spos_callbacks", "supernet_spec_of",
+           "train_supernet", "trained_supernet"]
 
 PathSampler = Callable[[random.Random], Architecture]
 """Draws one path of the supernet from the given generator (the same generator state, the same path)."""
@@ -106,7 +106,8 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
 
     ``paths``: when given, receives every path drawn (tests, statistics).
     """
-    state = {"batch": 0, "t0": time.time()}
+    state = {"batch": 0}
+    t0 = time.time()
 
     def on_train_epoch_start(trainer: Any) -> None:
         state["batch"] = 0
@@ -124,7 +125,7 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
         if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event
             return
         sys.stderr.write(f"{label}epoch {trainer.epoch + 1}/{trainer.epochs}: {state['batch']} paths trained "
-                         f"({time.time() - state['t0']:.0f} s)\n")
+                         f"({time.time() - t0:.0f} s)\n")
         sys.stderr.flush()
 
     return {"on_train_epoch_start": on_train_epoch_start, "on_train_batch_start": on_train_batch_start,

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from search.space import SearchSpace, SpaceError
+from search.space import OneShotSettings, SearchSpace, SpaceError
 from search.study.config import RunConfig
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
 from trainers.latency.setting import BACKEND_NAMES
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device_arg, default="auto")
     p.add_argument("--study", type=study_name, help="study name (default: the space file's name)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
-    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe")
+    p.add_argument("--sampler", choices=["tpe", "nsga2", "random"],
+                   help="Optuna sampler (default: tpe; nsga2 with --mode oneshot)")
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 1), default=0)
     p.add_argument("--backend", choices=["optuna", "ray"], default="optuna")
     p.add_argument("--workers", type=positive_int("--workers", 1, 1024), default=1)
@@ -121,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=checkpoint_arg("--init-from"),
                    help="start every trial from this checkpoint's tensors where layer and shape match, or "
                         "'baseline' (trial 0)")
+    p.add_argument("--mode", choices=["trial", "oneshot"], default="trial",
+                   help="trial (default): train every architecture; oneshot: train one supernet, score "
+                        "architectures on it (spaces/README.md, section oneshot)")
+    p.add_argument("--supernet-epochs", type=positive_int("--supernet-epochs", 1, 10000),
+                   help="oneshot: supernet training epochs (default: the space's oneshot.supernet_epochs)")
+    p.add_argument("--subnets", type=positive_int("--subnets", 1, 100000),
+                   help="oneshot: architectures scored on the supernet, the trials (default: oneshot.subnets)")
+    p.add_argument("--calib-images", type=positive_int("--calib-images", 0, 100000),
+                   help="oneshot: BatchNorm recalibration images per subnet, 0 for none "
+                        "(default: oneshot.calib_images)")
+    p.add_argument("--retrain-top", type=positive_int("--retrain-top", 0, 1000),
+                   help="oneshot: front architectures to retrain stand-alone (default: oneshot.retrain_top)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
 
@@ -157,12 +172,24 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
         except argparse.ArgumentTypeError:
             fail(f"the space file name {name!r} is not a usable study name: give --study NAME")
     storage, root = _study_storage(args, name)
+    if args.mode == "oneshot" and args.backend == "ray":
+        fail("--mode oneshot does not support --backend ray yet: use --backend optuna")
     cfg = _run_config(args, space, name, storage, root, data or "")
+    if args.mode == "oneshot":
+        cfg = replace(cfg, trials=oneshot_settings(args, space).subnets, sampler=args.sampler or "nsga2")
     _check_rungs(cfg, "--rungs" if args.rungs is not None else f"{args.space}: train.rungs")
     if args.rungs is None and tuple(space.spec.train.rungs) != cfg.rungs:
         log(f"{args.space}: train.rungs {list(space.spec.train.rungs)} (for {space.spec.train.epochs} epochs) "
             f"at {cfg.trial.epochs} epochs: rungs at epochs {list(cfg.rungs)}")
     return cfg, space
+
+
+def oneshot_settings(args: argparse.Namespace, space: SearchSpace) -> OneShotSettings:
+    """The space's ``oneshot`` section with the ``--supernet-epochs``/``--subnets``/... flags over it."""
+    one = space.spec.oneshot
+    flags = {"supernet_epochs": args.supernet_epochs, "subnets": args.subnets, "calib_images": args.calib_images,
+             "retrain_top": args.retrain_top}
+    return replace(one, **{k: v for k, v in flags.items() if v is not None})
 
 
 def _check_rungs(cfg: RunConfig, source: str) -> None:
@@ -197,7 +224,7 @@ def _run_config(args: argparse.Namespace, space: SearchSpace, name: str, storage
         distill_weight=spec.train.distill_weight, init_from=args.init_from, train_threads=args.train_threads)
     return RunConfig(study=name, storage=storage, root=str(root), space_file=str(Path(args.space).resolve()),
                      trial=trial, objectives=spec.objectives, constraints=spec.constraints, trials=args.trials,
-                     sampler=args.sampler, seed=args.seed, backend=args.backend, workers=args.workers,
+                     sampler=args.sampler or "tpe", seed=args.seed, backend=args.backend, workers=args.workers,
                      ray_address=args.ray_address, latency_budget_ms=args.latency_budget_ms,
                      trial_timeout=args.trial_timeout, rungs=rungs,
                      eta=args.eta or spec.train.eta, rung_min_signal=spec.train.rung_min_signal,
@@ -264,6 +291,51 @@ def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
         fail(f"{flag}: cannot create the study's folder: {e}")
 
 
+def supernet_of_study(cfg: RunConfig, spec: Any) -> Path:
+    """The study's supernet folder; exit 2 if it holds a supernet of another space or shape."""
+    from trainers.train.supernet_trainer import supernet_spec_of
+
+    folder = cfg.folder / "supernet"
+    last = folder / "weights" / "last.pt"
+    if last.is_file():
+        try:
+            saved = supernet_spec_of(last)
+        except (ValueError, KeyError, RuntimeError, OSError) as e:
+            fail(f"{last}: not a readable supernet checkpoint ({e}); remove {folder} to train it again")
+        if saved != spec:
+            fail(f"{last}: this study's supernet was trained for another space or shape than {cfg.space_file}; "
+                 f"give another --study, or remove {folder}")
+    return folder
+
+
+def run_oneshot(cfg: RunConfig, space: SearchSpace, one: OneShotSettings) -> int:
+    """Train (or resume) the study's supernet, then score ``one.subnets`` architectures on it."""
+    import functools
+
+    from search.engine.oneshot import OneShotObjective
+    from search.engine.optuna_driver import run_search
+    from search.space.supernet import sample_path, supernet_spec
+    from trainers.train.devices import train_device
+    from trainers.train.supernet_trainer import SupernetSettings, train_supernet
+
+    spec, t = supernet_spec(space.spec), cfg.trial
+    folder = supernet_of_study(cfg, spec)
+    settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
+                                batch=t.batch, device=train_device(t.device), seed=cfg.seed, head=t.head)
+    log(f"supernet: {spec.paths()} paths, {one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per "
+        f"batch of {t.batch}) in {folder}")
+    t0 = time.time()
+    weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
+    calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "no recalibration"
+    log(f"supernet ready in {time.time() - t0:.0f} s: {weights}; scoring {one.subnets} architectures on it ({calib})")
+    code = run_search(cfg, OneShotObjective(space, cfg, weights, spec, one.calib_images))
+    if one.retrain_top:
+        print(f"mAP50-95 above is the supernet's estimate (trial user attr source: supernet). --retrain-top "
+              f"{one.retrain_top}: retraining the front stand-alone is not done by --mode oneshot yet; "
+              f"retrain the front with python -m search.retrain")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     cfg, space = validate(argv)
@@ -281,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     from search.engine.optuna_driver import run_search
     from search.engine.per_trial import PerTrialObjective
 
+    args = build_parser().parse_args(argv)
     try:
+        if args.mode == "oneshot":
+            return run_oneshot(cfg, space, oneshot_settings(args, space))
         return run_search(cfg, PerTrialObjective(space, cfg))
     except KeyboardInterrupt:
         log("interrupted: finished trials are in the study; run the same command again to resume")

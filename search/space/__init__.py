@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from search.space.errors import SpaceError
 from search.space.sampling import SearchSpace
-from search.space.schema import Constraint, SpaceFile, StageSpace, TrainSettings, load_space
+from search.space.schema import Constraint, OneShotSettings, SpaceFile, StageSpace, TrainSettings, load_space
 
 __all__ = [
     "Constraint",
+    "OneShotSettings",
     "SearchSpace",
     "SpaceError",
     "SpaceFile",

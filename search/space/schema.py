@@ -32,12 +32,13 @@ METRICS: dict[str, str] = {
 }
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train")
+TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
 TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "rung_min_signal", "se_width_cost",
               "distill_weight")
+ONESHOT_KEYS = ("supernet_epochs", "subnets", "calib_images", "retrain_top")
 MAX_RATIO = 64
 
 
@@ -101,6 +102,22 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class OneShotSettings:
+    """Defaults of ``search.run --mode oneshot``; ``--supernet-epochs``/``--subnets``/``--calib-images``/
+    ``--retrain-top`` override them.
+
+    ``supernet_epochs``: SPOS training epochs of the supernet; ``subnets``: architectures scored on it
+    (the trials); ``calib_images``: train images BatchNorm is recalibrated on before scoring a subnet
+    (0: no recalibration); ``retrain_top``: front architectures retrained stand-alone afterwards.
+    """
+
+    supernet_epochs: int = 12
+    subnets: int = 200
+    calib_images: int = 64
+    retrain_top: int = 3
+
+
+@dataclass(frozen=True)
 class SpaceFile:
     """A validated search-space file."""
 
@@ -113,6 +130,7 @@ class SpaceFile:
     constraints: tuple[Constraint, ...]
     latency: LatencySetting
     train: TrainSettings
+    oneshot: OneShotSettings = OneShotSettings()
 
 
 def load_space(path: str | Path) -> SpaceFile:
@@ -160,6 +178,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         constraints=_parse_constraints(r, d.get("constraints")),
         latency=_parse_latency(r, d.get("latency"), head),
         train=_parse_train(r, d.get("train")),
+        oneshot=_parse_oneshot(r, d.get("oneshot")),
     )
 
 
@@ -295,6 +314,18 @@ def _parse_train(r: Reader, value: Any) -> TrainSettings:
         rung_min_signal=_non_negative(r, d.get("rung_min_signal", default.rung_min_signal), "train.rung_min_signal"),
         se_width_cost=_non_negative(r, d.get("se_width_cost", default.se_width_cost), "train.se_width_cost"),
         distill_weight=_non_negative(r, d.get("distill_weight", default.distill_weight), "train.distill_weight"),
+    )
+
+
+def _parse_oneshot(r: Reader, value: Any) -> OneShotSettings:
+    d = r.mapping(value if value is not None else {}, "oneshot", ONESHOT_KEYS)
+    default = OneShotSettings()
+    return OneShotSettings(
+        supernet_epochs=r.integer(d.get("supernet_epochs", default.supernet_epochs), "oneshot.supernet_epochs",
+                                  1, 10000),
+        subnets=r.integer(d.get("subnets", default.subnets), "oneshot.subnets", 1, 100000),
+        calib_images=r.integer(d.get("calib_images", default.calib_images), "oneshot.calib_images", 0, 100000),
+        retrain_top=r.integer(d.get("retrain_top", default.retrain_top), "oneshot.retrain_top", 0, 1000),
     )
 
 

@@ -1,0 +1,106 @@
+"""SPOS training of the supernet and BatchNorm recalibration.
+
+The SPOS callback draws one path per batch from (seed, epoch, batch) and sets the same path on the
+model and its EMA copy; a supernet run interrupted after an epoch resumes from ``last.pt``; BatchNorm
+recalibration makes the running mean the calibration set's activation mean and leaves the weights alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from search.space.schema import parse_space
+from search.space.supernet import sample_path, supernet_spec
+from tests.search.search_helpers import TINY_SPACE
+from trainers.model.recalibrate import calibration_images, recalibrate_bn
+from trainers.model.supernet import build_supernet, choice_modules
+from trainers.train.supernet_trainer import (
+    SupernetSettings,
+    SupernetTrainer,
+    path_seed,
+    spos_callbacks,
+    supernet_overrides,
+    supernet_spec_of,
+    train_supernet,
+    trained_supernet,
+)
+
+SPEC = supernet_spec(parse_space(yaml.safe_load(TINY_SPACE)))
+
+
+def test_recalibration_gives_the_calibration_mean_and_keeps_weights() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=0.03), nn.ReLU(), nn.Conv2d(4, 5, 1),
+                          nn.BatchNorm2d(5, momentum=0.03))
+    model[1].running_mean.fill_(7.0)  # stale statistics, as a supernet's shared ones
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    images = torch.rand(12, 3, 16, 16)
+    recalibrate_bn(model, images, batch=4)
+    with torch.no_grad():
+        act = model[0](images)
+        # during calibration the first BN normalizes each batch with that batch's statistics (train mode)
+        second = torch.stack([model[3](model[2](nn.functional.batch_norm(
+            a, None, None, model[1].weight, model[1].bias, training=True))).mean(dim=(0, 2, 3)) for a in act.split(4)])
+    torch.testing.assert_close(model[1].running_mean, act.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[4].running_mean, second.mean(dim=0), rtol=1e-5, atol=1e-6)
+    assert all(torch.equal(v, weights[k]) for k, v in model.named_parameters())
+    assert not model.training and all(bn.momentum == 0.03 for bn in (model[1], model[4]))
+
+
+def test_calibration_images_are_letterboxed_train_images(coco8_copy: Path) -> None:
+    images = calibration_images(coco8_copy, 64, 3)
+    assert images.shape == (3, 3, 64, 64) and images.dtype == torch.float32
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert torch.equal(images, calibration_images(coco8_copy, 64, 3))  # a fixed set
+
+
+def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
+    torch.manual_seed(0)
+    model, ema = build_supernet(SPEC, nc=3), build_supernet(SPEC, nc=3)
+    trainer = SimpleNamespace(epoch=0, epochs=1, model=model, ema=SimpleNamespace(ema=ema))
+    sample = functools.partial(sample_path, SPEC)
+
+    def run(seed: int) -> list[object]:
+        drawn: list[object] = []
+        cbs = spos_callbacks(sample, seed, paths=drawn)
+        for epoch in range(2):
+            trainer.epoch = epoch
+            cbs["on_train_epoch_start"](trainer)
+            for _ in range(6):
+                cbs["on_train_batch_start"](trainer)
+                assert [m.current for m in choice_modules(model).values()] == \
+                       [m.current for m in choice_modules(ema).values()]
+        return drawn
+
+    drawn = run(0)
+    assert drawn == run(0) and drawn != run(1)
+    assert drawn[7] == sample(path_seed(0, 1, 1))
+    assert len({a.hash for a in drawn}) > 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_interrupted_supernet_run_resumes_from_last(coco8_copy: Path, tmp_path: Path) -> None:
+    settings = SupernetSettings(data=str(coco8_copy), out=str(tmp_path / "supernet"), epochs=2, imgsz=64, batch=4)
+    sample = functools.partial(sample_path, SPEC)
+
+    def crash(trainer: object) -> None:
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt  # killed during the second epoch
+
+    trainer = SupernetTrainer(overrides=supernet_overrides(settings), spec=SPEC)
+    trainer.add_callback("on_train_epoch_start", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    last, finished = trained_supernet(settings.out)
+    assert last.is_file() and not finished
+    assert train_supernet(SPEC, settings, sample) == last
+    assert trained_supernet(settings.out) == (last, True)
+    assert supernet_spec_of(last) == SPEC
+    assert train_supernet(SPEC, settings, sample) == last  # finished: found, not trained again

@@ -1,0 +1,190 @@
+"""SPOS training of a one-shot supernet with Ultralytics: one uniformly sampled path per optimizer step.
+
+:class:`SupernetTrainer` is a ``DetectionTrainer`` whose ``get_model`` builds the
+:class:`~trainers.model.supernet.SupernetModel` of a :class:`~trainers.model.supernet_spec.SupernetSpec`
+(or rebuilds it from the spec recorded in a checkpoint's ``model.yaml``, so ``last.pt`` resumes).
+:func:`spos_callbacks` picks the path: before every batch (``on_train_batch_start``, before the
+forward pass) it draws one path from a seed derived from (run seed, epoch, batch index) and sets
+it on ``trainer.model`` and on the EMA copy ``trainer.ema.ema`` (what Ultralytics validates and
+saves). ``nbs`` = ``batch`` makes one batch one optimizer step, so one step trains one path;
+AdamW is pinned (``optimizer=auto`` switches optimizers on long schedules). Ultralytics'
+per-epoch checkpoint ``last.pt`` is the resume point: :func:`train_supernet` on the same output
+folder resumes an unfinished run and returns a finished one's weights without training.
+
+The sampler is the caller's (``sample(rng) -> Architecture``, e.g. :func:`search.space.supernet.sample_path`
+bound to the spec): this layer knows the supernet, not how paths are picked. Validation during
+training is off (``val=False``): a supernet is scored per subnet, after BN recalibration
+(:mod:`trainers.model.recalibrate`). Ultralytics still validates the final epoch, on the current
+path of the EMA copy, and ``fuse()`` of the supernet is a no-op, so that leaves it intact.
+Not done: DDP (every rank would draw the same path from the same seed; DDP would need
+``find_unused_parameters=True``).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import callbacks as ul_callbacks
+
+from trainers.model.architecture import Architecture
+from trainers.model.heads import DEFAULT_HEAD
+from trainers.model.supernet import SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet_spec import SupernetSpec
+
+__all__ = ["PathSampler", "SupernetSettings", "SupernetTrainer", "path_seed", "spos_callbacks", "supernet_spec_of",
+           "train_supernet", "trained_supernet"]
+
+PathSampler = Callable[[random.Random], Architecture]
+"""Draws one path of the supernet from the given generator (the same generator state, the same path)."""
+
+
+@dataclass(frozen=True)
+class SupernetSettings:
+    """How the supernet trains.
+
+    Attributes:
+        data: Ultralytics data YAML (absolute path preferred).
+        out: the run folder (``weights/last.pt`` is the resume point); never ``runs/``.
+        epochs, imgsz, batch: the schedule; one batch is one optimizer step and one path.
+        device: ``cpu``, ``0`` / ``cuda:0`` or ``auto``.
+        seed: the run seed; paths are drawn from (seed, epoch, batch index).
+        head: the head trained for (``nms_free`` or ``nms``).
+        lr0: AdamW's initial learning rate.
+    """
+
+    data: str
+    out: str
+    epochs: int = 12
+    imgsz: int = 128
+    batch: int = 8
+    device: str = "cpu"
+    seed: int = 0
+    head: str = DEFAULT_HEAD
+    lr0: float = 0.003
+
+
+class SupernetTrainer(DetectionTrainer):
+    """``DetectionTrainer`` of a :class:`SupernetModel`: built from ``spec``, or from the spec in a checkpoint."""
+
+    spec: SupernetSpec | None = None
+
+    def __init__(self, *args: Any, spec: SupernetSpec | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spec = spec
+        self.callbacks = ul_callbacks.get_default_callbacks()  # no integration callbacks by accident
+
+    def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> SupernetModel:
+        """The supernet with the dataset's class count (a checkpoint's yaml wins over ``spec``); ``weights`` loaded."""
+        nc = self.data["nc"]
+        if isinstance(cfg, dict) and "supernet" in cfg:
+            model = supernet_from_yaml(cfg, nc=nc)
+        elif self.spec is not None:
+            model = build_supernet(self.spec, nc=nc)
+        else:
+            raise ValueError("SupernetTrainer needs a spec or a checkpoint whose model.yaml records one")
+        model = self.set_model_names_for_load(model)
+        if weights:
+            model.load(weights)
+        return model
+
+
+def path_seed(seed: int, epoch: int, batch: int) -> random.Random:
+    """The generator of the path of batch ``batch`` of epoch ``epoch`` (0-based), the same in every process."""
+    return random.Random(f"spos:{seed}:{epoch}:{batch}")  # str seeds go through SHA-512: no hash randomisation
+
+
+def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | None = None,
+                   label: str = "supernet ") -> dict[str, Callable[[Any], None]]:
+    """Ultralytics callbacks: a path per batch on the model and its EMA copy, a progress line per epoch.
+
+    ``paths``: when given, receives every path drawn (tests, statistics).
+    """
+    state = {"batch": 0}
+    t0 = time.time()
+
+    def on_train_epoch_start(trainer: Any) -> None:
+        state["batch"] = 0
+
+    def on_train_batch_start(trainer: Any) -> None:
+        arch = sample(path_seed(seed, int(trainer.epoch), state["batch"]))
+        state["batch"] += 1
+        for model in (trainer.model, getattr(getattr(trainer, "ema", None), "ema", None)):
+            if model is not None:
+                set_path(getattr(model, "module", model), arch)  # DDP wraps the model in .module
+        if paths is not None:
+            paths.append(arch)
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event
+            return
+        sys.stderr.write(f"{label}epoch {trainer.epoch + 1}/{trainer.epochs}: {state['batch']} paths trained "
+                         f"({time.time() - t0:.0f} s)\n")
+        sys.stderr.flush()
+
+    return {"on_train_epoch_start": on_train_epoch_start, "on_train_batch_start": on_train_batch_start,
+            "on_fit_epoch_end": on_fit_epoch_end}
+
+
+def supernet_overrides(settings: SupernetSettings) -> dict[str, Any]:
+    """Ultralytics arguments of a supernet run: the trial recipe with one step per batch and no per-epoch val."""
+    from trainers.model.heads import ultralytics_nms_arg
+
+    out = Path(settings.out).resolve()
+    return {
+        "model": "yolo26n.yaml", "data": settings.data, "epochs": settings.epochs, "imgsz": settings.imgsz,
+        "batch": settings.batch, "device": settings.device, "project": str(out.parent), "name": out.name,
+        "exist_ok": True, "pretrained": False, "plots": False, "workers": 0, "seed": settings.seed,
+        "deterministic": False, "verbose": False, "val": False, "close_mosaic": max(1, settings.epochs // 4),
+        "warmup_epochs": min(3.0, settings.epochs / 5), "amp": settings.device not in ("cpu", "auto"),
+        "nbs": settings.batch, "warmup_bias_lr": 0.0, "optimizer": "AdamW", "lr0": settings.lr0,
+        "nms": ultralytics_nms_arg(settings.head),
+    }
+
+
+def trained_supernet(out: str | Path) -> tuple[Path, bool]:
+    """``(weights/last.pt, finished)`` of a supernet run folder (``finished``: Ultralytics stripped it, epoch -1)."""
+    import torch
+
+    last = Path(out) / "weights" / "last.pt"
+    if not last.is_file():
+        return last, False
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    return last, ckpt.get("epoch", 0) == -1
+
+
+def train_supernet(spec: SupernetSpec, settings: SupernetSettings, sample: PathSampler) -> Path:
+    """Train (or resume, or just find) the supernet of ``spec`` in ``settings.out``; the weights (``last.pt``).
+
+    A folder whose ``last.pt`` is unfinished resumes from it (at most one epoch lost); a finished one
+    is returned as it is. The weights are Ultralytics' stripped checkpoint: the EMA supernet in fp16.
+    """
+    last, finished = trained_supernet(settings.out)
+    if finished:
+        return last
+    overrides = supernet_overrides(settings)
+    if last.is_file():
+        overrides["resume"] = str(last)
+    trainer = SupernetTrainer(overrides=overrides, spec=spec)
+    for event, fn in spos_callbacks(sample, settings.seed).items():
+        trainer.add_callback(event, fn)
+    trainer.train()
+    return Path(trainer.last)
+
+
+def supernet_spec_of(weights: str | Path) -> SupernetSpec:
+    """The :class:`SupernetSpec` recorded in a supernet checkpoint's ``model.yaml``; ``ValueError`` if none."""
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    model = ckpt.get("ema") or ckpt.get("model")
+    cfg = getattr(model, "yaml", None)
+    if not isinstance(cfg, dict) or "supernet" not in cfg:
+        raise ValueError("its model.yaml records no supernet")
+    return SupernetSpec.from_dict(cfg["supernet"])

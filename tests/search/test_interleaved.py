@@ -102,9 +102,8 @@ def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_other
 
 def _stale_baseline(cache_path: Path) -> tuple[str, LatencyReport]:
     """A stale, far too slow cache entry of the stock model at the tiny space's setting (64 px, 1 CPU thread)."""
-    key = LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1, head=DEFAULT_HEAD).cache_key(
-        Architecture.baseline().hash
-    )
+    key = cache_key(LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1, head=DEFAULT_HEAD),
+                    Architecture.baseline().hash)
     stale = _report(1000.0, (999.0, 1001.0), imgsz=64)
     LatencyCache(cache_path).put(key, stale)
     return key, stale

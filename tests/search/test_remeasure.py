@@ -323,7 +323,7 @@ def test_an_architecture_that_fails_is_logged_and_the_others_recorded(
         return "model"
 
     monkeypatch.setattr("trainers.model.build.build_model", build)
-    monkeypatch.setattr("trainers.latency.measure.measure_latency", lambda model, **kw: report(7.0))
+    monkeypatch.setattr("trainers.latency.measure.measure_latency", lambda model, setting, **kw: report(7.0))
     trials = complete(study)
     written, failed = measure_plan(study, trials, plan(trials, {}, refresh=False), setting_of(
         argparse.Namespace(imgsz=None, device="cpu", dtype=None, threads=None, backend=ORT, head=None),

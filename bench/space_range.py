@@ -21,8 +21,9 @@ CUDA device the fused model in ``--dtype`` replayed as a CUDA graph) at ``--imgs
 measured in groups of ``--group``, the stock model in every group, round-robin (``--rounds``
 rounds of ``--repeats`` timed forwards each), and each architecture's ratio is its median over
 the stock model's median *of its own group*: only figures measured interleaved are comparable
-on a shared CPU (``PITFALLS.md``). Prints one row per architecture, then the min / median / max
-ratio over all of them and over the random samples alone, and the machine. Not a test.
+on a shared CPU (``PITFALLS.md``). Prints one row per architecture, then the min / q1 / median / q3 / max
+ratio and the share below 0.85x over all of them, over the random samples alone and over the
+corners, and the machine. Not a test.
 """
 
 from __future__ import annotations
@@ -66,10 +67,21 @@ def measure_groups(archs: dict[str, Any], setting: Any, group: int, rounds: int,
     return out
 
 
+FAST = 0.85  # the share of ratios below this is printed: "clearly faster than stock"
+
+
 def summary(label: str, ratios: Sequence[float]) -> str:
-    """``label: min / median / max`` of latency ratios."""
-    return (f"{label:<22} n={len(ratios):>3}  min {min(ratios):.2f}x  median {statistics.median(ratios):.2f}x  "
-            f"max {max(ratios):.2f}x")
+    """``label: min / q1 / median / q3 / max`` of latency ratios and the share below :data:`FAST`.
+
+    Quartiles are ``statistics.quantiles(..., method="inclusive")`` (q1 and q3 of the ratios
+    themselves, interpolated); with one ratio they are that ratio.
+    """
+    q1, med, q3 = (statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1
+                   else [ratios[0]] * 3)
+    fast = sum(r < FAST for r in ratios)
+    return (f"{label:<22} n={len(ratios):>3}  min {min(ratios):.2f}x  q1 {q1:.2f}x  median {med:.2f}x  "
+            f"q3 {q3:.2f}x  max {max(ratios):.2f}x  below {FAST}x: {fast}/{len(ratios)} "
+            f"({100 * fast / len(ratios):.0f}%)")
 
 
 def _parser() -> argparse.ArgumentParser:

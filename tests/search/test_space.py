@@ -25,6 +25,7 @@ from trainers.model.layout import STAGE_LAYERS
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))
 DEFAULT = REPO / "spaces" / "yolo26.yaml"
+WIDE = REPO / "spaces" / "yolo26_wide.yaml"  # the previous default, centred above stock
 
 # Computed by hand below (test_tiny_space_size_and_dimensions_by_hand).
 TINY = """
@@ -100,10 +101,19 @@ def test_default_space_contents() -> None:
     spec = load_space(DEFAULT)
     stages = dict(spec.stages)
     assert list(stages) == list(STAGE_LAYERS)  # stage order is the model's, whatever the file's order
-    p3 = stages["p3_backbone"]
-    assert p3.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
-    assert p3.kernels == ((3,), (3, 5), (3, 5, 7)) and p3.ratio_bounds == ((4, 8), (4, 16))
-    assert p3.widths == (0.5, 0.75, 1.0, 1.25) and p3.depths == (1, 2)
+    # Centred below stock (issue 34 item 7): the costly options only where the feature map is small.
+    widths = (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)
+    p2, p3, p4, p5 = (stages[s] for s in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone"))
+    for early in (p2, p3):
+        assert early.blocks == ("C3k2", "C3k2_RVB_SE", "OREPA") and early.kernels == ((3,), (3, 5))
+        assert early.se_placements == ("none", "after_concat") and early.depths == (1,)
+    assert p2.widths == widths[:-1] and p3.widths == widths
+    assert p4.blocks == ("C3k2", "C3k2_RVB_SE", "OREPA")
+    assert p5.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
+    for deep in (p4, p5):
+        assert deep.se_placements == ("none", "after_concat", "in_blocks")
+        assert deep.kernels == ((3,), (3, 5), (3, 5, 7)) and deep.ratio_bounds == ((4, 8), (4, 16))
+        assert deep.widths == widths and deep.depths == (1, 2)
     assert {n: s.tie for n, s in spec.stages if s.tie} == {
         "p4_neck": "p4_backbone", "p3_out": "p3_backbone", "p4_out": "p4_backbone", "p5_out": "p5_backbone"}
     assert spec.objectives == (("map50_95", "maximize"), ("latency_ms", "minimize"))
@@ -112,6 +122,27 @@ def test_default_space_contents() -> None:
     assert spec.constraints[0].violation(4.25) == pytest.approx(0.25)
     assert (spec.latency.imgsz, spec.latency.device, spec.latency.dtype) == (640, "auto", "auto")
     assert (spec.train.data, spec.train.epochs, spec.train.imgsz, spec.train.batch) == (None, 12, 128, 8)
+    # Every stage has a stride-2 conv (3 downsample choices). Blocks and options per stage:
+    #   p2/p3: C3k2 3 + OREPA 3 + C3k2_RVB_SE 3 ds * 2 kernel sets * (1 off + after_concat * (3 reductions
+    #          + 2 ratio pairs)) = 42; p4: C3k2 3 + OREPA 3 + C3k2_RVB_SE 3 * 3 * (1 + 2 placements * 5) = 105;
+    #   p5: p4's 105 + RepViT 3 * 3 * (1 off + in_blocks * 5) = 159;
+    #   times widths (5 at p2, 6 elsewhere) * depths (1 at p2/p3, 2 at p4/p5); the neck/out stages are tied.
+    space = SearchSpace(spec)
+    assert space.size() == (42 * 5) * (42 * 6) * (105 * 6 * 2) * (159 * 6 * 2)
+    # Per stage: block, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample, width (8 at p2/p3),
+    # + depth at p4, + RepViT.se at p5.
+    assert space.dimensions() == 8 + 8 + 9 + 10
+
+
+def test_wide_space_is_the_previous_default() -> None:
+    spec = load_space(WIDE)
+    stages = dict(spec.stages)
+    for name in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone"):
+        st = stages[name]
+        assert st.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
+        assert st.kernels == ((3,), (3, 5), (3, 5, 7)) and st.ratio_bounds == ((4, 8), (4, 16))
+        assert st.widths == (0.5, 0.75, 1.0, 1.25) and st.depths == (1, 2)
+    assert spec.train == load_space(DEFAULT).train and spec.latency == load_space(DEFAULT).latency
     # Per backbone stage (all four have a stride-2 conv, 3 downsample choices):
     #   C3k2 3 + OREPA 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio pairs))
     #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159 blocks and options,
@@ -241,7 +272,9 @@ def test_trial_params_are_only_the_applicable_ones(default_samples: list[tuple[A
                 continue
             c = arch.stage(name)
             spec = stage_block(c.block)
-            expected |= {f"{name}.block", f"{name}.downsample", f"{name}.width", f"{name}.depth"}
+            expected |= {f"{name}.block", f"{name}.downsample", f"{name}.width"}
+            if len(st.depths) > 1:  # a single choice is never asked (p2/p3_backbone keep their stock depth)
+                expected.add(f"{name}.depth")
             if len([p for p in st.se_placements if p in spec.se_placements]) > 1:
                 expected.add(f"{name}.{c.block}.se")
             if c.se != "none":
@@ -257,8 +290,9 @@ def test_trial_params_are_only_the_applicable_ones(default_samples: list[tuple[A
 def test_baseline_params_enqueued_give_the_baseline() -> None:
     space = SearchSpace.load(DEFAULT)
     params = space.baseline_params()
-    assert params == {f"{s}.{k}": v for s in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone")
-                      for k, v in (("block", "C3k2"), ("downsample", "Conv"), ("width", 1.0), ("depth", 1))}
+    assert params == {**{f"{s}.{k}": v for s in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone")
+                         for k, v in (("block", "C3k2"), ("downsample", "Conv"), ("width", 1.0))},
+                      "p4_backbone.depth": 1, "p5_backbone.depth": 1}  # p2/p3_backbone have one depth: not asked
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(params)
     trial = study.ask()

@@ -148,4 +148,5 @@ def test_shipped_space_reaches_every_width_and_depth() -> None:
     space = SearchSpace.load(Path(__file__).resolve().parents[2] / "spaces" / "yolo26.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     choices = [c for _ in range(30) for _, c in space.suggest(study.ask()).stages]
-    assert {c.width for c in choices} == {0.5, 0.75, 1.0, 1.25} and {c.depth for c in choices} == {None, 2}
+    assert {c.width for c in choices} == {0.5, 0.625, 0.75, 0.875, 1.0, 1.25}
+    assert {c.depth for c in choices} == {None, 2}

@@ -140,7 +140,8 @@ def test_samples_cover_every_block_and_downsample() -> None:
     assert {c.downsample for c in choices} == {None, "Conv", "RepConv", "OREPA"}
     assert {c.se for c in choices} == {"none", "after_concat", "in_blocks"}
     assert {c.se_kind for c in choices if c.se != "none"} == {"fixed", "dynamic"}
-    assert {c.width for c in choices} == {0.5, 0.75, 1.0, 1.25} and {c.depth for c in choices} == {None, 2}
+    assert {c.width for c in choices} == {0.5, 0.625, 0.75, 0.875, 1.0, 1.25}
+    assert {c.depth for c in choices} == {None, 2}
 
 
 @pytest.mark.parametrize("arch", SAMPLES, ids=[a.hash for a in SAMPLES])

@@ -105,8 +105,10 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
 
 def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation of two paired sequences."""
-    ra, rb = _ranks(a), _ranks(b)
-    return float(statistics.correlation(ra, rb)) if len(a) > 2 else float("nan")
+    try:
+        return float(statistics.correlation(_ranks(a), _ranks(b)))
+    except statistics.StatisticsError:  # fewer than two points, or a constant sequence: no ranking to compare
+        return float("nan")
 
 
 def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> Mapping[str, float]:

@@ -1,0 +1,76 @@
+"""Predicted latency in a search: the cost model is found by its target, checked, and used; never a silent guess."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from search.predict.fit import error_stats
+from search.predict.store import budget_margin_pct, model_path, validation_path
+from search.run import resolve_latency_model, validate
+from trainers.latency.features import graph_features
+from trainers.latency.predictor import CostModel, TargetConditions
+from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.build import build_model
+from trainers.train.trial import measure_pre_training
+
+SPACE = """
+stages:
+  p3_backbone: {block: [C3k2, RepViT]}
+latency: {imgsz: 64, device: cpu, dtype: float32}
+train: {epochs: 1, imgsz: 64, batch: 2}
+"""
+
+
+def _cost_model(setting: object, ops: frozenset[str]) -> CostModel:
+    stock = graph_features(build_model(Architecture.baseline(), nc=3), 64, "nms_free")
+    names = tuple(k for k, _ in stock.values)
+    return CostModel(TargetConditions.here(setting), names, tuple(0.001 for _ in names), 1.0, ops, stock_ms=20.0)
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> object:
+    (tmp_path / "space.yaml").write_text(SPACE)
+    cfg, _ = validate(["--space", str(tmp_path / "space.yaml"), "--studies-dir", str(tmp_path / "st"),
+                       "--latency-source", "predicted+confirm"])
+    return cfg.with_trial(nc=3)
+
+
+def test_the_model_is_found_by_its_target_and_must_be_validated(cfg: object, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        resolve_latency_model(cfg)
+    assert e.value.code == 2 and "cannot be read" in capsys.readouterr().err
+    path = model_path(cfg.root, cfg.trial.latency)
+    stock_ops = graph_features(build_model(Architecture.baseline(), nc=3), 64, "nms_free").ops
+    _cost_model(cfg.trial.latency, stock_ops).save(path)
+    with pytest.raises(SystemExit):
+        resolve_latency_model(cfg)
+    assert "has no validation" in capsys.readouterr().err
+    rows = {"predictor": dict(error_stats([1.1, 0.9, 1.5, 1.3], [1.0, 1.0, 1.5, 1.0]))}
+    validation_path(path).write_text(json.dumps({"rows": rows}))
+    assert budget_margin_pct(path) == pytest.approx(30.0)  # the worst over-prediction of 4: the 95th percentile
+    resolved = resolve_latency_model(cfg)
+    assert resolved.latency_margin_pct == pytest.approx(30.0) and resolved.trial.latency_model == str(path.resolve())
+    other = replace(cfg, trial=replace(cfg.trial, latency=replace(cfg.trial.latency, imgsz=96)))
+    CostModel.load(path).save(model_path(cfg.root, other.trial.latency))  # a file of the 64 px target, misplaced
+    with pytest.raises(SystemExit):
+        resolve_latency_model(other)
+    assert "fit for another target (imgsz: model 64, asked 96)" in capsys.readouterr().err
+
+
+def test_a_trial_is_predicted_and_an_unseen_operator_is_measured_instead(cfg: object, tmp_path: Path) -> None:
+    stock = build_model(Architecture.baseline(), nc=3)
+    model = _cost_model(cfg.trial.latency, graph_features(stock, 64, "nms_free").ops)
+    path = model.save(tmp_path / "m.json")
+    settings = replace(cfg.trial, latency_model=str(path), latency_cache=None)
+    pre = measure_pre_training(stock, "stock", settings)
+    assert pre.latency.mode == "predicted" and model.model_id in pre.latency.post
+    assert pre.latency.median_ms == pytest.approx(model.predict_ms(graph_features(stock, 64, "nms_free")))
+    assert pre.latency.one_line().startswith("predicted ")
+    rep = build_model(Architecture.create({"p3_backbone": StageChoice(block="RepViT", se="in_blocks")}), nc=3)
+    fallback = measure_pre_training(rep, "rep", replace(settings, latency=replace(settings.latency, threads=1)))
+    assert fallback.latency.mode != "predicted" and fallback.latency.n > 0
+    assert "measured: operators the latency model" in fallback.latency.post and "never saw" in fallback.latency.post

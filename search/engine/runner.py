@@ -148,5 +148,5 @@ def parse_trial_output(stdout: str, returncode: int, tail: list[str], arch_hash:
         return TrialResult.from_dict(data) if data.get("ok") else TrialFailure.from_dict(data)
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
     last = " | ".join(tail[-3:])
-    kind = "oom" if returncode == -signal.SIGKILL and "memory" in last.lower() else "error"
+    kind = FailKind.OOM if returncode == -signal.SIGKILL and "memory" in last.lower() else FailKind.ERROR
     return TrialFailure(kind, f"trial process {how} without a result; last output: {last}"[:500], arch_hash)

@@ -47,6 +47,10 @@ def _versus(delta: float, tie: bool) -> int:
     return 0 if tie or delta == 0 else (1 if delta > 0 else -1)
 
 
+def _interval(v: Sequence[float] | None) -> tuple[float, float] | None:
+    return (float(v[0]), float(v[1])) if v else None
+
+
 def beats_stock(d_map: float, map_noise: float | None, lat: float, base_lat: float,
                 ci: Sequence[float] | None, base_ci: Sequence[float] | None) -> bool | None:
     """Whether a point beats the stock model beyond the noise: worse in neither objective, better in one.
@@ -58,7 +62,7 @@ def beats_stock(d_map: float, map_noise: float | None, lat: float, base_lat: flo
     if map_noise is None or math.isnan(d_map) or math.isnan(lat):
         return None
     acc = _versus(d_map, abs(d_map) <= map_noise)
-    speed = _versus(base_lat - lat, intervals_overlap(tuple(ci) if ci else None, tuple(base_ci) if base_ci else None))
+    speed = _versus(base_lat - lat, intervals_overlap(_interval(ci), _interval(base_ci)))
     return min(acc, speed) >= 0 and max(acc, speed) > 0
 
 

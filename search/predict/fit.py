@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from search.pareto.ranks import kendall_tau, spearman_rho
 from search.space import SearchSpace
 from search.space.corners import corners, samples
 from trainers.latency.features import GraphFeatures, graph_features
@@ -80,35 +81,6 @@ def measure_ratios(archs: Sequence[Architecture], setting: LatencySetting, how: 
         log(f"group {start // how.group + 1}/{math.ceil(len(archs) / how.group)}: stock "
             f"{reports[0].median_ms:.1f} ms, {len(chunk)} models, {time.perf_counter() - t0:.0f} s")
     return Measured(tuple(archs), tuple(graphs), tuple(ratios), statistics.median(stocks))
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b of two paired sequences."""
-    from scipy.stats import kendalltau
-
-    return float(kendalltau(a, b).statistic)
-
-
-def spearman_rho(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation of two paired sequences."""
-    try:
-        return float(statistics.correlation(_ranks(a), _ranks(b)))
-    except statistics.StatisticsError:  # fewer than two points, or a constant sequence: no ranking to compare
-        return float("nan")
 
 
 def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> Mapping[str, float]:

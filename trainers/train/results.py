@@ -22,7 +22,7 @@ from trainers.model.architecture import Architecture
 
 JOB_VERSION = 1
 
-LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")  # TrialSettings.latency on disk
+LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")  # TrialSettings.latency on disk
 
 
 class FailKind(str, Enum):
@@ -96,6 +96,8 @@ class TrialSettings:
     def __post_init__(self) -> None:
         if self.latency.head != self.head:  # one head: the one trained for is the one measured
             object.__setattr__(self, "latency", replace(self.latency, head=self.head))
+        if self.latency.dtype == "int8" and self.latency.calib_data != self.data:  # INT8 calibrates on our train split
+            object.__setattr__(self, "latency", replace(self.latency, calib_data=self.data))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the latency setting as its flat ``latency_*`` keys)."""

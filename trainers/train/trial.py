@@ -35,7 +35,7 @@ from trainers.cli import (
     non_negative_float,
     positive_int,
 )
-from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, LatencySetting
 from trainers.model.architecture import Architecture, read_architecture
 from trainers.model.heads import DEFAULT_HEAD, HEADS
 from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
@@ -188,7 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="studies/trials/trial")
     p.add_argument("--latency-imgsz", type=positive_int("--latency-imgsz", 32, 4096), default=640)
     p.add_argument("--latency-device", type=device_arg, default="auto")
-    p.add_argument("--latency-dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--latency-dtype", choices=list(DTYPES), default="auto")
+    p.add_argument("--latency-calib-images", type=positive_int("--latency-calib-images", 1, 100000),
+                   default=DEFAULT_CALIB_IMAGES, help="INT8: calibration images from --data's train split")
     p.add_argument("--latency-backend", choices=list(BACKEND_NAMES), default="torch")
     p.add_argument("--latency-threads", type=positive_int("--latency-threads", 1, 256), default=1)
     p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD)
@@ -232,12 +234,15 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
         data=str(args.data.resolve()), out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         device=args.device, head=args.head,
         latency=LatencySetting(imgsz=args.latency_imgsz, device=args.latency_device, dtype=args.latency_dtype,
+                               calib_images=args.latency_calib_images,
                                threads=args.latency_threads, backend=args.latency_backend, head=args.head),
         latency_cache=args.latency_cache, seed=args.seed,
         nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost, distill_weight=args.distill_weight,
         train_threads=args.train_threads,
         teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
         init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
+    if (why := settings.latency.int8_problem()) is not None:
+        fail(f"--latency-dtype: {why}")
     check_checkpoints(settings)
     return TrialJob(arch, settings)
 

@@ -204,6 +204,12 @@ class TrialResult:
     init_from: dict[str, Any] | None = None  # CheckpointInfo of the initialisation source
     inherited: dict[str, Any] | None = None  # Inherited.to_dict(): tensors and share of parameters copied
     epoch_threads: tuple[int, ...] = field(default_factory=tuple)  # torch threads each epoch ended on (CPU only)
+    int8: dict[str, Any] | None = None  # INT8 target: trainers.deploy.quantize.Int8Accuracy.to_dict()
+
+    @property
+    def int8_metrics(self) -> dict[str, float]:
+        """``map50_95_int8`` and ``int8_drop`` (points) of an INT8 target; empty otherwise."""
+        return {"map50_95_int8": self.int8["map50_95_int8"], "int8_drop": self.int8["int8_drop"]} if self.int8 else {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, latency nested under ``latency``."""

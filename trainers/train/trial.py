@@ -142,16 +142,29 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         map50_95, map50 = float(metrics.get(MAP_KEY, math.nan)), float(metrics.get(MAP50_KEY, math.nan))
         if not (math.isfinite(map50_95) and math.isfinite(map50)):
             return TrialFailure(FailKind.ERROR, f"validation gave no finite mAP ({metrics})", arch.hash)
+        weights = trainer.best if trainer.best.exists() else trainer.last
+        int8 = int8_of_trial(weights, settings, out / "int8") if settings.latency.dtype == "int8" else None
         return TrialResult(
             arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50, params=pre.params,
             gflops=pre.gflops, latency=pre.latency, train_seconds=round(train_seconds, 2),
-            weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
+            weights=str(weights), device=str(trainer.device), int8=int8,
             epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
             teacher=teacher.to_dict() if teacher else None, init_from=init_from.to_dict() if init_from else None,
             inherited=inherited.to_dict() if inherited else None, epoch_threads=tuple(threads),
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
+
+
+def int8_of_trial(weights: Path, settings: TrialSettings, folder: Path) -> dict[str, Any]:
+    """The trained checkpoint quantized as the INT8 target asks and validated at the trial's validation size:
+    :meth:`trainers.deploy.quantize.Int8Accuracy.to_dict` (float and INT8 export of the same runtime)."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from trainers.deploy.quantize import int8_accuracy
+
+    model, _ = load_checkpoint(str(weights), device="cpu")
+    return int8_accuracy(model, replace(settings.latency, imgsz=settings.imgsz), settings.data, folder).to_dict()
 
 
 def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:

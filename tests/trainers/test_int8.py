@@ -112,3 +112,36 @@ def test_latency_cli_refuses_int8_in_one_line(extra: list[str], match: str, tmp_
     done = subprocess.run([sys.executable, "-m", "trainers.latency", "--arch", str(arch), "--imgsz", "64",
                            "--dtype", "int8", *extra], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and match in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_int8_accuracy_validates_float_and_int8_exports_alike(coco8_copy: Path, tmp_path: Path) -> None:
+    from trainers.deploy.quantize import Int8Accuracy, int8_accuracy
+
+    model = build_model(Architecture.baseline(), nc=NC)
+    acc = int8_accuracy(model, _int8("onnxruntime", coco8_copy), coco8_copy, tmp_path)
+    assert Path(acc.float_path).name == "model.onnx" and Path(acc.int8_path).name == "model_int8.onnx"
+    assert Path(acc.float_path).is_file() and _quantized_ops(Path(acc.int8_path))["qdq"] > 50
+    assert 0.0 <= acc.map50_95_int8 <= 1.0 and 0.0 <= acc.map50_95_float <= 1.0
+    assert acc.int8_drop == round(100 * (acc.map50_95_float - acc.map50_95_int8), 4)
+    assert acc.metrics == {"map50_95_int8": acc.map50_95_int8, "int8_drop": acc.int8_drop}
+    assert Int8Accuracy.from_dict(acc.to_dict()) == acc and acc.quantizer.startswith("ultralytics-")
+
+
+def test_trial_result_carries_int8_metrics() -> None:
+    from trainers.train.results import TrialResult, TrialSettings
+
+    settings = TrialSettings(data="d.yaml", out="o", latency=LatencySetting(dtype="int8", backend="openvino"))
+    assert settings.latency.calib_data == "d.yaml"  # an INT8 target calibrates on the trial's train split
+    assert TrialSettings.from_dict(settings.to_dict()) == settings
+    report = measure_stub()
+    result = TrialResult("h", {}, 0.5, 0.6, 1, 1.0, report, 1.0, "w", "cpu", 1,
+                         int8={"map50_95_int8": 0.48, "int8_drop": 2.0})
+    assert result.int8_metrics == {"map50_95_int8": 0.48, "int8_drop": 2.0}
+    assert TrialResult.from_dict(result.to_dict()).int8_metrics == result.int8_metrics
+
+
+def measure_stub() -> Any:
+    from trainers.latency.report import LatencyReport
+
+    return LatencyReport(median_ms=1.0, p90_ms=1.0, mean_ms=1.0, cv=0.0, n=1, mode="eager", device="cpu",
+                         dtype="int8", batch=1, imgsz=IMGSZ, threads=1, torch="x", fused=True)

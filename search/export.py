@@ -8,6 +8,11 @@ finishes it checks and prints: onnxruntime vs fused torch (the top-k detections 
 head as sets: class, box IoU >= 0.99, score within 1e-3, ties at the k-th score may differ), the
 ``model.pt`` round trip, fused vs trained mAP50-95 on the val set (within 1e-3), and one Conv
 per rep block in the ONNX graph. A failed check: exit 1, files kept, the check named.
+With an INT8 target (``latency.dtype: int8``) it also writes the quantized model beside the float one
+(``model_int8.onnx``, or ``model_openvino_model/`` and ``model_int8_openvino_model/``), quantized by
+Ultralytics' exporter on the target's calibration images (:mod:`trainers.deploy.quantize`), and checks it
+against the float export by mAP50-95 on the validation set at the export size (quantized outputs differ
+by design, so never element-wise): the drop, in points, must be at most ``--int8-max-drop`` (default 1.0).
 ``--target T`` (a target measured by ``search.remeasure``): ``--pick`` chooses on that target's
 front, the model is exported at its size with its head, and the card records the target and its figure.
 """
@@ -24,7 +29,7 @@ from typing import Any
 from search.pick import Picked, PickError, add_pick_args, check_pick_args, pick
 from search.ship.options import ExportOptions
 from search.study.records import retrained_key, retrained_records
-from trainers.cli import OneLineParser, fail, log, positive_int
+from trainers.cli import OneLineParser, fail, log, non_negative_float, positive_int
 
 ORT_TOL, MAP_TOL = 1e-3, 1e-3
 
@@ -133,6 +138,35 @@ def run_checks(trained: Any, fused: Any, out: Path, imgsz: int, data: str | None
     return checks
 
 
+def int8_check(trained: Any, plan: ExportPlan, out: Path, max_drop: float) -> tuple[dict[str, Any],
+                                                                                  dict[str, Any] | None]:
+    """Quantize ``trained`` for the INT8 target into ``out`` and compare its mAP50-95 with the float export's (same
+    runtime, export size, validator); the check and :meth:`~trainers.deploy.quantize.Int8Accuracy.to_dict`."""
+    from trainers.deploy.quantize import QuantizeError, int8_accuracy
+
+    if plan.data is None:
+        return {"ok": False, "detail": "INT8 target: no data YAML known for the mAP check (give --data)"}, None
+    setting = replace(plan.setting, calib_data=plan.setting.calib_data or plan.data)
+    try:
+        acc = int8_accuracy(trained, setting, plan.data, out)
+    except QuantizeError as e:
+        return {"ok": False, "detail": f"INT8 target: {e}"}, None
+    ok = acc.int8_drop <= max_drop
+    return {"ok": ok, "float": acc.map50_95_float, "int8": acc.map50_95_int8, "drop_points": acc.int8_drop,
+            "detail": f"mAP50-95 float export {acc.map50_95_float:.4f} vs INT8 {acc.map50_95_int8:.4f} "
+                      f"({acc.backend}, {acc.quantizer}, {acc.calib_images} calibration images, {acc.imgsz} px): "
+                      f"drop {acc.int8_drop:.2f} points (limit {max_drop:g})"}, acc.to_dict()
+
+
+def int8_files(out: Path, int8: dict[str, Any]) -> dict[str, str]:
+    """The INT8 target's files in ``out`` and what each needs to load."""
+    runtime = "onnxruntime" if int8["backend"] == "onnxruntime" else "openvino"
+    files = {Path(int8["int8_path"]).name: f"INT8 ({int8['quantizer']}, {int8['calib_images']} calibration images "
+                                           f"listed in calibration/calibration.txt); {runtime}, or `YOLO(path)`",
+             Path(int8["float_path"]).name: f"float32 export the INT8 model is checked against; {runtime}"}
+    return {name: what for name, what in files.items() if (out / name).exists()}
+
+
 def _parser() -> OneLineParser:
     p = OneLineParser(prog="python -m search.export", description=__doc__)
     add_pick_args(p)
@@ -140,6 +174,8 @@ def _parser() -> OneLineParser:
     p.add_argument("--data", help="data YAML for the mAP check (default: the one the trial trained on)")
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), help="export/latency size (default: study's)")
     p.add_argument("--out", required=True)
+    p.add_argument("--int8-max-drop", type=non_negative_float("--int8-max-drop"), default=1.0,
+                   help="INT8 target: largest float minus INT8 mAP50-95 drop, in points, the check passes")
     return p
 
 
@@ -207,8 +243,17 @@ def export_model(chosen: Picked, trained: Any, opts: ExportOptions) -> int:
     export_with_ultralytics(plan.weights, out / "model.onnx", "onnx", plan.imgsz, plan.head)  # Ultralytics' metadata
     log(f"exporting {chosen.arch.hash} ({chosen.rule}) from {plan.weights}")
     checks = run_checks(trained, fused, out, plan.imgsz, plan.data, plan.val_imgsz, plan.head)
+    int8 = None
+    if plan.setting.dtype == "int8":
+        checks["int8_vs_float_map"], int8 = int8_check(trained, plan, out, opts.int8_max_drop)
     latency = measure_latency(trained, plan.setting)
-    write_model_card(out, model_card(chosen, plan, opts, (trained, fused), checks, latency))
+    card = model_card(chosen, plan, opts, (trained, fused), checks, latency)
+    if int8 is not None:
+        card["int8"] = int8
+        card["metrics"].update(map50_95_float_export=int8["map50_95_float"], map50_95_int8=int8["map50_95_int8"],
+                               int8_drop_points=int8["int8_drop"])
+        card["files"] = {**card["files"], **int8_files(out, int8)}
+    write_model_card(out, card)
     if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
         from search.study.artifacts import artifact_store, upload_study_artifacts
 
@@ -261,7 +306,9 @@ def report_export(chosen: Picked, out: Path, checks: dict[str, Any], latency: An
     log(f"latency: {latency.label()}")
     if chosen.target_latency:
         log(f"latency on target {chosen.target} (recorded by search.remeasure): {chosen.target_latency.label()}")
-    log(f"wrote {out}/model.pt, best.pt, model.onnx, model_card.md, model_card.json")
+    written = ["model.pt", "best.pt", "model.onnx", "model_card.md", "model_card.json"]
+    written += [p.name for p in sorted(out.glob("*int8*"))]
+    log(f"wrote {out}/{', '.join(written)}")
     failed = [n for n, c in checks.items() if not c["ok"]]
     if failed:
         log(f"export FAILED check(s): {', '.join(failed)} (files kept in {out})")

@@ -226,11 +226,15 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
         assert watcher is not None and watcher.stopped is not None, "only a rung stops a trial"
         write_record(trial, "stopped_at", watcher.stopped.to_dict())
         return _prune(trial, metrics, f"stopped at {watcher.stopped.reason(settings.epochs)}")
-    metrics.update(map50_95=result.map50_95, map50=result.map50)
+    metrics.update(map50_95=result.map50_95, map50=result.map50, **result.int8_metrics)
     _set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
     write_record(trial, "metrics", metrics)
     write_record(trial, "epoch_map", list(result.epoch_map))
     record_warm_start(trial, result)
+    if result.int8:
+        write_record(trial, "int8", result.int8)
+        for key, value in result.int8_metrics.items():
+            trial.set_user_attr(key, value)
     for key, value in {"map50_95": result.map50_95, "weights": result.weights, "train_seconds": result.train_seconds,
                        "device": result.device, "epochs": result.epochs,
                        "epoch_threads": list(result.epoch_threads)}.items():

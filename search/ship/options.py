@@ -25,10 +25,11 @@ class ExportOptions:
     storage: str | None = None
     study: str | None = None
     arch: str | None = None
+    int8_max_drop: float = 1.0  # INT8 target: the largest float-minus-INT8 mAP50-95 drop (points) the check passes
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExportOptions:
         """The options of a parsed ``search.export`` command line (the output folder made absolute)."""
         return cls(out=Path(args.out).resolve(), weights=args.weights, data=args.data, imgsz=args.imgsz,
                    storage=getattr(args, "storage", None), study=getattr(args, "study", None),
-                   arch=getattr(args, "arch", None))
+                   arch=getattr(args, "arch", None), int8_max_drop=getattr(args, "int8_max_drop", 1.0))

@@ -17,7 +17,7 @@ import yaml
 from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
 from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader, short
-from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, INT8_BACKENDS, LatencySetting
 from trainers.model.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
 from trainers.model.heads import DEFAULT_HEAD, HEADS
 from trainers.model.layout import STAGE_LAYERS
@@ -29,13 +29,16 @@ METRICS: dict[str, str] = {
     "latency_ms": "minimize",
     "params_m": "minimize",
     "gflops": "minimize",
+    "map50_95_int8": "maximize",  # INT8 targets only (latency.dtype int8): trainers.deploy.quantize
+    "int8_drop": "minimize",  # float minus INT8 mAP50-95, in points (0-100 scale)
 }
+INT8_METRICS = ("map50_95_int8", "int8_drop")
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
-LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")
+LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
 TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "rung_min_signal", "se_width_cost",
               "distill_weight")
 ONESHOT_KEYS = ("supernet_epochs", "subnets", "calib_images", "retrain_top")
@@ -172,7 +175,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
     head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
     stages = _parse_stages(r, d["stages"])
-    return SpaceFile(
+    space = SpaceFile(
         source=source, base=base, scale=scale, head=head, stages=stages,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
@@ -180,6 +183,18 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         train=_parse_train(r, d.get("train")),
         oneshot=_parse_oneshot(r, d.get("oneshot")),
     )
+    _check_int8_metrics(r, space)
+    return space
+
+
+def _check_int8_metrics(r: Reader, space: SpaceFile) -> None:
+    """``map50_95_int8`` / ``int8_drop`` exist only for an INT8 latency target."""
+    named = [(f"objectives.{m}", m) for m, _ in space.objectives]
+    named += [(f"constraints[{i}]", c.metric) for i, c in enumerate(space.constraints)]
+    for where, metric in named:
+        if metric in INT8_METRICS and space.latency.dtype != "int8":
+            raise r.fail(where, f"{metric} needs an INT8 target (latency.dtype: int8), got latency.dtype "
+                                f"{space.latency.dtype!r}")
 
 
 def _parse_stages(r: Reader, value: Any) -> tuple[tuple[str, StageSpace], ...]:
@@ -289,10 +304,15 @@ def _parse_latency(r: Reader, value: Any, head: str) -> LatencySetting:
         device = str(device)  # a bare GPU index written as a number
     if not is_device(device):
         raise r.fail("latency.device", f"must be {DEVICE_ALLOWED}, got {short(device)}")
-    dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", ("auto", "float16", "float32"))
+    dtype = r.choice(d.get("dtype", "auto"), "latency.dtype", DTYPES)
     backend = r.choice(d.get("backend", "torch"), "latency.backend", BACKEND_NAMES)
+    if dtype == "int8" and backend not in INT8_BACKENDS:
+        raise r.fail("latency.dtype", f"int8 needs latency.backend {' or '.join(INT8_BACKENDS)} (eager PyTorch has "
+                                      f"no INT8 path), got backend {backend!r}")
     threads = r.integer(d.get("threads", 1), "latency.threads", 1, 256)
-    return LatencySetting(imgsz=imgsz, device=device, dtype=dtype, threads=threads, backend=backend, head=head)
+    calib = r.integer(d.get("calib_images", DEFAULT_CALIB_IMAGES), "latency.calib_images", 1, 100000)
+    return LatencySetting(imgsz=imgsz, device=device, dtype=dtype, threads=threads, backend=backend, head=head,
+                          calib_images=calib)
 
 
 def _parse_train(r: Reader, value: Any) -> TrainSettings:

@@ -137,5 +137,5 @@ def test_a_latency_backend_that_cannot_run_stops_before_training(tmp_path: Path,
     r = run_search(tmp_path, space, "--data", str(data), "--trials", "1", "--latency-backend", "onnxruntime")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.splitlines() == ["error: --latency-backend onnxruntime: cannot run here: the onnxruntime backend "
-                                     "measures the float32 export, got dtype 'float16'"]
+                                     "measures the float32 or int8 export, got dtype 'float16'"]
     assert not (tmp_path / "studies" / "space.db").exists() and not trial_dirs(tmp_path, "space")

@@ -103,7 +103,7 @@ def test_unknown_backend_is_a_value_error_listing_the_names() -> None:
 @pytest.mark.parametrize(
     ("device", "dtype", "batch", "why"),
     [
-        ("cpu", "float16", 1, "float32 export, got dtype 'float16'"),
+        ("cpu", "float16", 1, "float32 or int8 export, got dtype 'float16'"),
         ("cpu", "auto", 2, "batch-1 export, got batch 2"),
         ("cuda:0", "auto", 1, "CUDA is not available"),
     ],

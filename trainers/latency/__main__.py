@@ -1,5 +1,8 @@
 """``python -m trainers.latency --arch ARCH.json --imgsz S [--device ...] [--backend B] [--head H] [--unfused]``.
 
+``--dtype int8`` (backend onnxruntime or openvino) quantizes post-training on ``--calib-images`` images of
+``--calib-data``'s train split (:mod:`trainers.deploy.quantize`).
+
 Prints the LatencyReport of the architecture (untrained: latency does not depend on the
 weights) as one JSON line. ``--unfused`` measures the training form, with no fusing at all.
 Bad input: one line on stderr, exit 2, checked before torch is imported.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from trainers.cli import OneLineParser, device_arg, emit_json, existing_file, fail, positive_int
-from trainers.latency.setting import BACKEND_NAMES
+from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES
 from trainers.model.heads import DEFAULT_HEAD, HEADS
 
 
@@ -20,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", type=existing_file("--arch"), required=True)
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), default=640)
     p.add_argument("--device", type=device_arg, default="auto")
-    p.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--dtype", choices=list(DTYPES), default="auto")
+    p.add_argument("--calib-data", type=existing_file("--calib-data"), help="INT8: data YAML whose train split "
+                   "calibrates")
+    p.add_argument("--calib-images", type=positive_int("--calib-images", 1, 100000), default=DEFAULT_CALIB_IMAGES)
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=1)
     p.add_argument("--threads", type=positive_int("--threads", 1, 1024), default=2)
     p.add_argument("--nc", type=positive_int("--nc", 1, 10000), default=80)
@@ -30,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.imgsz % 32:
         fail(f"--imgsz must be a multiple of 32, got {args.imgsz}")
+    if args.dtype == "int8" and args.backend == "torch":
+        fail("--dtype int8 needs --backend onnxruntime or openvino (eager PyTorch has no INT8 path)")
+    if args.dtype == "int8" and args.calib_data is None:
+        fail("--dtype int8 needs --calib-data DATA.yaml (its train split calibrates the quantizer)")
     from trainers.model.architecture import read_architecture
 
     try:
@@ -44,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         setting = LatencySetting(imgsz=args.imgsz, device=args.device, dtype=args.dtype, batch=args.batch,
-                                 threads=args.threads, backend=args.backend, head=args.head)
+                                 threads=args.threads, backend=args.backend, head=args.head,
+                                 calib_images=args.calib_images,
+                                 calib_data=str(args.calib_data.resolve()) if args.calib_data else None)
         report, _ = measure_architecture_latency(arch, setting, nc=args.nc, fused=not args.unfused)
     except ValueError as e:  # e.g. a CUDA device on a machine without one
         fail(str(e))

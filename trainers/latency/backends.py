@@ -36,7 +36,9 @@ class TorchBackend(LatencyBackend):
         return str(torch.__version__)
 
     def unavailable(self, setting: LatencySetting) -> str | None:
-        """Only a CUDA device on a machine without CUDA is out of reach."""
+        """A CUDA device on a machine without CUDA, or dtype int8 (eager PyTorch has no INT8 path) are out of reach."""
+        if setting.dtype == "int8":
+            return "the torch backend has no INT8 path (eager PyTorch); use latency backend onnxruntime or openvino"
         try:
             resolve_device(setting.device)
         except ValueError as e:

@@ -13,8 +13,9 @@ How a burst is timed (:class:`Bursts`):
 
 - ``torch``: the deployed form is made once per model (``TorchBackend.prepare``) and timed
   burst after burst, by the same code as ``TorchBackend.measure``.
-- any other backend: one call of its public ``measure`` per burst (it exports and opens its
-  runtime each time: slower, the same contract).
+- ``onnxruntime`` / ``openvino``: exported (INT8: quantized) and opened once per model
+  (``prepare``), then timed burst after burst by the same code as their ``measure``.
+- any other backend (one without ``prepare``): one call of its public ``measure`` per burst.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from trainers.latency.backends import LatencyBackend, TorchBackend, get_backend
+from trainers.latency.backends import LatencyBackend, get_backend
 from trainers.latency.report import SAMPLES_KEPT, LatencyReport
 from trainers.latency.setting import LatencySetting
 from trainers.latency.timing import summarize
@@ -64,10 +65,11 @@ def _backend_here(setting: LatencySetting) -> LatencyBackend:
 def bursts_for(model: Any, setting: LatencySetting, fused: bool = True) -> Bursts:
     """``model`` ready for bursts in ``setting``; ``ValueError`` when the backend cannot run here."""
     backend = _backend_here(setting)
-    if isinstance(backend, TorchBackend):
-        prepared = backend.prepare(model, setting, fused)
+    prepare = getattr(backend, "prepare", None)
+    if prepare is not None:
+        prepared: Any = prepare(model, setting, fused)
         prepared.burst(2, 1)  # the first forwards of a fresh model are slow: untimed
-        return prepared
+        return prepared  # type: ignore[no-any-return]
     return _MeasureBursts(backend, model, setting, fused)
 
 

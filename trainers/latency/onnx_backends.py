@@ -12,6 +12,11 @@ an AMD EPYC here: 1.7x faster than float32 on the stock YOLO26n at 320 px). The 
 float32 export's, like the other backends'. CPU pinning is off (``ENABLE_CPU_PINNING=False``):
 torch and ONNX Runtime are not pinned either, and a thread pinned to a core another job uses
 waits for it.
+
+``dtype: int8``: the model is quantized post-training by Ultralytics' exporter on the setting's
+calibration images (:mod:`trainers.deploy.quantize`) and that file is timed by the same loop; the
+report's dtype says ``int8``. :meth:`prepare` exports (and quantizes) once, so interleaved
+measurements time bursts of one prepared runtime instead of re-quantizing per burst.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainers.latency._base import LatencyBackend, deployed_copy, nms_candidates_note, resolved_dtype
+from trainers.latency._base import LatencyBackend, deployed_copy, nms_candidates_note
 from trainers.latency.report import LatencyReport
 from trainers.latency.setting import LatencySetting
 from trainers.model.heads import DeployedDetector, post_processing
@@ -50,21 +55,56 @@ def _cpu_only(backend: str, setting: LatencySetting) -> str | None:
 
 
 def _export_mismatch(backend: str, setting: LatencySetting) -> str | None:
-    """Why the export (float32, batch 1) is not what ``setting`` asks for, or ``None``."""
-    if setting.dtype not in ("auto", "float32"):
-        return f"the {backend} backend measures the float32 export, got dtype {setting.dtype!r}"
+    """Why the export (float32 or INT8, batch 1) is not what ``setting`` asks for, or ``None``."""
+    if setting.dtype not in ("auto", "float32", "int8"):
+        return f"the {backend} backend measures the float32 or int8 export, got dtype {setting.dtype!r}"
     if setting.batch != 1:
         return f"the {backend} backend measures the batch-1 export, got batch {setting.batch}"
+    if setting.dtype == "int8":
+        from trainers.deploy.quantize import quantizer_missing
+
+        return setting.int8_problem() or quantizer_missing(backend)
     return None
 
 
 def _export(model: Any, setting: LatencySetting, folder: Path) -> tuple[Path, DeployedDetector]:
-    """The deployed form of ``model`` as ``folder/model.onnx`` and as a torch detector (for post-processing)."""
+    """The deployed form of ``model`` as ``folder/model.onnx`` (float32) or the INT8 export of Ultralytics'
+    exporter (``dtype: int8``), and as a torch detector (for post-processing)."""
     from trainers.deploy.onnx_io import export_onnx
 
     detector = DeployedDetector(deployed_copy(model, setting.head), setting.head)
+    if setting.dtype == "int8":
+        from trainers.deploy.quantize import quantized_export
+
+        return quantized_export(model, folder, setting.backend, setting)[0], detector
     path = export_onnx(detector.model, folder / "model.onnx", setting.imgsz)
     return path, detector
+
+
+def _timed_dtype(setting: LatencySetting) -> torch.dtype:
+    """What the report's dtype says: int8 for a quantized export, else float32."""
+    return torch.int8 if setting.dtype == "int8" else torch.float32
+
+
+class PreparedRuntime:
+    """An exported model opened in its runtime, with its input and post-processing, timed burst after burst."""
+
+    def __init__(self, backend: LatencyBackend, setting: LatencySetting, run: Any, detector: DeployedDetector,
+                 mode: str):
+        self.backend, self.setting, self.run, self.mode = backend, setting, run, mode
+        self.dev = resolve_device(setting.device) if backend.name == "onnxruntime" else torch.device("cpu")
+        x = torch.rand(setting.batch, 3, setting.imgsz, setting.imgsz)
+        self.post_fn = _post(detector, self.dev)
+        self.post = post_processing(setting.head) + nms_candidates_note(detector, x)
+
+    def burst(self, warmup: int, repeats: int, min_seconds: float = 0.0) -> LatencyReport:
+        """``warmup`` untimed then ``repeats`` timed runs (more until ``min_seconds``), holding the device lock."""
+        from trainers.train.device_lock import device_lock
+
+        with device_lock(str(self.dev), exclusive=True):
+            times = _time_runs(self.run, self.post_fn, warmup, repeats, min_seconds, self.setting.threads)
+        return self.backend.report(times, self.mode, self.setting, self.dev, _timed_dtype(self.setting), True,
+                                   self.post, self.setting.threads)
 
 
 def _time_runs(run: Any, post: Any, warmup: int, repeats: int, min_seconds: float, threads: int) -> list[float]:
@@ -137,13 +177,13 @@ class OnnxRuntimeBackend(_RuntimePackageBackend):
 
     def measure(self, model: Any, setting: LatencySetting, fused: bool = True, warmup: int | None = None,
                 repeats: int | None = None, min_seconds: float = 1.0) -> LatencyReport:
-        """Export, open a session with ``setting.threads`` intra-op threads, time ``session.run`` (+ NMS).
+        """Export (INT8: quantize), open a session with ``setting.threads`` intra-op threads, time ``session.run``
+        (+ NMS). On CUDA the timed call includes copying the input to the GPU and the output back."""
+        return self.prepare(model, setting, fused).burst(warmup or 3, repeats or 20, min_seconds)
 
-        On CUDA the timed call includes copying the input to the GPU and the output back.
-        """
+    def prepare(self, model: Any, setting: LatencySetting, fused: bool = True) -> PreparedRuntime:
+        """Export (INT8: quantize) once and open the session: ready for bursts."""
         import onnxruntime as ort
-
-        from trainers.train.device_lock import device_lock
 
         _check_fused(self.name, fused)
         dev = resolve_device(setting.device)
@@ -156,13 +196,8 @@ class OnnxRuntimeBackend(_RuntimePackageBackend):
             session = ort.InferenceSession(str(path), options, providers=providers)
         if session.get_providers()[0] != providers[0]:  # ORT falls back to the CPU when CUDA libraries fail to load
             raise ValueError(f"onnxruntime could not start {providers[0]}, it runs on {session.get_providers()}")
-        x = torch.rand(setting.batch, 3, setting.imgsz, setting.imgsz)
-        feed = {"images": x.numpy().astype(np.float32)}
-        post = post_processing(setting.head) + nms_candidates_note(detector, x)
-        with device_lock(str(dev), exclusive=True):
-            times = _time_runs(lambda: session.run(None, feed), _post(detector, dev), warmup or 3, repeats or 20,
-                               min_seconds, setting.threads)
-        return self.report(times, "session", setting, dev, resolved_dtype("float32", dev), True, post, setting.threads)
+        feed = {"images": torch.rand(setting.batch, 3, setting.imgsz, setting.imgsz).numpy().astype(np.float32)}
+        return PreparedRuntime(self, setting, lambda: session.run(None, feed), detector, "session")
 
 
 def openvino_cpu_config(threads: int) -> dict[str, Any]:
@@ -182,29 +217,29 @@ class OpenVINOBackend(_RuntimePackageBackend):
 
     def measure(self, model: Any, setting: LatencySetting, fused: bool = True, warmup: int | None = None,
                 repeats: int | None = None, min_seconds: float = 1.0) -> LatencyReport:
-        """Export, compile for the CPU (:func:`openvino_cpu_config`), time one infer request (+ NMS)."""
+        """Export (INT8: quantize with NNCF), compile for the CPU (:func:`openvino_cpu_config`), time one infer
+        request (+ NMS)."""
+        return self.prepare(model, setting, fused).burst(warmup or 3, repeats or 20, min_seconds)
+
+    def prepare(self, model: Any, setting: LatencySetting, fused: bool = True) -> PreparedRuntime:
+        """Export (INT8: quantize) once and compile: ready for bursts. The float parts run in f32 (checked)."""
         import openvino as ov
 
-        from trainers.train.device_lock import device_lock
-
         _check_fused(self.name, fused)
-        dev = torch.device("cpu")
         with tempfile.TemporaryDirectory() as tmp:
             path, detector = _export(model, setting, Path(tmp))
+            if path.is_dir():  # Ultralytics' OpenVINO export: a folder holding model.xml
+                path = next(path.glob("*.xml"))
             core = ov.Core()
             compiled = core.compile_model(core.read_model(str(path)), "CPU", openvino_cpu_config(setting.threads))
         precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
         if "f32" not in precision and "float32" not in precision:
             raise ValueError(f"openvino compiled the model in {precision}, asked for f32")
         request = compiled.create_infer_request()
-        x = torch.rand(setting.batch, 3, setting.imgsz, setting.imgsz)
-        feed = x.numpy().astype(np.float32)
-        post = post_processing(setting.head) + nms_candidates_note(detector, x)
+        feed = torch.rand(setting.batch, 3, setting.imgsz, setting.imgsz).numpy().astype(np.float32)
 
         def run() -> list[Any]:
             request.infer({0: feed})
             return [request.get_output_tensor(0).data]
 
-        with device_lock("cpu", exclusive=True):
-            times = _time_runs(run, _post(detector, dev), warmup or 3, repeats or 20, min_seconds, setting.threads)
-        return self.report(times, "infer_request", setting, dev, torch.float32, True, post, setting.threads)
+        return PreparedRuntime(self, setting, run, detector, "infer_request")

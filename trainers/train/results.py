@@ -22,7 +22,7 @@ from trainers.model.architecture import Architecture
 
 JOB_VERSION = 1
 
-LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads")  # TrialSettings.latency on disk
+LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")  # TrialSettings.latency on disk
 
 
 class FailKind(str, Enum):
@@ -96,6 +96,8 @@ class TrialSettings:
     def __post_init__(self) -> None:
         if self.latency.head != self.head:  # one head: the one trained for is the one measured
             object.__setattr__(self, "latency", replace(self.latency, head=self.head))
+        if self.latency.dtype == "int8" and self.latency.calib_data != self.data:  # INT8 calibrates on our train split
+            object.__setattr__(self, "latency", replace(self.latency, calib_data=self.data))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (the latency setting as its flat ``latency_*`` keys)."""
@@ -202,6 +204,12 @@ class TrialResult:
     init_from: dict[str, Any] | None = None  # CheckpointInfo of the initialisation source
     inherited: dict[str, Any] | None = None  # Inherited.to_dict(): tensors and share of parameters copied
     epoch_threads: tuple[int, ...] = field(default_factory=tuple)  # torch threads each epoch ended on (CPU only)
+    int8: dict[str, Any] | None = None  # INT8 target: trainers.deploy.quantize.Int8Accuracy.to_dict()
+
+    @property
+    def int8_metrics(self) -> dict[str, float]:
+        """``map50_95_int8`` and ``int8_drop`` (points) of an INT8 target; empty otherwise."""
+        return {"map50_95_int8": self.int8["map50_95_int8"], "int8_drop": self.int8["int8_drop"]} if self.int8 else {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data, latency nested under ``latency``."""

@@ -35,7 +35,7 @@ from trainers.cli import (
     non_negative_float,
     positive_int,
 )
-from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, LatencySetting
 from trainers.model.architecture import Architecture, read_architecture
 from trainers.model.heads import DEFAULT_HEAD, HEADS
 from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult, TrialSettings
@@ -142,16 +142,29 @@ def run_trial(arch: Architecture, settings: TrialSettings,
         map50_95, map50 = float(metrics.get(MAP_KEY, math.nan)), float(metrics.get(MAP50_KEY, math.nan))
         if not (math.isfinite(map50_95) and math.isfinite(map50)):
             return TrialFailure(FailKind.ERROR, f"validation gave no finite mAP ({metrics})", arch.hash)
+        weights = trainer.best if trainer.best.exists() else trainer.last
+        int8 = int8_of_trial(weights, settings, out / "int8") if settings.latency.dtype == "int8" else None
         return TrialResult(
             arch_hash=arch.hash, architecture=arch.to_dict(), map50_95=map50_95, map50=map50, params=pre.params,
             gflops=pre.gflops, latency=pre.latency, train_seconds=round(train_seconds, 2),
-            weights=str(trainer.best if trainer.best.exists() else trainer.last), device=str(trainer.device),
+            weights=str(weights), device=str(trainer.device), int8=int8,
             epochs=settings.epochs, epoch_map=tuple(round(r["map50_95"], 5) for r in epochs_log),
             teacher=teacher.to_dict() if teacher else None, init_from=init_from.to_dict() if init_from else None,
             inherited=inherited.to_dict() if inherited else None, epoch_threads=tuple(threads),
         )
     except Exception as e:
         return _failure_of(e, arch.hash)
+
+
+def int8_of_trial(weights: Path, settings: TrialSettings, folder: Path) -> dict[str, Any]:
+    """The trained checkpoint quantized as the INT8 target asks and validated at the trial's validation size:
+    :meth:`trainers.deploy.quantize.Int8Accuracy.to_dict` (float and INT8 export of the same runtime)."""
+    from ultralytics.nn.tasks import load_checkpoint
+
+    from trainers.deploy.quantize import int8_accuracy
+
+    model, _ = load_checkpoint(str(weights), device="cpu")
+    return int8_accuracy(model, replace(settings.latency, imgsz=settings.imgsz), settings.data, folder).to_dict()
 
 
 def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:
@@ -188,7 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="studies/trials/trial")
     p.add_argument("--latency-imgsz", type=positive_int("--latency-imgsz", 32, 4096), default=640)
     p.add_argument("--latency-device", type=device_arg, default="auto")
-    p.add_argument("--latency-dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--latency-dtype", choices=list(DTYPES), default="auto")
+    p.add_argument("--latency-calib-images", type=positive_int("--latency-calib-images", 1, 100000),
+                   default=DEFAULT_CALIB_IMAGES, help="INT8: calibration images from --data's train split")
     p.add_argument("--latency-backend", choices=list(BACKEND_NAMES), default="torch")
     p.add_argument("--latency-threads", type=positive_int("--latency-threads", 1, 256), default=1)
     p.add_argument("--head", choices=list(HEADS), default=DEFAULT_HEAD)
@@ -232,12 +247,15 @@ def job_of_args(argv: list[str] | None) -> TrialJob:
         data=str(args.data.resolve()), out=args.out, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
         device=args.device, head=args.head,
         latency=LatencySetting(imgsz=args.latency_imgsz, device=args.latency_device, dtype=args.latency_dtype,
+                               calib_images=args.latency_calib_images,
                                threads=args.latency_threads, backend=args.latency_backend, head=args.head),
         latency_cache=args.latency_cache, seed=args.seed,
         nan_at_batch=args.nan_at_batch, se_width_cost=args.se_width_cost, distill_weight=args.distill_weight,
         train_threads=args.train_threads,
         teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
         init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
+    if (why := settings.latency.int8_problem()) is not None:
+        fail(f"--latency-dtype: {why}")
     check_checkpoints(settings)
     return TrialJob(arch, settings)
 

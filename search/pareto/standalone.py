@@ -56,7 +56,8 @@ def standalone_rows(study: optuna.Study, alone: Mapping[int, float], baseline: i
         rows.append({"trial": n, "hash": t.user_attrs.get("hash"), "map50_95_alone": alone[n],
                      "estimate": m.get("map50_95", math.nan), "source": t.user_attrs.get("source", "trained"),
                      "latency_ms": m.get(LATENCY_METRIC, math.nan), "baseline": n == baseline,
-                     "d_alone_points": 100 * (alone[n] - alone[baseline]) if baseline in alone else math.nan,
+                     "d_alone_points": 100 * (alone[n] - alone[baseline]) if baseline is not None and baseline in alone
+                     else math.nan,
                      "blocks": blocks_label(t)})
     fronts = non_dominated_fronts([(-r["map50_95_alone"], r["latency_ms"]) for r in rows]) if rows else [[]]
     for i, r in enumerate(rows):

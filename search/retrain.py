@@ -24,7 +24,7 @@ from pathlib import Path
 from search.engine.warm_start import resolve_baseline
 from search.pick import PickError, add_pick_args, check_pick_args, pick
 from search.run import checkpoint_arg
-from search.study.records import retrained_key
+from search.ship.retrain import record_retrained, retrained_record
 from trainers.cli import OneLineParser, device_arg, emit_json, fail, log, non_negative_float, positive_int
 from trainers.train.teacher import BASELINE
 from trainers.train.trial import check_checkpoints
@@ -78,16 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"'{BASELINE}' needs a study (--storage --study): --arch has no baseline trial")
     check_checkpoints(settings)
     result = run_trial(chosen.arch, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
-    if isinstance(result, TrialResult) and chosen.trial is not None and chosen.study is not None:
-        # Optuna refuses to update a finished trial, so the record sits on the study, keyed by the trial
-        record = {"map50_95": result.map50_95, "map50": result.map50, "epochs": result.epochs, "data": settings.data,
-                  "imgsz": imgsz, "path": result.weights, "result": str(out / "result.json"), "teacher": result.teacher,
-                  "init_from": result.init_from, "inherited": result.inherited}
-        chosen.study.set_user_attr(retrained_key(chosen.trial.number), record)  # the latest: what export ships
-        variant = "teacher" if result.teacher else "plain"  # both kept: the card compares them at equal epochs
-        chosen.study.set_user_attr(retrained_key(chosen.trial.number, variant), record)
+    if isinstance(result, TrialResult):
+        record = retrained_record(result, settings, out)
+        if chosen.trial is not None and chosen.study is not None:
+            record_retrained(chosen.study, chosen.trial.number, record)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(result.to_dict(), indent=1, default=str))
     emit_json(result.to_dict())
     return 0 if isinstance(result, TrialResult) else 1
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from search.space import OneShotSettings, SearchSpace, SpaceError
-from search.study.config import RunConfig
+from search.study.config import MODES, ONESHOT_FLAGS, RunConfig
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
 from trainers.latency.setting import BACKEND_NAMES
 from trainers.train.results import TrialSettings
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", type=checkpoint_arg("--init-from"),
                    help="start every trial from this checkpoint's tensors where layer and shape match, or "
                         "'baseline' (trial 0)")
-    p.add_argument("--mode", choices=["trial", "oneshot"], default="trial",
+    p.add_argument("--mode", choices=list(MODES), default="trial",
                    help="trial (default): train every architecture; oneshot: train one supernet, score "
                         "architectures on it (spaces/README.md, section oneshot)")
     p.add_argument("--supernet-epochs", type=positive_int("--supernet-epochs", 1, 10000),
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="oneshot: BatchNorm recalibration images per subnet, 0 for none "
                         "(default: oneshot.calib_images)")
     p.add_argument("--retrain-top", type=positive_int("--retrain-top", 0, 1000),
-                   help="oneshot: front architectures to retrain stand-alone (default: oneshot.retrain_top)")
+                   help="oneshot: front architectures retrained stand-alone after the search, with stock, on "
+                        "the space's train schedule; 0: none (default: oneshot.retrain_top)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
 
@@ -174,9 +175,15 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
     storage, root = _study_storage(args, name)
     if args.mode == "oneshot" and args.backend == "ray":
         fail("--mode oneshot does not support --backend ray yet: use --backend optuna")
+    if args.mode == "oneshot" and "baseline" in (args.teacher, args.init_from):
+        fail("--teacher/--init-from baseline needs --mode trial: one-shot mode trains no stock trial to learn from")
     cfg = _run_config(args, space, name, storage, root, data or "")
     if args.mode == "oneshot":
-        cfg = replace(cfg, trials=oneshot_settings(args, space).subnets, sampler=args.sampler or "nsga2")
+        one = oneshot_settings(args, space)
+        _check_retrain_top(args, one)
+        cfg = replace(cfg, trials=one.subnets, sampler=args.sampler or "nsga2", mode="oneshot", oneshot=one)
+    elif given := [flag for flag, name in ONESHOT_FLAGS if getattr(args, name) is not None]:
+        fail(f"{given[0]} needs --mode oneshot")
     _check_rungs(cfg, "--rungs" if args.rungs is not None else f"{args.space}: train.rungs")
     if args.rungs is None and tuple(space.spec.train.rungs) != cfg.rungs:
         log(f"{args.space}: train.rungs {list(space.spec.train.rungs)} (for {space.spec.train.epochs} epochs) "
@@ -190,6 +197,18 @@ def oneshot_settings(args: argparse.Namespace, space: SearchSpace) -> OneShotSet
     flags = {"supernet_epochs": args.supernet_epochs, "subnets": args.subnets, "calib_images": args.calib_images,
              "retrain_top": args.retrain_top}
     return replace(one, **{k: v for k, v in flags.items() if v is not None})
+
+
+def _check_retrain_top(args: argparse.Namespace, one: OneShotSettings) -> None:
+    """Exit 2 with one line when more front architectures are to be retrained than the search can put there.
+
+    The front besides stock holds at most ``subnets - 1`` architectures; that it holds fewer is known
+    only at the end (then the ones it holds are retrained, :func:`search.engine.retrain_front.retrain_front`).
+    """
+    if one.retrain_top >= one.subnets:
+        source = "--retrain-top" if args.retrain_top is not None else f"{args.space}: oneshot.retrain_top"
+        fail(f"{source} {one.retrain_top} is larger than the front can be: {one.subnets} subnets put at most "
+             f"{one.subnets - 1} architectures besides stock on it (--retrain-top 0 retrains none)")
 
 
 def _check_rungs(cfg: RunConfig, source: str) -> None:
@@ -308,8 +327,9 @@ def supernet_of_study(cfg: RunConfig, spec: Any) -> Path:
     return folder
 
 
-def run_oneshot(cfg: RunConfig, space: SearchSpace, one: OneShotSettings) -> int:
-    """Train (or resume) the study's supernet, then score ``one.subnets`` architectures on it."""
+def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
+    """Train (or resume) the study's supernet, score ``cfg.oneshot.subnets`` architectures on it, report; then
+    retrain stock and ``retrain_top`` front architectures stand-alone and report on their stand-alone mAP."""
     import functools
 
     from search.engine.oneshot import OneShotObjective
@@ -318,7 +338,8 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace, one: OneShotSettings) -> int
     from trainers.train.devices import train_device
     from trainers.train.supernet_trainer import SupernetSettings, train_supernet
 
-    spec, t = supernet_spec(space.spec), cfg.trial
+    spec, t, one = supernet_spec(space.spec), cfg.trial, cfg.oneshot
+    assert one is not None, "validate() resolves the oneshot settings of --mode oneshot"
     folder = supernet_of_study(cfg, spec)
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
                                 batch=t.batch, device=train_device(t.device), seed=cfg.seed, head=t.head)
@@ -329,11 +350,15 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace, one: OneShotSettings) -> int
     calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "no recalibration"
     log(f"supernet ready in {time.time() - t0:.0f} s: {weights}; scoring {one.subnets} architectures on it ({calib})")
     code = run_search(cfg, OneShotObjective(space, cfg, weights, spec, one.calib_images))
-    if one.retrain_top:
-        print(f"mAP50-95 above is the supernet's estimate (trial user attr source: supernet). --retrain-top "
-              f"{one.retrain_top}: retraining the front stand-alone is not done by --mode oneshot yet; "
-              f"retrain the front with python -m search.retrain")
-    return code
+    if code != 0 or not one.retrain_top:
+        print("mAP50-95 above is the supernet's estimate (recalibrated BN; trial user attr source: supernet)"
+              + ("; --retrain-top 0: no architecture retrained stand-alone" if code == 0 else ""))
+        return code
+    from search.engine.retrain_front import retrain_and_report
+
+    log(f"retraining stock and {one.retrain_top} architecture(s) of the supernet front stand-alone "
+        f"({t.epochs} epochs at {t.imgsz} px, the per-trial schedule)")
+    return retrain_and_report(cfg, one.retrain_top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,10 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     from search.engine.optuna_driver import run_search
     from search.engine.per_trial import PerTrialObjective
 
-    args = build_parser().parse_args(argv)
     try:
-        if args.mode == "oneshot":
-            return run_oneshot(cfg, space, oneshot_settings(args, space))
+        if cfg.mode == "oneshot":
+            return run_oneshot(cfg, space)
         return run_search(cfg, PerTrialObjective(space, cfg))
     except KeyboardInterrupt:
         log("interrupted: finished trials are in the study; run the same command again to resume")

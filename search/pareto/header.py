@@ -32,6 +32,8 @@ class ReportHeader:
         latency_source: whose figures rank the front (each trial's own, or an interleaved re-measure).
         objectives, constraints: as the study's run configuration has them.
         baseline_trial: the stock model's trial number, ``None`` when it did not finish.
+        map_source: what the mAP figures are: each trial trained stand-alone, or (``--mode oneshot``) a supernet
+            estimate, with the stand-alone mAP of the retrained beside it.
     """
 
     study: str
@@ -44,6 +46,7 @@ class ReportHeader:
     objectives: tuple[str, ...]
     constraints: tuple[str, ...]
     baseline_trial: int | None
+    map_source: str = "each trial trained stand-alone"
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON data (the ``header`` of ``pareto.json``)."""
@@ -55,6 +58,7 @@ class ReportHeader:
         lines = [f"study:       {self.study}",
                  f"data:        {self.data or 'unknown'} (trained {self.train})",
                  f"head:        {self.head}",
+                 f"mAP:         {self.map_source}",
                  f"latency:     target {target}"]
         if self.latency_conditions:
             lines.append(f"             {self.latency_conditions}")
@@ -88,4 +92,15 @@ def report_header(study_name: str, cfg: RunConfig, front: Sequence[FrozenTrial],
         head=cfg.trial.head, latency_target=target_of(report) if report else None,
         latency_conditions=report.conditions() if report else None, latency_source=source,
         objectives=tuple(f"{m} {d}" for m, d in cfg.objectives), constraints=tuple(str(c) for c in cfg.constraints),
-        baseline_trial=baseline.number if baseline is not None else None)
+        baseline_trial=baseline.number if baseline is not None else None, map_source=map_source(cfg))
+
+
+def map_source(cfg: RunConfig) -> str:
+    """What the mAP figures of ``cfg``'s study are, in words (the header's ``mAP:`` line)."""
+    t, one = cfg.trial, cfg.oneshot
+    if cfg.mode != "oneshot" or one is None:
+        return f"each trial trained stand-alone ({t.epochs} epochs at {t.imgsz} px)"
+    calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "BatchNorm not recalibrated"
+    return (f"supernet estimate (recalibrated BN) for trials with source: supernet: the path's shared weights of a "
+            f"SPOS supernet trained {one.supernet_epochs} epochs at {t.imgsz} px, {calib}; 'alone' is the "
+            f"stand-alone mAP of those retrained ({t.epochs} epochs at {t.imgsz} px)")

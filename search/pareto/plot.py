@@ -45,6 +45,7 @@ class PlotPoint:
     baseline: bool
     x_interval: tuple[float, float] | None  # 95% interval of a latency median on x
     blocks: str
+    alone: float | None = None  # stand-alone mAP of a retrained architecture whose y is a supernet estimate
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,10 @@ class PlotData:
         return sorted((p for p in self.points if p.on_front), key=lambda p: p.x)
 
 
-def _axis_title(metric: str, header: ReportHeader) -> str:
+def _axis_title(metric: str, header: ReportHeader, estimate: bool = False) -> str:
     title = METRIC_TITLES.get(metric, metric)
+    if estimate and metric.startswith("map"):
+        title = f"{title}: supernet estimate (recalibrated BN)"
     if metric == LATENCY_METRIC and header.latency_conditions:
         return f"{title}, 95% interval on the front\n{header.latency_conditions}"
     if metric.startswith("map"):
@@ -76,10 +79,13 @@ def _axis_title(metric: str, header: ReportHeader) -> str:
 
 def plot_data(study: optuna.Study, objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint],
               front: Sequence[FrozenTrial], header: ReportHeader,
-              latency: Mapping[int, LatencyReport] | None = None) -> PlotData | None:
+              latency: Mapping[int, LatencyReport] | None = None,
+              alone: Mapping[int, float] | None = None) -> PlotData | None:
     """The plot of a two-objective study (``None`` for another number of objectives, or no COMPLETE trial).
 
-    x: latency when it is an objective, else the second objective; y: the other one.
+    x: latency when it is an objective, else the second objective; y: the other one. When y is mAP50-95 and
+    the trials' mAP is a supernet estimate (user attr ``source: supernet``), the y title says so and each
+    retrained architecture's stand-alone mAP (``alone``, by trial) is drawn beside its estimate.
     """
     if len(objectives) != 2:
         return None
@@ -88,7 +94,9 @@ def plot_data(study: optuna.Study, objectives: Sequence[tuple[str, str]], constr
         objectives[1], objectives[0])
     on_front = {t.number for t in front}
     seen: dict[str, PlotPoint] = {}
+    estimate = False
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        estimate = estimate or t.user_attrs.get("source") == "supernet"
         m = trial_metrics(t, latency)
         key = str(t.user_attrs.get("hash", t.number))
         if key in seen or x_metric not in m or y_metric not in m:
@@ -96,13 +104,13 @@ def plot_data(study: optuna.Study, objectives: Sequence[tuple[str, str]], constr
         seen[key] = PlotPoint(t.number, float(m[x_metric]), float(m[y_metric]), t.number in on_front,
                               is_feasible(t, constraints), t.number == header.baseline_trial,
                               latency_interval(t, latency) if x_metric == LATENCY_METRIC else None,
-                              blocks_label(t))
+                              blocks_label(t), (alone or {}).get(t.number) if y_metric == "map50_95" else None)
     if not seen:
         return None
     title = f"Study '{header.study}': {len(on_front)} of {len(seen)} architectures on the Pareto front"
     note = f"latency: {header.latency_source}" if lat else ""
-    return PlotData(tuple(seen.values()), _axis_title(x_metric, header), _axis_title(y_metric, header), title, note,
-                    x_dir == "minimize")
+    return PlotData(tuple(seen.values()), _axis_title(x_metric, header), _axis_title(y_metric, header, estimate),
+                    title, note, x_dir == "minimize")
 
 
 def _optional(module: str, file: str) -> ModuleType | None:
@@ -136,6 +144,12 @@ def draw_png(data: PlotData, path: Path) -> None:
         ax.errorbar([p.x for p in with_ci], [p.y for p in with_ci], fmt="none", ecolor="tab:red", alpha=0.5,
                     xerr=[[p.x - p.x_interval[0] for p in with_ci if p.x_interval],
                           [p.x_interval[1] - p.x for p in with_ci if p.x_interval]])
+    retrained = [(p, p.alone) for p in data.points if p.alone is not None]
+    if retrained:
+        ax.scatter([p.x for p, _ in retrained], [alone for _, alone in retrained], marker="D", s=40, facecolor="none",
+                   edgecolor="tab:green", zorder=4, label="retrained stand-alone (same architecture)")
+        for p, alone in retrained:
+            ax.plot([p.x, p.x], [p.y, alone], color="tab:green", linewidth=0.8, alpha=0.6)
     for p in data.points:
         if p.baseline:
             ax.scatter([p.x], [p.y], marker="*", s=260, facecolor="none", edgecolor="black", zorder=4,
@@ -172,6 +186,12 @@ def draw_html(data: PlotData, path: Path) -> None:
           marker={"color": "steelblue", "size": 7, "opacity": 0.6})
     trace("breaks a constraint", [p for p in data.points if not p.feasible], mode="markers+text",
           marker={"color": "grey", "symbol": "x", "size": 7})
+    retrained = [p for p in data.points if p.alone is not None]
+    if retrained:
+        fig.add_trace(go.Scatter(x=[p.x for p in retrained], y=[p.alone for p in retrained], mode="markers",
+                                 name="retrained stand-alone (same architecture)",
+                                 marker={"symbol": "diamond-open", "size": 9, "color": "green"},
+                                 hovertext=[f"trial {p.number} stand-alone: {p.blocks}" for p in retrained]))
     trace("stock baseline", [p for p in data.points if p.baseline], mode="markers",
           marker={"symbol": "star-open", "size": 18, "color": "black"})
     fig.update_layout(title=f"{data.title}<br><sub>{data.note}</sub>", xaxis_title=data.x_title.replace("\n", "<br>"),

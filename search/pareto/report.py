@@ -1,5 +1,8 @@
 """The Pareto front as people read it: rows with deltas against the stock baseline, a table, JSON, plots.
 
+Supernet estimates (trials with user attr ``source: supernet``) are labelled as such, with the
+stand-alone mAP of the retrained beside them and their ranking (:mod:`.standalone`).
+
 ``pareto.txt`` and ``pareto.json`` start with the report's header (:mod:`.header`); the plots are
 drawn by :mod:`.plot`.
 """
@@ -25,6 +28,7 @@ from search.pareto.front import (
 )
 from search.pareto.header import ReportHeader, report_header
 from search.pareto.plot import plot_data, write_plots
+from search.pareto.standalone import SUPERNET, format_standalone, standalone_map, standalone_rows
 from search.study.config import RunConfig
 from trainers.latency.report import LatencyReport
 
@@ -68,7 +72,7 @@ def beats_stock(d_map: float, map_noise: float | None, lat: float, base_lat: flo
 
 def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
                latency: Mapping[int, LatencyReport] | None = None,
-               map_noise: float | None = None) -> list[dict[str, Any]]:
+               map_noise: float | None = None, alone: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
     """One dict per front point: trial, hash, mAP, latency and its interval, params, blocks, deltas vs the baseline.
 
     ``latency_ci``: the 95% interval of the latency median (``None`` when its report has none);
@@ -77,7 +81,9 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
     seed spread of mAP50-95 (:func:`map_seed_spread`), kept as ``map_spread``;
     ``map_within_noise``: whether its mAP differs from a neighbour's by less than it, i.e. the two
     are tied on accuracy; ``d_map_within_noise``: whether its mAP is within it of the baseline's;
-    ``beats_stock``: :func:`beats_stock` (``None``: spread unknown).
+    ``beats_stock``: :func:`beats_stock` (``None``: spread unknown). ``source``: ``supernet`` when the mAP is a
+    supernet estimate (trial user attr ``source``), else ``trained``; ``map50_95_alone``: the stand-alone mAP
+    of a retrained trial (``alone``, :func:`search.pareto.standalone.standalone_map`), else ``None``.
     """
     base = trial_metrics(baseline, latency) if baseline else {}
     base_ci = latency_interval(baseline, latency) if baseline else None
@@ -89,7 +95,8 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
         row = {"trial": t.number, "hash": t.user_attrs.get("hash"), "map50_95": m.get("map50_95"),
                "map_spread": map_noise, "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
                "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
-               "params_m": m.get("params_m"), "blocks": blocks_label(t)}
+               "params_m": m.get("params_m"), "blocks": blocks_label(t),
+               "source": t.user_attrs.get("source", "trained"), "map50_95_alone": (alone or {}).get(t.number)}
         near = [trial_metrics(n, latency).get("map50_95", math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
         acc = m.get("map50_95", math.nan)
         row["map_within_noise"] = map_noise is not None and any(abs(acc - v) < map_noise for v in near)
@@ -104,6 +111,7 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
     return rows
 
 
+ALONE_NOTE = "alone: stand-alone mAP50-95 of the architecture retrained at the search's schedule (- not retrained)"
 NOISE_NOTE = "~ latency within the noise of a neighbouring row (their 95% intervals overlap)"
 MAP_NOISE_NOTE = "~ after mAP: within the seed spread of a neighbouring row (measured by search.audit): a tie"
 SPREAD_NOTE = ("+- the seed-to-seed spread of mAP50-95 at the search's schedule (search.audit); "
@@ -119,6 +127,20 @@ def _interval_text(ci: Sequence[float] | None) -> str:
 def _map_text(r: dict[str, Any]) -> str:
     spread = f"+-{r['map_spread']:.4f}" if r.get("map_spread") is not None else ""
     return f"{r['map50_95']:.4f}{spread}{'~' if r.get('map_within_noise') else ' '}"
+
+
+def _alone_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def estimate_note(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The line saying which rows' mAP50-95 is a supernet estimate (``None`` when none is)."""
+    estimated = [r["trial"] for r in rows if r.get("source") == SUPERNET]
+    if not estimated:
+        return None
+    which = "every row" if len(estimated) == len(rows) else f"trials {estimated}"
+    return (f"mAP50-95 of {which}: supernet estimate (recalibrated BN; user attr source: supernet), "
+            "a ranking signal, not a trained model's accuracy")
 
 
 def beats_stock_line(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -141,16 +163,23 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     says which points beat stock beyond the noise (:func:`beats_stock`).
     """
     width = 16 if any(r.get("map_spread") is not None for r in rows) else 9
-    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>{width}} {'lat ms':>9} {'lat 95% CI':>16} {'params M':>8} "
-            f"{'dmAP pt':>8} {'lat x':>6}  blocks")
+    with_alone = any(r.get("map50_95_alone") is not None for r in rows)
+    alone_head = f" {'alone':>7}" if with_alone else ""
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>{width}}{alone_head} {'lat ms':>9} {'lat 95% CI':>16} "
+            f"{'params M':>8} {'dmAP pt':>8} {'lat x':>6}  blocks")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = f"{r['latency_ms']:.2f}{'~' if r.get('within_noise') else ' '}"
         d_map = f"{r.get('d_map_points', math.nan):+.2f}{'~' if r.get('d_map_within_noise') else ' '}"
-        lines.append(f"{r['trial']:>5} {r['hash']:<12} {_map_text(r):>{width}} {lat:>9} "
+        alone = "" if not with_alone else f" {_alone_text(r.get('map50_95_alone')):>7}"
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {_map_text(r):>{width}}{alone} {lat:>9} "
                      f"{_interval_text(r.get('latency_ci')):>16} {r['params_m']:>8.3f} "
                      f"{d_map:>8} {r.get('latency_ratio', math.nan):>6.3f}  "
                      f"{r['blocks']}")
+    if note := estimate_note(rows):
+        lines.append(note)
+    if with_alone:
+        lines.append(ALONE_NOTE)
     if any(r.get("within_noise") for r in rows):
         lines.append(NOISE_NOTE)
     if any(r.get("map_within_noise") for r in rows):
@@ -174,16 +203,27 @@ def write_report(study: optuna.Study, cfg: RunConfig,
     folder.mkdir(parents=True, exist_ok=True)
     front = pareto_front(study, cfg.objectives, cfg.constraints, latency)
     baseline = baseline_trial(study)
-    rows = front_rows(front, baseline, latency, map_seed_spread(study))
+    alone = standalone_map(study, cfg.trial.epochs, cfg.trial.imgsz)
+    rows = front_rows(front, baseline, latency, map_seed_spread(study), alone)
     header = report_header(study.study_name, cfg, front, baseline, latency)
     hv = front_hypervolume(front, baseline, latency)
-    plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency), folder)
+    plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency, alone), folder)
+    retrained = standalone_rows(study, alone, baseline.number if baseline else None, latency)
     summary = {"header": header.to_dict(), "study": study.study_name, "front": rows, "hypervolume": hv,
                "baseline_trial": baseline.number if baseline else None,
-               "latency_replaced": sorted(latency) if latency else [], "plots": plots}
+               "latency_replaced": sorted(latency) if latency else [], "plots": plots, "retrained": retrained}
     (folder / "pareto.json").write_text(json.dumps(summary, indent=1, default=str))
-    (folder / "pareto.txt").write_text(format_report_text(header, rows, hv))
+    text = format_report_text(header, rows, hv)
+    if retrained:
+        text += "\n" + format_standalone(retrained, schedule_text(cfg)) + "\n"
+    (folder / "pareto.txt").write_text(text)
     return summary
+
+
+def schedule_text(cfg: RunConfig) -> str:
+    """The stand-alone training schedule of ``cfg``'s trials in words."""
+    t = cfg.trial
+    return f"{t.epochs} epochs at {t.imgsz} px, batch {t.batch}, seed {t.seed}, on {t.data or 'the data'}"
 
 
 def format_report_text(header: ReportHeader, rows: Sequence[dict[str, Any]], hv: dict[str, Any] | None) -> str:

@@ -9,16 +9,19 @@ versioned user attr ``run_config``; ``search.pick`` / ``retrain`` / ``export`` r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from search.space.schema import CONSTRAINT_RE, Constraint
+from search.space.schema import CONSTRAINT_RE, Constraint, OneShotSettings
 from trainers.train.results import TrialSettings
 
 CONFIG_ATTR = "run_config"
 CONFIG_VERSION = 1
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("map50_95", "maximize"), ("latency_ms", "minimize"))
+MODES = ("trial", "oneshot")
+ONESHOT_FLAGS = (("--supernet-epochs", "supernet_epochs"), ("--subnets", "subnets"), ("--calib-images", "calib_images"),
+                 ("--retrain-top", "retrain_top"))
 
 
 def parse_constraint(text: str) -> Constraint:
@@ -70,6 +73,11 @@ class RunConfig:
         epoch_budget: epochs trained by the study's trials in all past which no new trial starts.
         latency_margin_pct: with predicted latency, the budget's margin (the predictor's held-out 95th-percentile
             over-prediction): a candidate is pruned only when its prediction exceeds the budget by more.
+        mode: ``trial`` (every architecture trained) or ``oneshot`` (scored on a supernet,
+            :mod:`search.engine.oneshot`).
+        oneshot: with ``mode`` ``oneshot``, the space's ``oneshot`` section with the flags over it (supernet
+            epochs, subnets scored, calibration images, front architectures retrained); ``None`` otherwise.
+            Studies recorded before these fields read back as ``trial`` / ``None``.
     """
 
     study: str
@@ -93,6 +101,8 @@ class RunConfig:
     timeout: float | None = None
     epoch_budget: int | None = None
     latency_margin_pct: float = 0.0
+    mode: str = "trial"
+    oneshot: OneShotSettings | None = None
     source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
 
     @property
@@ -136,7 +146,9 @@ class RunConfig:
             ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
             ("--init-from", t.init_from), ("--train-threads", t.train_threads),
             ("--latency-source", t.latency_source if t.latency_source != "measured" else None),
-            ("--latency-model", t.latency_model)]
+            ("--latency-model", t.latency_model), ("--mode", self.mode)]
+        if self.oneshot is not None:
+            flags += [(flag, getattr(self.oneshot, name)) for flag, name in ONESHOT_FLAGS]
         words = ["python", "-m", "search.run"]
         for flag, value in flags:
             if value is not None:
@@ -150,14 +162,18 @@ class RunConfig:
     def to_record(self) -> dict[str, Any]:
         """Plain JSON data for the study's ``run_config`` user attr, with a format version (storage: no password)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("trial", "source")}
-        data.update(version=CONFIG_VERSION, storage=url_without_password(self.storage), trial=self.trial.to_dict(),
+        data.update(version=CONFIG_VERSION, oneshot=asdict(self.oneshot) if self.oneshot is not None else None,
+                    storage=url_without_password(self.storage), trial=self.trial.to_dict(),
                     objectives=[list(o) for o in self.objectives], constraints=[str(c) for c in self.constraints],
                     rungs=list(self.rungs))
         return data
 
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> RunConfig:
-        """Inverse of :meth:`to_record`; ``ValueError`` on another format version."""
+        """Inverse of :meth:`to_record`; ``ValueError`` on another format version.
+
+        Keys a record written before them lacks take their defaults (``mode`` ``trial``, no ``oneshot``).
+        """
         if data.get("version") != CONFIG_VERSION:
             raise ValueError(f"run_config version must be {CONFIG_VERSION}, got {data.get('version')!r}")
         known = {f.name for f in fields(cls)} - {"source"}
@@ -165,7 +181,8 @@ class RunConfig:
         kw.update(trial=TrialSettings.from_dict(data["trial"]),
                   objectives=tuple((m, d) for m, d in data["objectives"]),
                   constraints=tuple(parse_constraint(c) for c in data["constraints"]),
-                  rungs=tuple(data.get("rungs", ())))
+                  rungs=tuple(data.get("rungs", ())),
+                  oneshot=OneShotSettings(**data["oneshot"]) if data.get("oneshot") is not None else None)
         return cls(**kw)
 
     def record_on(self, study: Any) -> None:

@@ -144,3 +144,44 @@ def test_the_recorded_command_reruns_the_same_configuration(tmp_path: Path, spac
     assert validate(shlex.split(bare.command())[3:])[0] == bare  # no data flag: the embedded set again
     assert "--rungs ''" in bare.command()  # the space's rungs are spelt out, here none
     assert bare.trial.train_threads == "auto" and "--train-threads auto" in bare.command()
+
+
+def test_oneshot_mode_and_settings_are_recorded_and_in_the_command(tmp_path: Path, space_file: Path) -> None:
+    import shlex
+
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--mode", "oneshot",
+                       "--supernet-epochs", "2", "--subnets", "9", "--calib-images", "0", "--retrain-top", "4"])
+    assert cfg.mode == "oneshot" and cfg.trials == 9 and cfg.sampler == "nsga2"
+    assert (cfg.oneshot.supernet_epochs, cfg.oneshot.subnets, cfg.oneshot.calib_images,
+            cfg.oneshot.retrain_top) == (2, 9, 0, 4)
+    command = cfg.command()
+    for words in ("--mode oneshot", "--supernet-epochs 2", "--subnets 9", "--calib-images 0", "--retrain-top 4"):
+        assert words in command
+    assert validate(shlex.split(command)[3:])[0] == cfg  # the printed command reruns one-shot mode
+    assert RunConfig.from_record(cfg.to_record()) == cfg
+    assert cfg.to_record()["oneshot"] == {"supernet_epochs": 2, "subnets": 9, "calib_images": 0, "retrain_top": 4}
+    trial, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
+    assert (trial.mode, trial.oneshot) == ("trial", None) and "--mode trial" in trial.command()
+    assert "--subnets" not in trial.command()
+
+
+def test_a_run_config_recorded_before_the_mode_reads_as_per_trial(tmp_path: Path, space_file: Path) -> None:
+    cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
+    old = {k: v for k, v in cfg.to_record().items() if k not in ("mode", "oneshot")}
+    back = RunConfig.from_record(old)
+    assert back == cfg and (back.mode, back.oneshot) == ("trial", None)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--subnets", "5"], "--subnets needs --mode oneshot"),
+    (["--mode", "oneshot", "--subnets", "5", "--retrain-top", "5"],
+     "--retrain-top 5 is larger than the front can be: 5 subnets put at most 4 architectures besides stock"),
+    (["--mode", "oneshot", "--subnets", "2"], "oneshot.retrain_top 3 is larger than the front can be"),
+])
+def test_oneshot_flags_are_checked_in_one_line(tmp_path: Path, space_file: Path, flags: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "st" / "myspace.db").exists()

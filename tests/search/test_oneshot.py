@@ -2,30 +2,66 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import optuna
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, load, run_search
 
 
-def test_oneshot_run_scores_subnets_on_the_supernet(tmp_path: Path, data: Path) -> None:
-    args = ("--mode", "oneshot", "--supernet-epochs", "1", "--subnets", "3", "--data", str(data), "--imgsz", "64")
+def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_path: Path, data: Path) -> None:
+    args = ("--mode", "oneshot", "--supernet-epochs", "1", "--subnets", "3", "--retrain-top", "1", "--data", str(data),
+            "--imgsz", "64")
     r = run_search(tmp_path, TINY_SPACE, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "supernet epoch 1/1" in r.stderr and "supernet ready" in r.stderr
     assert (tmp_path / "studies" / "space" / "supernet" / "weights" / "last.pt").is_file()
-    trials = load(tmp_path, "space").get_trials()
+    study = load(tmp_path, "space")
+    trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert trials[0].user_attrs.get("is_baseline")
     for t in trials:
         assert t.user_attrs["source"] == "supernet" and t.user_attrs["recalibrated"] is True
         assert math.isfinite(t.user_attrs["map50_95"]) and math.isfinite(t.values[1]) and t.values[1] > 0
         assert t.user_attrs["hash"] and t.user_attrs["params"] > 0
-    again = run_search(tmp_path, TINY_SPACE, *args)  # resumes: the supernet is found, not trained again
+    retrained = _front_retrained(tmp_path, study, r.stdout)
+    again = run_search(tmp_path, TINY_SPACE, *args)  # resumes: supernet and retrains found, nothing trained again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "supernet epoch" not in again.stderr and len(load(tmp_path, "space").get_trials()) == 3
+    assert again.stderr.count("was retrained before at this schedule") == len(retrained), again.stderr[-3000:]
+    assert "Retrained stand-alone" in again.stdout
+    skip = run_search(tmp_path, TINY_SPACE, *args[:-6], "--retrain-top", "0", *args[-4:])
+    assert skip.returncode == 0 and "--retrain-top 0: no architecture retrained" in skip.stdout, skip.stderr[-2000:]
+    assert "retraining" not in skip.stderr and "Retrained stand-alone" not in skip.stdout
     _ablation_runs(tmp_path, data)
+
+
+def _front_retrained(tmp_path: Path, study: optuna.Study, stdout: str) -> list[int]:
+    """Stock and one front architecture were retrained stand-alone at the run's schedule, recorded and reported."""
+    report = json.loads((tmp_path / "studies" / "space" / "pareto.json").read_text())
+    records = {int(k.split(":")[1]): v for k, v in study.user_attrs.items() if k.count(":") == 1
+               and k.startswith("retrained:")}
+    front = [r["trial"] for r in report["front"] if r["trial"] != 0]  # ranked on the interleaved latency
+    assert 0 in records and len(records) == 1 + min(1, len(front)), records
+    for n, record in records.items():
+        assert (record["epochs"], record["imgsz"]) == (1, 64) and math.isfinite(record["map50_95"])
+        assert Path(record["path"]).is_file() and f"trial_{n:04d}_" in record["path"] and "/retrain/" in record["path"]
+        assert study.user_attrs[f"retrained:{n}:plain"] == record
+    assert set(records) - {0} <= set(front)
+    if not front:
+        assert "the supernet front holds 0 architecture(s) besides stock; retraining stock only" in stdout
+    ranking = stdout[stdout.index("Retrained stand-alone (1 epochs at 64 px"):]
+    best = max(records, key=lambda n: records[n]["map50_95"])
+    assert ranking.splitlines()[3].split()[1].rstrip("*") == str(best)  # ranked on stand-alone mAP
+    text = (tmp_path / "studies" / "space" / "pareto.txt").read_text()
+    assert "mAP:         supernet estimate (recalibrated BN) for trials with source: supernet" in text
+    assert "mAP50-95 of every row: supernet estimate" in text and "Retrained stand-alone" in text
+    assert {r["trial"]: r["map50_95_alone"] for r in report["retrained"]} == {
+        n: v["map50_95"] for n, v in records.items()}
+    assert all(r["source"] == "supernet" for r in report["front"])
+    return sorted(records)
 
 
 def _ablation_runs(tmp_path: Path, data: Path) -> None:

@@ -60,13 +60,14 @@ def test_pareto_txt_and_json_start_with_study_data_head_and_latency_target(cfg: 
     summary = write_report(_study(cfg), cfg)
     text = (cfg.folder / "pareto.txt").read_text().splitlines()
     assert text[0].startswith("Pareto front (2 points")
-    assert text[1:7] == ["study:       rep",
+    assert text[1:8] == ["study:       rep",
                          "data:        /data/shapes.yaml (trained 12 epochs at 128 px)",
                          "head:        nms_free",
+                         "mAP:         each trial trained stand-alone (12 epochs at 128 px)",
                          f"latency:     target {TARGET}",
                          f"             {CONDITIONS}",
                          "             each trial's own figure, measured when it ran"]
-    assert "constraints: params_m <= 4" in text[7] and text[8].startswith("baseline:    trial 0")
+    assert "constraints: params_m <= 4" in text[8] and text[9].startswith("baseline:    trial 0")
     table = text[text.index("") + 1:]
     assert table[0].split()[:2] == ["trial", "hash"] and [row.split()[0] for row in table[2:4]] == ["1", "2"]
     assert any(line.startswith("Hypervolume ") for line in table)
@@ -155,3 +156,49 @@ def test_the_report_shows_the_seed_spread_and_who_beats_stock(cfg: RunConfig) ->
     assert "0.4500+-0.0300" in text and f"trials [{good['trial']}]" in text
     assert json.loads((Path(cfg.folder) / "pareto.json").read_text())["front"][0]["map_spread"] == 0.03
 
+
+
+def test_supernet_estimates_are_labelled_and_the_retrained_ranked_on_stand_alone_map(cfg: RunConfig) -> None:
+    from dataclasses import replace
+
+    from search.space import OneShotSettings
+
+    cfg = replace(cfg, mode="oneshot", oneshot=OneShotSettings(supernet_epochs=5, subnets=4, calib_images=32,
+                                                                retrain_top=1))
+    study = optuna.create_study(study_name="one", storage=cfg.storage, directions=["maximize", "minimize"])
+    trials = [_trial(0.40, 95.0, "base", baseline=True), _trial(0.45, 80.0, "good"), _trial(0.60, 150.0, "slow")]
+    for t in trials:
+        t.user_attrs["source"] = "supernet"
+    study.add_trials(trials)
+    cfg = replace(cfg, study="one")
+    alone = {0: 0.30, 2: 0.35, 1: 0.38}  # stand-alone, the supernet's order (slow > good) reversed
+    for n, m in alone.items():
+        study.set_user_attr(f"retrained:{n}", {"map50_95": m, "epochs": 12, "imgsz": 128})
+    study.set_user_attr("retrained:2:plain", {"map50_95": 0.9, "epochs": 12, "imgsz": 128})  # a variant: not read
+    summary = write_report(study, cfg)
+    text = (cfg.folder / "pareto.txt").read_text()
+    assert ("mAP:         supernet estimate (recalibrated BN) for trials with source: supernet: the path's shared "
+            "weights of a SPOS supernet trained 5 epochs at 128 px, BatchNorm recalibrated on 32 images") in text
+    table = text.splitlines()[text.splitlines().index("") + 1:]
+    assert table[0].split()[:4] == ["trial", "hash", "mAP50-95", "alone"]
+    assert table[2].split()[:4] == ["1", "good", "0.4500", "0.3800"]
+    assert "mAP50-95 of every row: supernet estimate (recalibrated BN; user attr source: supernet)" in text
+    ranking = text[text.index("Retrained stand-alone (12 epochs at 128 px"):].splitlines()
+    assert [line.split()[1] for line in ranking[3:6]] == ["1", "2", "0*"]  # ranked on stand-alone mAP
+    assert ranking[3].split()[3:6] == ["0.3800", "0.4500e", "+8.00"]
+    assert [r["on_front"] for r in summary["retrained"]] == [True, False, False]  # alone, 1 beats both
+    front = pareto_front(study, cfg.objectives, cfg.constraints)
+    header = report_header("one", cfg, front, baseline_trial(study))
+    data = plot_data(study, cfg.objectives, cfg.constraints, front, header, alone=alone)
+    assert data is not None and data.y_title.startswith("mAP50-95: supernet estimate (recalibrated BN) on the val")
+    assert {p.number: p.alone for p in data.points} == alone
+    write_plots(data, cfg.folder)
+    assert "retrained stand-alone (same architecture)" in (cfg.folder / "pareto.html").read_text()
+
+
+def test_a_study_without_retrains_has_no_alone_column_or_ranking(cfg: RunConfig) -> None:
+    summary = write_report(_study(cfg), cfg)
+    text = (cfg.folder / "pareto.txt").read_text()
+    table_head = text.splitlines()[text.splitlines().index("") + 1]
+    assert "alone" not in table_head and "supernet estimate" not in text and "Retrained stand-alone" not in text
+    assert summary["retrained"] == []

@@ -233,8 +233,8 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     record_warm_start(trial, result)
     if result.int8:
         write_record(trial, "int8", result.int8)
-        for key, value in result.int8_metrics.items():
-            trial.set_user_attr(key, value)
+        for key, figure in result.int8_metrics.items():
+            trial.set_user_attr(key, figure)
     for key, value in {"map50_95": result.map50_95, "weights": result.weights, "train_seconds": result.train_seconds,
                        "device": result.device, "epochs": result.epochs,
                        "epoch_threads": list(result.epoch_threads)}.items():

@@ -41,7 +41,13 @@ def weights_of(chosen: Picked, explicit: str | None) -> Path:
     if chosen.trial is None:
         raise PickError("--arch needs --weights PATH (an Ultralytics checkpoint of that architecture)")
     retrained = chosen.study.user_attrs.get(retrained_key(chosen.trial.number)) if chosen.study else None
-    return Path(retrained["path"] if retrained else chosen.trial.user_attrs["weights"])
+    if retrained:
+        return Path(retrained["path"])
+    if "weights" not in chosen.trial.user_attrs:  # a one-shot trial scored on the supernet: no weights of its own
+        raise PickError(f"trial {chosen.trial.number} has no trained weights (source: "
+                        f"{chosen.trial.user_attrs.get('source', 'unknown')}): retrain it first with python -m "
+                        f"search.retrain --trial {chosen.trial.number}, or give --weights")
+    return Path(chosen.trial.user_attrs["weights"])
 
 
 def trusted_roots(chosen: Picked) -> list[Path]:

@@ -91,3 +91,19 @@ def test_oneshot_errors_are_one_line(tmp_path: Path) -> None:
 def test_the_space_oneshot_section_is_checked(tmp_path: Path) -> None:
     r = run_search(tmp_path, TINY_SPACE + "oneshot: {subnets: 0}\n", "--mode", "oneshot")
     assert r.returncode == 2 and "oneshot.subnets: must be an integer in [1, 100000], got 0" in r.stderr, r.stderr
+
+
+def test_export_of_a_supernet_trial_never_retrained_says_retrain_first(tmp_path: Path) -> None:
+    import optuna
+
+    from search.export import weights_of
+    from search.pick import Picked, PickError
+    from trainers.model.architecture import Architecture
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.3, 5.0], user_attrs={"source": "supernet"}))
+    chosen = Picked(Architecture.baseline(), study.trials[0], study, "trial 0")
+    with pytest.raises(PickError, match=r"trial 0 has no trained weights \(source: supernet\): retrain it first"):
+        weights_of(chosen, None)
+    assert weights_of(chosen, "given.pt") == Path("given.pt")

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, load, run_search
 
@@ -94,8 +95,6 @@ def test_the_space_oneshot_section_is_checked(tmp_path: Path) -> None:
 
 
 def test_export_of_a_supernet_trial_never_retrained_says_retrain_first(tmp_path: Path) -> None:
-    import optuna
-
     from search.export import weights_of
     from search.pick import Picked, PickError
     from trainers.model.architecture import Architecture

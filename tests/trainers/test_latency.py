@@ -178,7 +178,7 @@ def test_cli_prints_one_json_report(tmp_path: Path, arch_file: Path) -> None:
         (("--imgsz", "50"), "--imgsz must be a multiple of 32, got 50"),
         (("--imgsz", "16"), "--imgsz must be an integer in [32, 4096], got 16"),
         (("--device", "tpu"), "--device must be"),
-        (("--dtype", "int8"), "invalid choice: 'int8'"),
+        (("--dtype", "int4"), "invalid choice: 'int4'"),
         (("--bad-json",), "not a JSON architecture line"),
         (("--unknown-block",), "block must be one of"),
     ],

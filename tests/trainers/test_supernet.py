@@ -1,4 +1,5 @@
-"""The supernet of spaces/yolo26.yaml: a path extracted is ``build_model(arch)`` with the path's weights.
+"""The supernet of spaces/yolo26_wide.yaml (every choice): a path extracted is ``build_model(arch)`` with the
+path's weights.
 
 For the stock architecture and 20 sampled paths (BatchNorm statistics randomized on the path
 first): the supernet's forward, its extracted subnet and a fresh ``build_model(arch)`` loaded with
@@ -31,7 +32,7 @@ from trainers.model.layout import STAGE_LAYERS
 from trainers.model.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
 from trainers.model.supernet_spec import SupernetSpec
 
-SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26.yaml"
+SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26_wide.yaml"  # every family and option at every stage
 IMGSZ, NC = 64, 3
 SPEC = supernet_spec(load_space(SPACE))
 PATHS = {"stock": Architecture.baseline(), **{f"seed{s}": sample_path(SPEC, s) for s in range(20)}}

@@ -29,10 +29,10 @@ SPACE = """
 stages:
   p3_backbone: {block: [C3k2, RepViT, OREPA], kernels: [[3], [3, 5]]}
 latency: {imgsz: 64, device: cpu}
-train: {epochs: 2, imgsz: 64, batch: 4}
+train: {epochs: 4, imgsz: 64, batch: 4}
 """
-TRAINING = r"\] epoch 1/2"  # the first trial has trained one of its two epochs
-TRAINED = r"\] epoch 2/2"
+TRAINING = r"\] epoch 1/4"  # the first trial has trained one of its four epochs (a quiet CPU trains one in ~1 s:
+TRAINED = r"\] epoch 4/4"  # four leave the server time to go down while it trains)
 
 
 def dropped() -> sqlalchemy.exc.OperationalError:
@@ -122,7 +122,7 @@ def test_postgres_restarted_within_the_grace_period_loses_nothing(tmp_path: Path
         down = time.time()
         server.stop()
         wait_for_log(log, TRAINED, proc, timeout=60)  # training over: its result is waiting for the database
-        time.sleep(1)
+        wait_for_log(log, "unreachable", proc, timeout=GRACE_PERIOD_S - 3)  # the search has met the outage
         server.start()
         back = time.time()
         rc = proc.wait(timeout=300)

@@ -57,6 +57,10 @@ def _parser() -> OneLineParser:
     p.add_argument("--dtype", choices=["auto", "float16", "float32"], help="dtype (default: the study's)")
     p.add_argument("--head", choices=list(HEADS), help="head measured, with its post-processing (default: study's)")
     p.add_argument("--front-only", action="store_true", help="only the current Pareto front and the baseline")
+    p.add_argument("--predict", action="store_true",
+                   help="print the target's latency model's prediction beside each measured figure "
+                        "(python -m search.latency_model; --latency-model names another file)")
+    p.add_argument("--latency-model", help="the latency model file (default: <studies>/latency_models/<target>.json)")
     p.add_argument("--refresh", action="store_true", help="measure again trials the target already holds")
     p.add_argument("--repeats", type=positive_int("--repeats", 1, 100000), help="timed runs per model (at least)")
     return p
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("REPNAS_LOCK_DIR", str(Path(config.root) / ".locks"))  # the search's device lock
     from search.study.targets import write_target
 
+    cost_model = load_cost_model(args, config, setting)
     target = planned_target(setting)
     trials = selected_trials(study, config, args.front_only)
     todo = plan(trials, held_figures(study, target), args.refresh)
@@ -190,9 +195,51 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(written | {target}):
         held, complete = len(held_figures(study, name)), _count_complete(study)
         print(f"target {name}: holds {held} of {complete} COMPLETE trials")
+    if args.predict:
+        print(predicted_beside_measured(study, trials, target, setting, cost_model, nc))
     if failed:
         log(f"{len(failed)} architecture(s) could not be measured: {', '.join(failed)} (run again to retry)")
     return 1 if failed else 0
+
+
+def load_cost_model(args: Any, config: RunConfig, setting: LatencySetting) -> Any:
+    """With ``--predict``: the target's cost model, checked against the target; exit 2 with one line if unusable."""
+    if not args.predict:
+        return None
+    from search.predict.store import model_path
+    from trainers.latency.predictor import CostModel, TargetConditions
+
+    path = Path(args.latency_model) if args.latency_model else model_path(config.root or "studies", setting)
+    try:
+        model = CostModel.load(path)
+        model.check_target(TargetConditions.here(setting))
+    except ValueError as e:
+        fail(f"--predict: {e}")
+    return model
+
+
+def predicted_beside_measured(study: Any, trials: Sequence[Any], target: str, setting: LatencySetting,
+                              cost_model: Any, nc: int) -> str:
+    """A table: each trial's measured figure on ``target`` and the cost model's prediction, in ms and as the
+    error of the prediction (an architecture running an operator the model never saw says so)."""
+    from trainers.latency.predictor import UnseenOperator, graph_from
+    from trainers.model.architecture import Architecture
+    from trainers.model.build import build_model
+
+    figures = held_figures(study, target)
+    lines = [f"{'trial':>5} {'hash':<12} {'measured ms':>11} {'predicted ms':>12} {'error':>7}"]
+    for t in trials:
+        arch = Architecture.from_dict(read_record(t, "architecture"))
+        measured = figures.get(t.number)
+        try:
+            predicted = cost_model.predict_ms(graph_from(build_model(arch, nc=nc), setting))
+        except UnseenOperator as e:
+            lines.append(f"{t.number:>5} {arch.hash:<12} {'':>11} {'n/a':>12}  {e}")
+            continue
+        shown = f"{measured.median_ms:11.2f}" if measured else f"{'-':>11}"
+        err = f"{100 * (predicted - measured.median_ms) / measured.median_ms:+6.1f}%" if measured else ""
+        lines.append(f"{t.number:>5} {arch.hash:<12} {shown} {predicted:12.2f} {err:>7}")
+    return f"latency model {cost_model.model_id} on {target}:\n" + "\n".join(lines)
 
 
 def _count_complete(study: Any) -> int:

@@ -332,3 +332,33 @@ def test_an_architecture_that_fails_is_logged_and_the_others_recorded(
     assert read_target(study, target_of(report(7.0))) == {1: report(7.0), 2: report(7.0)}
     err = capsys.readouterr().err
     assert "[1/3] trial 0 [a]: FAILED RuntimeError: cannot build this one" in err and "[3/3] trial 2 [c]: 7.00" in err
+
+
+def test_predict_prints_the_model_beside_each_measured_figure(hand: tuple[str, optuna.Study],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.remeasure import predicted_beside_measured
+    from search.study.targets import write_target
+    from trainers.latency.predictor import UnseenOperator
+
+    _, study = hand
+    target = target_of(report(8.0))
+    write_target(study, target, {0: report(8.0), 1: report(10.0)})  # trial 2 not measured on this target
+
+    class Model:
+        model_id = "abc123"
+        calls = 0
+
+        def predict_ms(self, graph: object) -> float:
+            Model.calls += 1
+            if Model.calls == 3:
+                raise UnseenOperator("operators the latency model abc123 never saw: gelu.default")
+            return 9.0
+
+    monkeypatch.setattr("trainers.model.build.build_model", lambda arch, nc: "model")
+    monkeypatch.setattr("trainers.latency.predictor.graph_from", lambda model, setting: "graph")
+    table = predicted_beside_measured(study, complete(study), target, None, Model(), nc=3).splitlines()
+    assert table[0] == f"latency model abc123 on {target}:"
+    stock = Architecture.baseline().hash  # the fixture's trials are all the stock architecture
+    assert table[2].split() == ["0", stock, "8.00", "9.00", "+12.5%"]
+    assert table[3].split() == ["1", stock, "10.00", "9.00", "-10.0%"]
+    assert table[4].split()[:3] == ["2", stock, "n/a"] and "never saw: gelu.default" in table[4]

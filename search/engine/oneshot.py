@@ -32,6 +32,7 @@ from search.engine.per_trial import (
     _set_constraints,
     broken_constraints,
     earlier_trial,
+    over_budget,
     record_pre_training,
     sample_architecture,
 )
@@ -41,7 +42,7 @@ from search.study.records import write_record
 from search.study.storage import worker_identity
 from trainers.model.architecture import Architecture
 from trainers.model.supernet_spec import SupernetSpec
-from trainers.train.results import FailKind, TrialFailure
+from trainers.train.results import FailKind, PreTraining, TrialFailure
 
 __all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "recalibration_ablation", "score_subnet"]
 
@@ -144,18 +145,17 @@ class OneShotObjective:
             return _reuse(trial, prev, self.cfg)
         try:
             self.spec.check(arch)
-            metrics = self._pre_scoring(trial, arch)
+            pre = self._pre_scoring(trial, arch)
         except Exception as e:  # not a path, or cannot be built or run: a failure of the architecture
             return _fail(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
-        cfg = self.cfg
-        if cfg.latency_budget_ms is not None and metrics["latency_ms"] > cfg.latency_budget_ms:
-            return _prune(trial, metrics, f"latency {metrics['latency_ms']:.2f} ms > budget "
-                                          f"{cfg.latency_budget_ms:g} ms: not scored")
+        cfg, metrics = self.cfg, pre.metrics
+        if over := over_budget(cfg, pre):
+            return _prune(trial, metrics, f"{over}: not scored")
         if broken := broken_constraints(cfg.constraints, metrics):
             return _prune(trial, metrics, f"breaks {', '.join(broken)}: not scored")
         return self._score(trial, arch, metrics)
 
-    def _pre_scoring(self, trial: optuna.Trial, arch: Architecture) -> dict[str, float]:
+    def _pre_scoring(self, trial: optuna.Trial, arch: Architecture) -> PreTraining:
         """Params, GFLOPs and latency of ``arch`` measured as per-trial mode does; recorded; constraints set."""
         from trainers.model.build import build_model
         from trainers.train.trial import measure_pre_training
@@ -163,9 +163,8 @@ class OneShotObjective:
         assert self.cfg.trial.nc is not None, "the run configuration's class count is resolved by search.run"
         pre = measure_pre_training(build_model(arch, nc=self.cfg.trial.nc), arch.hash, self.cfg.trial)
         record_pre_training(trial, pre)
-        metrics = pre.metrics
-        _set_constraints(trial, self.cfg.constraints, metrics)
-        return metrics
+        _set_constraints(trial, self.cfg.constraints, pre.metrics)
+        return pre
 
     def _score(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, float]) -> Outcome:
         try:

@@ -184,21 +184,25 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
         return _fail(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
     metrics = pre.metrics
     _set_constraints(trial, cfg.constraints, metrics)
-    if cfg.latency_budget_ms is not None and metrics["latency_ms"] > budget_with_margin(cfg, pre):
-        return _prune(trial, metrics, f"latency {metrics['latency_ms']:.2f} ms > budget {cfg.latency_budget_ms:g} ms:"
-                                      " not trained")
+    if over := over_budget(cfg, pre):
+        return _prune(trial, metrics, f"{over}: not trained")
     if broken := broken_constraints(cfg.constraints, metrics):
         return _prune(trial, metrics, f"breaks {', '.join(broken)} before training: not trained")
     return _train(study, trial, arch, pre, cfg, prefix)
 
 
-def budget_with_margin(cfg: RunConfig, pre: PreTraining) -> float:
-    """The latency budget a trial's figure is held to: exact when measured; with the predictor's margin when
-    predicted, so a model the predictor wrongly puts over the budget is not pruned (the confirmation decides)."""
-    assert cfg.latency_budget_ms is not None
+def over_budget(cfg: RunConfig, pre: PreTraining) -> str | None:
+    """``latency X ms > budget Y ms`` when the trial's figure breaks ``--latency-budget-ms``, else ``None``.
+
+    A measured figure is held to the budget exactly; a predicted one with the predictor's margin, so a model the
+    predictor wrongly puts over the budget is not pruned (the confirmation decides)."""
+    if cfg.latency_budget_ms is None:
+        return None
+    budget = cfg.latency_budget_ms
     if pre.latency.mode == "predicted":
-        return cfg.latency_budget_ms * (1 + cfg.latency_margin_pct / 100)
-    return cfg.latency_budget_ms
+        budget *= 1 + cfg.latency_margin_pct / 100
+    ms = pre.latency.median_ms
+    return f"latency {ms:.2f} ms > budget {cfg.latency_budget_ms:g} ms" if ms > budget else None
 
 
 def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: PreTraining, cfg: RunConfig,

@@ -74,3 +74,18 @@ def test_a_trial_is_predicted_and_an_unseen_operator_is_measured_instead(cfg: ob
     fallback = measure_pre_training(rep, "rep", replace(settings, latency=replace(settings.latency, threads=1)))
     assert fallback.latency.mode != "predicted" and fallback.latency.n > 0
     assert "measured: operators the latency model" in fallback.latency.post and "never saw" in fallback.latency.post
+
+
+def test_a_predicted_figure_is_held_to_the_budget_with_the_margin_a_measured_one_exactly(cfg: object) -> None:
+    from search.engine.per_trial import over_budget
+    from trainers.latency.report import LatencyReport
+    from trainers.train.results import PreTraining
+
+    def pre(ms: float, mode: str) -> PreTraining:
+        return PreTraining(1, 1.0, LatencyReport(ms, ms, ms, 0.0, 1, mode, "cpu", "float32", 1, 64, 1, "", True))
+
+    run = replace(cfg, latency_budget_ms=10.0, latency_margin_pct=20.0)
+    assert over_budget(run, pre(11.0, "eager")) == "latency 11.00 ms > budget 10 ms"
+    assert over_budget(run, pre(11.0, "predicted")) is None  # within the predictor's 20% margin: confirmed later
+    assert over_budget(run, pre(12.5, "predicted")) == "latency 12.50 ms > budget 10 ms"
+    assert over_budget(replace(run, latency_budget_ms=None), pre(99.0, "eager")) is None

@@ -8,8 +8,10 @@ x kind x reduction or ratio bounds, ``none`` once) times its kernel sets. For ``
 C3k2 1 + OREPA 1 + RepViT 6 SE x 3 kernel sets + C3k2_RVB_SE 11 SE x 3 = 53 per stage, times 3
 downsample candidates, a separate choice module, where the stage has a stride-2 conv.
 
-:func:`sample_path` is the SPOS mutator: each untied stage draws uniformly among its block
-candidates and among its downsample candidates (seedable), tied stages repeat their target.
+:func:`sample_path` is the SPOS mutator: each untied stage draws its block family uniformly, then
+one of that family's candidates uniformly (as the space's sampler draws the block first, then its
+options; a family with 33 SE and kernel variants is not drawn 33 times as often as C3k2), and its
+downsample candidate uniformly (seedable); tied stages repeat their target.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) ->
 
 
 def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
-    """A path of the supernet drawn uniformly per choice (block candidates, then downsamples), untied stages in order.
+    """A path of the supernet: per untied stage a family, one of its candidates, a downsample, each uniform.
 
     ``rng``: a ``random.Random`` (advanced) or an int seed (the same seed gives the same path).
     """
@@ -100,7 +102,8 @@ def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
     for name, s in spec.stages:
         if s.tie is not None:
             continue
-        choice = rng.choice(s.blocks)
+        family = rng.choice(list(dict.fromkeys(c.block for c in s.blocks)))
+        choice = rng.choice([c for c in s.blocks if c.block == family])
         group = [s] + [t for _, t in spec.stages if t.tie == name]
         downsamples = next((g.downsamples for g in group if g.downsamples), ())
         if downsamples:

@@ -11,7 +11,9 @@ that survives pickling and a rebuild from its ``model.yaml``.
 
 from __future__ import annotations
 
+import collections
 import copy
+import itertools
 import pickle
 import random
 from pathlib import Path
@@ -80,16 +82,32 @@ def test_candidates_match_the_space_count() -> None:
     assert SupernetSpec.from_dict(SPEC.to_dict()) == SPEC
 
 
-def test_every_candidate_has_its_own_weights(supernet: SupernetModel) -> None:
+def _tensor_ids(module: nn.Module) -> set[int]:
+    return {id(p) for p in module.parameters()}
+
+
+def test_candidates_share_weights_within_a_family_only(supernet: SupernetModel) -> None:
     choices = [m for m in supernet.model if isinstance(m, ChoiceModule)]
     assert len(choices) == 8 + 6  # every stage, every stride-2 conv before a stage
-    seen: set[int] = set()
-    for module in choices:
-        for candidate in module.candidates.values():
-            ptrs = {p.data_ptr() for p in candidate.parameters()}
-            assert ptrs and not ptrs & seen
-            seen |= ptrs
-    assert not {p.data_ptr() for p in supernet.model[0].parameters()} & seen
+    by_stage = [{k: _tensor_ids(c) for k, c in m.candidates.items()} for m in choices]
+    for stage in by_stage:  # stages, families and downsample candidates never share
+        for a, b in itertools.combinations(stage, 2):
+            if a.split("-")[0] != b.split("-")[0]:
+                assert not stage[a] & stage[b], (a, b)
+    for a, b in itertools.combinations(by_stage, 2):
+        assert not set().union(*a.values()) & set().union(*b.values())
+    for candidate in choices[-1].candidates.values():  # no two layers of one path are one tensor
+        assert len(_tensor_ids(candidate)) == len(list(candidate.named_parameters(remove_duplicate=False)))
+    stage = next(m for m in choices if "C3k2_RVB_SE-k3" in m.candidates).candidates
+    plain, se4, se8 = (stage[k] for k in ("C3k2_RVB_SE-k3", "C3k2_RVB_SE-after_concat-fixed-r4-k3",
+                                            "C3k2_RVB_SE-after_concat-fixed-r8-k3"))
+    assert plain.cv1.conv.weight is se4.cv1.conv.weight is se8.cv1.conv.weight  # one trunk for every SE option
+    se4_only, se8_only = _tensor_ids(se4) - _tensor_ids(plain), _tensor_ids(se8) - _tensor_ids(plain)
+    assert se4_only and se8_only and not se4_only & se8_only  # SE of reduction 4 and 8: their own weights
+    multi = stage["C3k2_RVB_SE-k3+5"].m[0].token_mixer[0].branches
+    assert multi[0].conv.conv.weight is plain.m[0].token_mixer[0].conv.conv.weight  # kernel 3: one branch for all
+    assert multi[1].conv.conv.weight is stage["C3k2_RVB_SE-k3+5+7"].m[0].token_mixer[0].branches[1].conv.conv.weight
+    assert multi[0].bn is not multi[1].bn
 
 
 @pytest.mark.parametrize("name", list(PATHS))
@@ -170,10 +188,12 @@ def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
     assert sample_path(SPEC, 3) == sample_path(SPEC, 3)
     assert len({a.hash for n, a in PATHS.items() if n != "stock"}) == 20
     rng = random.Random(0)
-    draws = [sample_path(SPEC, rng) for _ in range(1000)]
+    draws = [sample_path(SPEC, rng) for _ in range(6000)]
     for arch in draws[:50]:
         SPEC.check(arch)
     assert len({a.stage("p2_backbone") for a in draws}) == 53 * 3
+    families = collections.Counter(a.stage("p2_backbone").block for a in draws)
+    assert len(families) == 4 and min(families.values()) > 1350  # each family a quarter, whatever its variants
     assert all(a.stage("p4_neck").block == a.stage("p4_backbone").block for a in draws)
 
 

@@ -5,10 +5,12 @@ the YOLO26 model dict is sized at the supernet's widths and depths
 (:func:`trainers.model.yolo26.resized_model_dict`), the model is built from it, then every stage's
 C3k2 and every stride-2 conv before a stage becomes a :class:`ChoiceModule` whose candidates are
 made by the same stage builders (:func:`trainers.model.yolo26.build_stage`,
-:func:`trainers.model.yolo26.build_downsample`), each from its own copy of the stock module, so each
-candidate has its own weights. Stem, SPPF, C2PSA, the concats and the head are shared by every path.
-For ``spaces/yolo26.yaml`` at yolo26n's stock shape: 8 stages x 53 block candidates and 6 stride-2
-convs x 3 candidates, 67.8 M parameters at ``nc=3`` (a path: about 2.5 M); about 3 s to build on one CPU core.
+:func:`trainers.model.yolo26.build_downsample`), each from its own copy of the stock module; then the
+candidates of one block family share the layers they have in common
+(:func:`trainers.model.weight_sharing.share_within_families`: the C3k2_RVB_SE trunk is one set of
+weights for all its SE and kernel options, each SE shape and each kernel branch its own). Families and
+downsample candidates keep their own weights. Stem, SPPF, C2PSA, the concats and the head are shared
+by every path.
 
 As in mmrazor's ``OneShotMutableOP``, a choice module knows its candidates and which one runs
 (``current``), not how it is picked: :func:`set_path` selects an :class:`Architecture`'s path
@@ -33,6 +35,7 @@ from trainers.model.architecture import Architecture
 from trainers.model.detection_model import RepDetectionModel
 from trainers.model.layout import STAGE_LAYERS
 from trainers.model.supernet_spec import SupernetSpec, choice_key
+from trainers.model.weight_sharing import share_within_families
 from trainers.model.yolo26 import adopt_layer_attrs, build_downsample, build_stage
 
 __all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
@@ -95,6 +98,7 @@ class SupernetModel(RepDetectionModel):
             stock = layers[idx]
             blocks = {choice_key(c): build_stage(copy.deepcopy(stock), replace(c, width=stage.width, depth=stage.depth))
                       for c in stage.blocks}
+            share_within_families(blocks, [c.block for c in stage.blocks])
             layers[idx] = adopt_layer_attrs(ChoiceModule(blocks), stock)
             if ds is not None:
                 conv = layers[ds]

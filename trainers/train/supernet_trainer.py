@@ -37,6 +37,7 @@ from trainers.model.architecture import Architecture
 from trainers.model.heads import DEFAULT_HEAD
 from trainers.model.supernet import SupernetModel, build_supernet, set_path, supernet_from_yaml
 from trainers.model.supernet_spec import SupernetSpec
+from trainers.model.weight_sharing import SharedWeightsEMA
 
 __all__ = ["PathSampler", "SupernetSettings", "SupernetTrainer", "path_seed", "spos_callbacks", "supernet_spec_of",
            "train_supernet", "trained_supernet"]
@@ -102,12 +103,17 @@ def path_seed(seed: int, epoch: int, batch: int) -> random.Random:
 
 def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | None = None,
                    label: str = "supernet ") -> dict[str, Callable[[Any], None]]:
-    """Ultralytics callbacks: a path per batch on the model and its EMA copy, a progress line per epoch.
+    """Ultralytics callbacks: a path per batch on the model and its EMA copy, a progress line per epoch, and
+    the EMA swapped for :class:`~trainers.model.weight_sharing.SharedWeightsEMA` (shared tensors averaged once).
 
     ``paths``: when given, receives every path drawn (tests, statistics).
     """
     state = {"batch": 0}
     t0 = time.time()
+
+    def on_pretrain_routine_end(trainer: Any) -> None:
+        if getattr(trainer, "ema", None) is not None:  # created (and resumed) by now: average shared tensors once
+            trainer.ema = SharedWeightsEMA.adopt(trainer.ema)
 
     def on_train_epoch_start(trainer: Any) -> None:
         state["batch"] = 0
@@ -128,7 +134,8 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
                          f"({time.time() - t0:.0f} s)\n")
         sys.stderr.flush()
 
-    return {"on_train_epoch_start": on_train_epoch_start, "on_train_batch_start": on_train_batch_start,
+    return {"on_pretrain_routine_end": on_pretrain_routine_end,
+            "on_train_epoch_start": on_train_epoch_start, "on_train_batch_start": on_train_batch_start,
             "on_fit_epoch_end": on_fit_epoch_end}
 
 

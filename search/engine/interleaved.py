@@ -14,7 +14,10 @@ in the study's latency setting, then:
 
 Candidates (:func:`remeasure_candidates`): the baseline, the noise-aware front, and every
 other feasible trial whose latency interval overlaps a front point's (a better figure could
-put it on the front); one trial per architecture. They are chosen on the trials' own figures,
+put it on the front); one trial per architecture, at most :data:`MAX_CANDIDATES` (a one-shot
+study scores hundreds of architectures and most sit within noise of some front point: then the
+front comes first, spread evenly along it if it is longer, and of the rest those the fewest
+trials dominate). They are chosen on the trials' own figures,
 then again on the new ones: when the new figures bring a trial not measured yet onto the front
 or into its noise (its own, older figure now looks fast), the whole set is measured again with
 it, so the figures that rank the front always come from one interleaved run (at most
@@ -29,12 +32,14 @@ from collections.abc import Mapping, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.pareto.dominance import dominates
 from search.pareto.front import (
     baseline_trial,
     intervals_overlap,
     is_feasible,
     latency_interval,
     latency_report,
+    objective_values,
     pareto_front,
 )
 from search.space import Constraint
@@ -50,6 +55,7 @@ REMEASURE_ROUNDS = 20  # short bursts, many rounds: 60 samples per model, a slow
 REMEASURE_REPEATS = 3
 REMEASURE_WARMUP = 1
 MAX_PASSES = 3  # interleaved runs at most: the candidate set grows only when new figures call for it
+MAX_CANDIDATES = 16  # a one-shot study of hundreds of trials has most of them within noise of its front
 
 
 def latency_setting(settings: TrialSettings) -> LatencySetting:
@@ -63,10 +69,13 @@ def _key(t: FrozenTrial) -> str:
 
 def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]],
                          constraints: Sequence[Constraint] = (),
-                         latency: Mapping[int, LatencyReport] | None = None) -> list[FrozenTrial]:
+                         latency: Mapping[int, LatencyReport] | None = None,
+                         limit: int | None = MAX_CANDIDATES) -> list[FrozenTrial]:
     """The baseline, the front and the feasible trials within latency noise of a front point; one per architecture.
 
     ``latency``: figures replacing the trials' own (as in :func:`search.pareto.pareto_front`).
+    ``limit``: at most this many (``None``: all): the baseline, the front (spread evenly along it when it
+    alone is longer) and then the trials within noise that the fewest trials dominate.
     """
     front = pareto_front(study, objectives, constraints, latency)
     front_intervals = [latency_interval(t, latency) for t in front]
@@ -74,11 +83,41 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
     chosen: dict[str, FrozenTrial] = {_key(base): base} if base is not None else {}
     for t in front:
         chosen.setdefault(_key(t), t)
+    near: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if is_feasible(t, constraints) and any(intervals_overlap(latency_interval(t, latency), i)
                                                for i in front_intervals):
-            chosen.setdefault(_key(t), t)
-    return [t for t in chosen.values() if read_record(t, "architecture") is not None]
+            if _key(t) not in chosen:
+                near.setdefault(_key(t), t)
+    kept = list(chosen.values()) + _least_dominated(list(near.values()), objectives, latency)
+    if limit is not None and len(kept) > limit:
+        kept = _thin(kept, len(chosen), limit, base is not None)
+    return [t for t in kept if read_record(t, "architecture") is not None]
+
+
+def _least_dominated(trials: list[FrozenTrial], objectives: Sequence[tuple[str, str]],
+                     latency: Mapping[int, LatencyReport] | None) -> list[FrozenTrial]:
+    """``trials`` ordered by how many of them dominate each (fewest first), then by trial number."""
+    values = [_minimized(t, objectives, latency) for t in trials]
+    beaten = [sum(dominates(v, w) for v in values) for w in values]
+    return [t for _, t in sorted(zip(beaten, trials), key=lambda p: (p[0], p[1].number))]
+
+
+def _minimized(t: FrozenTrial, objectives: Sequence[tuple[str, str]],
+               latency: Mapping[int, LatencyReport] | None) -> list[float]:
+    values = objective_values(t, objectives, latency)
+    return [v if d == "minimize" else -v for v, (_, d) in zip(values, objectives)]
+
+
+def _thin(kept: list[FrozenTrial], front_end: int, limit: int, has_base: bool) -> list[FrozenTrial]:
+    """The first ``limit`` of ``kept`` (baseline, front, then the rest), the front spread evenly if it is longer."""
+    head = 1 if has_base else 0
+    front = kept[head:front_end]
+    room = limit - head
+    if len(front) > room:  # evenly along the front (sorted by its last objective), both ends kept
+        step = (len(front) - 1) / max(room - 1, 1)
+        front = [front[round(i * step)] for i in range(room)]
+    return (kept[:head] + front + kept[front_end:])[:limit]
 
 
 def _same_architecture(study: optuna.Study, by_hash: Mapping[str, LatencyReport]) -> dict[int, LatencyReport]:

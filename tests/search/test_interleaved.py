@@ -64,6 +64,18 @@ def test_candidates_are_the_baseline_the_front_and_trials_within_noise_of_it(tmp
     assert [t.number for t in remeasure_candidates(study, OBJ)] == [0, 1, 2]
 
 
+def test_candidates_are_capped_keeping_the_front_then_the_least_dominated(tmp_path: Path) -> None:
+    # a one-shot study: 6 trials on the front, 24 whose latency intervals overlap every front point's
+    front = [_trial(0.30 + 0.02 * i, 50.0 + i, (49.8 + i, 50.2 + i), f"f{i}") for i in range(6)]
+    near = [_trial(0.10 + 0.005 * i, 58.0, (45.0, 60.0), f"n{i}") for i in range(24)]
+    study = _sqlite_study(tmp_path, [_trial(0.05, 59.0, (45.0, 60.0), "base", baseline=True), *near, *front])
+    picked = [t.user_attrs["hash"] for t in remeasure_candidates(study, OBJ, limit=10)]
+    assert picked == ["base", *(f"f{i}" for i in range(6)), "n23", "n22", "n21"]  # the best mAP at 58 ms first
+    assert len(remeasure_candidates(study, OBJ, limit=None)) == 31
+    thinned = [t.user_attrs["hash"] for t in remeasure_candidates(study, OBJ, limit=4)]
+    assert thinned == ["base", "f0", "f2", "f5"] or thinned == ["base", "f0", "f3", "f5"]  # both ends of the front
+
+
 def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_others(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     study = _sqlite_study(tmp_path, [

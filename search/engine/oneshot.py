@@ -26,15 +26,15 @@ from optuna.trial import TrialState
 
 from search.engine.objective import Outcome
 from search.engine.per_trial import (
-    _fail,
-    _prune,
-    _reuse,
-    _set_constraints,
     broken_constraints,
     earlier_trial,
+    failed_outcome,
     over_budget,
+    pruned_outcome,
     record_pre_training,
+    reuse_result,
     sample_architecture,
+    set_constraints,
 )
 from search.space import SearchSpace
 from search.study.config import RunConfig
@@ -142,17 +142,17 @@ class OneShotObjective:
                 return sampled
             arch = sampled
         if (prev := earlier_trial(study, arch.hash, trial.number)) is not None:
-            return _reuse(trial, prev, self.cfg)
+            return reuse_result(trial, prev, self.cfg)
         try:
             self.spec.check(arch)
             pre = self._pre_scoring(trial, arch)
         except Exception as e:  # not a path, or cannot be built or run: a failure of the architecture
-            return _fail(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
+            return failed_outcome(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
         cfg, metrics = self.cfg, pre.metrics
         if over := over_budget(cfg, pre):
-            return _prune(trial, metrics, f"{over}: not scored")
+            return pruned_outcome(trial, metrics, f"{over}: not scored")
         if broken := broken_constraints(cfg.constraints, metrics):
-            return _prune(trial, metrics, f"breaks {', '.join(broken)}: not scored")
+            return pruned_outcome(trial, metrics, f"breaks {', '.join(broken)}: not scored")
         return self._score(trial, arch, metrics)
 
     def _pre_scoring(self, trial: optuna.Trial, arch: Architecture) -> PreTraining:
@@ -163,16 +163,17 @@ class OneShotObjective:
         assert self.cfg.trial.nc is not None, "the run configuration's class count is resolved by search.run"
         pre = measure_pre_training(build_model(arch, nc=self.cfg.trial.nc), arch.hash, self.cfg.trial)
         record_pre_training(trial, pre)
-        _set_constraints(trial, self.cfg.constraints, pre.metrics)
+        set_constraints(trial, self.cfg.constraints, pre.metrics)
         return pre
 
     def _score(self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, float]) -> Outcome:
         try:
             scores = score_subnet(self.supernet(), arch, self.cfg, self.images())
         except Exception as e:
-            return _fail(trial, TrialFailure(FailKind.ERROR, f"{type(e).__name__}: {e}"[:500], arch.hash))
-        metrics.update(map50_95=scores["map50_95"], map50=scores["map50"])
-        _set_constraints(trial, self.cfg.constraints, metrics)
+            return failed_outcome(trial, TrialFailure(FailKind.ERROR, f"{type(e).__name__}: {e}"[:500], arch.hash))
+        scored = {"map50_95": scores["map50_95"], "map50": scores["map50"]}
+        metrics.update(scored)
+        set_constraints(trial, tuple(c for c in self.cfg.constraints if c.metric in scored), metrics)
         write_record(trial, "metrics", metrics)
         for key, value in {"map50_95": scores["map50_95"], "eval_seconds": scores["eval_seconds"],
                            "recalibrated": self.calib_images > 0, "supernet": self.weights}.items():

@@ -101,14 +101,15 @@ def broken_constraints(constraints: tuple[Constraint, ...], metrics: dict[str, f
     return [str(c) for c in constraints if c.metric in metrics and c.violation(metrics[c.metric]) > 0]
 
 
-def _set_constraints(trial: optuna.Trial, constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> None:
+def set_constraints(trial: optuna.Trial, constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> None:
     """Report every constraint whose metric is known (Optuna: feasible when <= 0)."""
     for c in constraints:
         if c.metric in metrics:
             trial.set_constraint(str(c), c.violation(metrics[c.metric]))
 
 
-def _reuse(trial: optuna.Trial, prev: FrozenTrial, cfg: RunConfig) -> Outcome:
+def reuse_result(trial: optuna.Trial, prev: FrozenTrial, cfg: RunConfig) -> Outcome:
+    """``prev``'s outcome (an earlier trial of the same architecture), its records and attrs copied onto ``trial``."""
     for key, value in records_of(prev).items():
         write_record(trial, key, value)
     for key, value in prev.user_attrs.items():
@@ -116,7 +117,7 @@ def _reuse(trial: optuna.Trial, prev: FrozenTrial, cfg: RunConfig) -> Outcome:
             trial.set_user_attr(key, value)
     trial.set_user_attr("reused_from", prev.number)
     if metrics := read_record(prev, "metrics"):
-        _set_constraints(trial, cfg.constraints, metrics)
+        set_constraints(trial, cfg.constraints, metrics)
     note = f"same architecture as trial {prev.number}: reused its result"
     return Outcome(prev.state, list(prev.values) if prev.state == TrialState.COMPLETE else None, note)
 
@@ -147,7 +148,7 @@ def sample_architecture(trial: optuna.Trial, space: SearchSpace) -> Architecture
     try:
         arch = architecture_of_trial(trial, space)
     except ValueError as e:
-        return _fail(trial, TrialFailure(FailKind.BUILD, str(e)))
+        return failed_outcome(trial, TrialFailure(FailKind.BUILD, str(e)))
     record_architecture(trial, arch)
     return arch
 
@@ -177,17 +178,17 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
         arch = sampled
     prev = reusable_trial(study, arch.hash, trial.number, prefix)
     if prev is not None:
-        return _reuse(trial, prev, cfg)
+        return reuse_result(trial, prev, cfg)
     try:
         pre = _pre_training(trial, arch, cfg)
     except Exception as e:  # an architecture that cannot be built or run is a failure of the architecture
-        return _fail(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
+        return failed_outcome(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
     metrics = pre.metrics
-    _set_constraints(trial, cfg.constraints, metrics)
+    set_constraints(trial, cfg.constraints, metrics)
     if over := over_budget(cfg, pre):
-        return _prune(trial, metrics, f"{over}: not trained")
+        return pruned_outcome(trial, metrics, f"{over}: not trained")
     if broken := broken_constraints(cfg.constraints, metrics):
-        return _prune(trial, metrics, f"breaks {', '.join(broken)} before training: not trained")
+        return pruned_outcome(trial, metrics, f"breaks {', '.join(broken)} before training: not trained")
     return _train(study, trial, arch, pre, cfg, prefix)
 
 
@@ -216,7 +217,7 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     try:  # --teacher/--init-from baseline: trial 0's checkpoint (waited for while another worker trains it)
         settings = resolve_baseline(study, trial, settings, cfg.trial_timeout)
     except ValueError as e:
-        return _fail(trial, TrialFailure(FailKind.ERROR, str(e), arch.hash))
+        return failed_outcome(trial, TrialFailure(FailKind.ERROR, str(e), arch.hash))
     write_record(trial, "metrics", metrics)  # known before training: other trials' rungs compare with it
     job = TrialJob(arch, settings, pre)
     if cfg.rungs:  # successive halving: each epoch's mAP recorded as it comes, a rung may stop the trial
@@ -225,13 +226,13 @@ def _train(study: optuna.Study, trial: optuna.Trial, arch: Architecture, pre: Pr
     else:
         watcher, result = None, run_trial_process(job, prefix=prefix, timeout=cfg.trial_timeout)
     if isinstance(result, TrialFailure):
-        return _fail(trial, result)
+        return failed_outcome(trial, result)
     if isinstance(result, TrialStopped):
         assert watcher is not None and watcher.stopped is not None, "only a rung stops a trial"
         write_record(trial, "stopped_at", watcher.stopped.to_dict())
-        return _prune(trial, metrics, f"stopped at {watcher.stopped.reason(settings.epochs)}")
+        return pruned_outcome(trial, metrics, f"stopped at {watcher.stopped.reason(settings.epochs)}")
     metrics.update(map50_95=result.map50_95, map50=result.map50, **result.int8_metrics)
-    _set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
+    set_constraints(trial, tuple(c for c in cfg.constraints if c.metric not in PRE_TRAINING_METRICS), metrics)
     write_record(trial, "metrics", metrics)
     write_record(trial, "epoch_map", list(result.epoch_map))
     record_warm_start(trial, result)
@@ -260,13 +261,15 @@ def record_warm_start(trial: optuna.Trial, result: TrialResult) -> None:
         write_record(trial, "inherited", result.inherited)
 
 
-def _prune(trial: optuna.Trial, metrics: dict[str, float], reason: str) -> Outcome:
+def pruned_outcome(trial: optuna.Trial, metrics: dict[str, float], reason: str) -> Outcome:
+    """Prune ``trial`` for ``reason`` (recorded as ``prune_reason``), keeping the metrics known so far."""
     write_record(trial, "metrics", metrics)
     trial.set_user_attr("prune_reason", reason)
     return Outcome(TrialState.PRUNED, None, f"pruned: {reason}")
 
 
-def _fail(trial: optuna.Trial, failure: TrialFailure) -> Outcome:
+def failed_outcome(trial: optuna.Trial, failure: TrialFailure) -> Outcome:
+    """Record ``failure`` on ``trial`` (kind and reason) and fail it."""
     record_failure(trial, FailKind(failure.kind), failure.reason)
     return Outcome(TrialState.FAIL, None, f"failed ({failure.kind}): {failure.reason}")
 

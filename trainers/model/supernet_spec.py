@@ -7,7 +7,8 @@ rebuilds it, and :meth:`SupernetSpec.check` says whether an architecture is one 
 Width and depth are not elastic: a supernet is built at ONE (width, depth) per stage, and its
 candidates enumerate the other choices only (block, SE placement/kind/reduction/ratios, kernel
 set; the stride-2 downsample conv is a separate choice, so the two factorize). Every stage,
-tied ones included, holds its own weights; a tied stage's candidates are its target's and its
+tied ones included, holds its own weights (within a stage, one family's candidates share the layers
+they have in common: :mod:`trainers.model.weight_sharing`); a tied stage's candidates are its target's and its
 path must repeat its target's choice, as the space's sampler does.
 """
 

@@ -97,3 +97,21 @@ def test_a_fused_rep_block_is_seen_as_the_convolutions_it_became() -> None:
     assert "conv_dw_k5_macs" in rep.as_dict() and "conv_dw_k5_macs" not in stock.as_dict()  # 3+5 fused into one 5x5
     assert "conv_dw_k3_macs" not in rep.as_dict() or rep.as_dict()["conv_dw_k3_calls"] == stock.as_dict().get(
         "conv_dw_k3_calls")
+
+
+@pytest.mark.parametrize("head", ["nms_free", "nms"])
+def test_shape_only_features_equal_the_computed_ones(head: str) -> None:
+    from trainers.latency.backends import deployed_copy
+    from trainers.latency.features import count_operators
+    from trainers.model.architecture import Architecture, StageChoice
+    from trainers.model.build import build_model
+    from trainers.model.heads import DeployedDetector
+
+    arch = Architecture.create({"p4_backbone": StageChoice(block="C3k2_RVB_SE", se="in_blocks", se_kind="dynamic",
+                                                           kernels=(3, 5, 7), downsample="OREPA")})
+    for a in (Architecture.baseline(), arch):
+        model = build_model(a, nc=3)
+        computed = count_operators(DeployedDetector(deployed_copy(model, head), head), 96, "cpu")
+        shapes_only = count_operators(DeployedDetector(deployed_copy(model, head).to("meta"), head), 96, "meta")
+        assert shapes_only == computed == graph_features(model, 96, head)
+        assert computed.as_dict()["conv_dense_k3_calls"] > 0

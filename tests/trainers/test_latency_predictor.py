@@ -112,6 +112,8 @@ def test_shape_only_features_equal_the_computed_ones(head: str) -> None:
     for a in (Architecture.baseline(), arch):
         model = build_model(a, nc=3)
         computed = count_operators(DeployedDetector(deployed_copy(model, head), head), 96, "cpu")
-        shapes_only = count_operators(DeployedDetector(deployed_copy(model, head).to("meta"), head), 96, "meta")
-        assert shapes_only == computed == graph_features(model, 96, head)
+        assert graph_features(model, 96, head) == computed
+        if head == "nms_free":  # the NMS head's nonzero() has no shape-only form: graph_features computes it
+            meta = count_operators(DeployedDetector(deployed_copy(model, head).to("meta"), head), 96, "meta")
+            assert meta == computed
         assert computed.as_dict()["conv_dense_k3_calls"] > 0

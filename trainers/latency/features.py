@@ -6,7 +6,8 @@ forward of the fused copy at the setting's image size runs under a ``TorchDispat
 every aten call with its real shapes, functional ones included (our blocks compute kernels with
 ``F.conv2d``; module hooks would miss them). The forward runs on the ``meta`` device (shapes only,
 no arithmetic: about 0.2 s per architecture at 640 px against 1-3 s computed; the same features,
-a test compares them), or computed on the CPU when an operator has no meta kernel. Each operator adds to a few named features:
+a test compares them), or computed on the CPU when an operator has no meta kernel (the NMS head's
+``nonzero``). Each operator adds to a few named features:
 
 - convolutions by kind (``dw``: depthwise, ``pw``: 1x1, ``dense``: the rest) and kernel size:
   multiply-accumulates (millions), calls, and activation traffic (input + output elements, millions);

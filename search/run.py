@@ -100,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget-ms", type=positive_float("--latency-budget-ms"))
     p.add_argument("--latency-backend", choices=list(BACKEND_NAMES),
                    help="runtime that times each candidate (default: the space's latency.backend, else torch)")
-    p.add_argument("--latency-source", choices=list(LATENCY_SOURCES), default="measured",
-                   help="measured (default): every candidate timed; predicted: the target's latency model "
+    p.add_argument("--latency-source", choices=list(LATENCY_SOURCES), default="auto",
+                   help="measured: every candidate timed; predicted: the target's latency model "
                         "(python -m search.latency_model); predicted+confirm: predicted, then the front and stock "
-                        "measured interleaved before the report")
+                        "measured interleaved before the report; auto (default): predicted+confirm where this "
+                        "target's model exists and its validation meets the goal, else measured")
     p.add_argument("--latency-model", help="the latency model file (default: studies/latency_models/<target>.json)")
     p.add_argument("--trial-timeout", type=positive_float("--trial-timeout"), help="seconds; a slower trial is FAIL")
     p.add_argument("--rungs", type=rungs_arg,
@@ -141,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LATENCY_SOURCES = ("measured", "predicted", "predicted+confirm")
+LATENCY_SOURCES = ("auto", "measured", "predicted", "predicted+confirm")
 
 
 def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
@@ -276,8 +277,15 @@ def check_latency_backend(cfg: RunConfig) -> None:
 
 def resolve_latency_model(cfg: RunConfig) -> RunConfig:
     """With a predicted latency source: the target's cost model (checked against this target, validated) and the
-    budget margin its validation gives; exit 2 with one line when it is missing, stale or for another target."""
+    budget margin its validation gives; exit 2 with one line when it is missing, stale or for another target.
+
+    ``auto`` becomes ``predicted+confirm`` when the target's model is there, fits this target and its
+    validation meets the goal (:func:`search.predict.store.meets_goal`), else ``measured``; one line says which.
+    """
     t = cfg.trial
+    if t.latency_source == "auto":
+        cfg = cfg.with_trial(latency_source=_auto_source(cfg))
+        t = cfg.trial
     if t.latency_source == "measured":
         return cfg
     from search.predict.store import budget_margin_pct, model_path
@@ -290,6 +298,28 @@ def resolve_latency_model(cfg: RunConfig) -> RunConfig:
     except ValueError as e:
         fail(f"--latency-source {t.latency_source}: {e}")
     return replace(cfg.with_trial(latency_model=str(path.resolve())), latency_margin_pct=margin)
+
+
+def _auto_source(cfg: RunConfig) -> str:
+    """``predicted+confirm`` or ``measured`` for ``--latency-source auto``, logged with the reason."""
+    from search.predict.store import meets_goal, model_path
+    from trainers.latency.predictor import CostModel, TargetConditions
+
+    t = cfg.trial
+    path = Path(t.latency_model) if t.latency_model else model_path(cfg.root, t.latency)
+    if not path.is_file():
+        log(f"latency: measured (no latency model for this target at {path}; python -m search.latency_model fit "
+            "and validate make one)")
+        return "measured"
+    try:
+        CostModel.load(path).check_target(TargetConditions.here(t.latency))
+        good, why = meets_goal(path)
+    except ValueError as e:
+        log(f"latency: measured (latency model {path.name} not usable here: {e})")
+        return "measured"
+    log(f"latency: {'predicted, the front confirmed by measurement' if good else 'measured'} (latency model "
+        f"{path.name}: {why})")
+    return "predicted+confirm" if good else "measured"
 
 
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:

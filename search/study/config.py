@@ -145,7 +145,7 @@ class RunConfig:
             ("--latency-budget-ms", self.latency_budget_ms), ("--trial-timeout", self.trial_timeout),
             ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
             ("--init-from", t.init_from), ("--train-threads", t.train_threads),
-            ("--latency-source", t.latency_source if t.latency_source != "measured" else None),
+            ("--latency-source", t.latency_source),
             ("--latency-model", t.latency_model), ("--mode", self.mode)]
         if self.oneshot is not None:
             flags += [(flag, getattr(self.oneshot, name)) for flag, name in ONESHOT_FLAGS]

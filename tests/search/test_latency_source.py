@@ -89,3 +89,22 @@ def test_a_predicted_figure_is_held_to_the_budget_with_the_margin_a_measured_one
     assert over_budget(run, pre(11.0, "predicted")) is None  # within the predictor's 20% margin: confirmed later
     assert over_budget(run, pre(12.5, "predicted")) == "latency 12.50 ms > budget 10 ms"
     assert over_budget(replace(run, latency_budget_ms=None), pre(99.0, "eager")) is None
+
+
+def test_auto_predicts_only_with_a_model_whose_validation_meets_the_goal(cfg: object,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    auto = cfg.with_trial(latency_source="auto")
+    assert resolve_latency_model(auto).trial.latency_source == "measured"  # no model for this target
+    assert "latency: measured (no latency model" in capsys.readouterr().err
+    path = model_path(cfg.root, cfg.trial.latency)
+    _cost_model(cfg.trial.latency, graph_features(build_model(Architecture.baseline(), nc=3), 64, "nms_free").ops
+                ).save(path)
+    assert resolve_latency_model(auto).trial.latency_source == "measured"  # not validated
+    noise = dict(error_stats([1.06, 0.94], [1.0, 1.0]))  # re-measuring is 6% off: the bound is 1.5 x 6 = 9%
+    for predicted, source in (([1.08, 0.92], "predicted+confirm"), ([1.12, 0.88], "measured")):
+        validation_path(path).write_text(json.dumps({"rows": {"predictor": dict(error_stats(predicted, [1.0, 1.0])),
+                                                              "noise floor": noise}}))
+        resolved = resolve_latency_model(auto)
+        assert resolved.trial.latency_source == source
+        assert "bound of 9.0%" in capsys.readouterr().err
+    assert "--latency-source measured" in resolved.command()  # the resolved source, not auto

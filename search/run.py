@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-top", type=positive_int("--retrain-top", 0, 1000),
                    help="oneshot: front architectures retrained stand-alone after the search, with stock, on "
                         "the space's train schedule; 0: none (default: oneshot.retrain_top)")
+    p.add_argument("--include-presets", nargs="?", const="all", metavar="NAMES",
+                   help="also evaluate the design references' fixed architectures of spaces/presets as trials "
+                        "(all, or a comma-separated list of names; default: the space's presets)")
     p.add_argument("--studies-dir", default="studies", help=argparse.SUPPRESS)
     return p
 
@@ -178,7 +181,10 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
         fail("--mode oneshot does not support --backend ray yet: use --backend optuna")
     if args.mode == "oneshot" and "baseline" in (args.teacher, args.init_from):
         fail("--teacher/--init-from baseline needs --mode trial: one-shot mode trains no stock trial to learn from")
-    cfg = _run_config(args, space, name, storage, root, data or "")
+    cfg = replace(_run_config(args, space, name, storage, root, data or ""), presets=_presets(args, space))
+    if cfg.presets and args.mode == "oneshot":
+        fail("--include-presets (or the space's presets) needs --mode trial: a preset is no path of the supernet; "
+             "evaluate presets in a --mode trial run (they are trials beside its search)")
     if args.mode == "oneshot":
         one = oneshot_settings(args, space)
         _check_retrain_top(args, one)
@@ -190,6 +196,20 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
         log(f"{args.space}: train.rungs {list(space.spec.train.rungs)} (for {space.spec.train.epochs} epochs) "
             f"at {cfg.trial.epochs} epochs: rungs at epochs {list(cfg.rungs)}")
     return cfg, space
+
+
+def _presets(args: argparse.Namespace, space: SearchSpace) -> tuple[str, ...]:
+    """The preset names to evaluate: ``--include-presets`` (``all`` or names) over the space's ``presets``."""
+    from search.space.presets import preset_names, resolve_presets
+
+    if args.include_presets is None:
+        return space.spec.presets
+    names = preset_names() if args.include_presets == "all" else tuple(
+        n.strip() for n in args.include_presets.split(",") if n.strip())
+    try:
+        return tuple(p.name for p in resolve_presets(list(names)))
+    except SpaceError as e:
+        fail(str(e))
 
 
 def oneshot_settings(args: argparse.Namespace, space: SearchSpace) -> OneShotSettings:

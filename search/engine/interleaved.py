@@ -39,9 +39,10 @@ from search.pareto.front import (
     is_feasible,
     latency_interval,
     latency_report,
-    objective_values,
+    minimized_values,
     pareto_front,
 )
+from search.pareto.presets import preset_trials
 from search.space import Constraint
 from search.study.config import RunConfig
 from search.study.records import read_record
@@ -74,8 +75,9 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
     """The baseline, the front and the feasible trials within latency noise of a front point; one per architecture.
 
     ``latency``: figures replacing the trials' own (as in :func:`search.pareto.pareto_front`).
+    Also every preset trial (``--include-presets``: where each design reference lands is read on these figures).
     ``limit``: at most this many (``None``: all): the baseline, the front (spread evenly along it when it
-    alone is longer) and then the trials within noise that the fewest trials dominate.
+    alone is longer), the presets, then the trials within noise that the fewest trials dominate.
     """
     front = pareto_front(study, objectives, constraints, latency)
     front_intervals = [latency_interval(t, latency) for t in front]
@@ -89,7 +91,9 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
                                                for i in front_intervals):
             if _key(t) not in chosen:
                 near.setdefault(_key(t), t)
-    kept = list(chosen.values()) + _least_dominated(list(near.values()), objectives, latency)
+    presets = [t for t in preset_trials(study) if is_feasible(t, constraints) and _key(t) not in chosen]
+    near = {k: t for k, t in near.items() if k not in {_key(p) for p in presets}}
+    kept = list(chosen.values()) + presets + _least_dominated(list(near.values()), objectives, latency)
     if limit is not None and len(kept) > limit:
         kept = _thin(kept, len(chosen), limit, base is not None)
     return [t for t in kept if read_record(t, "architecture") is not None]
@@ -98,15 +102,9 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
 def _least_dominated(trials: list[FrozenTrial], objectives: Sequence[tuple[str, str]],
                      latency: Mapping[int, LatencyReport] | None) -> list[FrozenTrial]:
     """``trials`` ordered by how many of them dominate each (fewest first), then by trial number."""
-    values = [_minimized(t, objectives, latency) for t in trials]
+    values = [minimized_values(t, objectives, latency) for t in trials]
     beaten = [sum(dominates(v, w) for v in values) for w in values]
     return [t for _, t in sorted(zip(beaten, trials), key=lambda p: (p[0], p[1].number))]
-
-
-def _minimized(t: FrozenTrial, objectives: Sequence[tuple[str, str]],
-               latency: Mapping[int, LatencyReport] | None) -> list[float]:
-    values = objective_values(t, objectives, latency)
-    return [v if d == "minimize" else -v for v, (_, d) in zip(values, objectives)]
 
 
 def _thin(kept: list[FrozenTrial], front_end: int, limit: int, has_base: bool) -> list[FrozenTrial]:

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from search.engine.interleaved import remeasure_front
 from search.engine.objective import Objective, Outcome, describe
 from search.engine.rungs import rung_summary
 from search.pareto import format_table, pareto_front, write_report
+from search.pareto.presets import format_presets
 from search.space import SearchSpace
 from search.study.artifacts import (
     STUDY_REPORT_FILES,
@@ -66,6 +67,19 @@ def ensure_baseline(study: optuna.Study, space: SearchSpace) -> None:
         return
     params = space.baseline_params()  # {} in a one-architecture space: every trial would count as "existing"
     study.enqueue_trial(params, user_attrs={"baseline": True, "is_baseline": True}, skip_if_exists=bool(params))
+
+
+def ensure_presets(study: optuna.Study, names: Sequence[str]) -> None:
+    """Enqueue each preset architecture (``spaces/presets``) as a trial, once per study (user attr ``preset``)."""
+    from search.space.presets import load_preset
+
+    have = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)}
+    for name in names:
+        if name not in have:
+            preset = load_preset(name)
+            study.enqueue_trial({}, user_attrs={"preset": name, "preset_reference": preset.reference,
+                                                "preset_architecture": preset.architecture.to_dict()},
+                                skip_if_exists=False)
 
 
 class Progress:
@@ -153,6 +167,7 @@ def run_search(cfg: RunConfig, objective: Objective) -> int:
     if recovered:
         log(f"trials {recovered} had lost their worker: failed as 'worker died' and queued again")
     ensure_baseline(study, objective.space)
+    ensure_presets(study, cfg.presets)
     store = artifact_store(cfg)
     have, t = count_finished(study), cfg.trial
     halving = f"rungs at epochs {list(cfg.rungs)}, eta {cfg.eta}" if cfg.rungs else "no rungs"
@@ -206,6 +221,9 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
         print(f"Hypervolume {hv['hypervolume']:.4f} ({hv['hypervolume_low']:.4f} to {hv['hypervolume_high']:.4f} "
               f"within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
               f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
+    if summary["presets"]:
+        print("Design references (spaces/presets) against the front:")
+        print(format_presets(summary["presets"]))
     print(f"Files: {cfg.folder}/pareto.txt, pareto.json {' '.join(summary['plots'])}")
     hidden = url_without_password(cfg.storage) != cfg.storage
     print(f"Dashboard: {dashboard_command(cfg)}" + (" (password: PGPASSWORD or ~/.pgpass)" if hidden else ""))

@@ -43,13 +43,17 @@ from trainers.model.architecture import Architecture
 from trainers.train.results import FailKind, PreTraining, TrialFailure, TrialJob, TrialResult
 
 PRE_TRAINING_METRICS = ("params_m", "gflops", "latency_ms")
-NOT_COPIED = ("host", "pid", "baseline", "retry_of")  # user attrs of the trial run, not of its result
+# user attrs of the trial run, not of its result
+NOT_COPIED = ("host", "pid", "baseline", "retry_of", "preset", "preset_reference", "preset_architecture")
 CLAIM_POLL_S = 2.0  # how often a trial waiting for another one's result of the same architecture looks again
 UNRECORDED_CLAIM_S = 30.0  # how long a RUNNING trial whose architecture is not recorded yet may hold a claim
 
 
 def architecture_of_trial(trial: optuna.Trial, space: SearchSpace) -> Architecture:
-    """Sample the trial's architecture; the enqueued baseline trial is exactly the stock model."""
+    """Sample the trial's architecture; the enqueued baseline trial is exactly the stock model, an enqueued preset
+    trial its preset's architecture (sampling nothing: it need not be in the space)."""
+    if (preset := trial.user_attrs.get("preset_architecture")) is not None:
+        return Architecture.from_dict(preset)
     arch = space.suggest(trial)
     return space.baseline() if trial.user_attrs.get("baseline") else arch
 

@@ -82,6 +82,13 @@ def objective_values(t: FrozenTrial, objectives: Sequence[tuple[str, str]],
     return [metrics[m] for m, _ in objectives]
 
 
+def minimized_values(t: FrozenTrial, objectives: Sequence[tuple[str, str]],
+                     latency: Mapping[int, LatencyReport] | None = None) -> list[float]:
+    """:func:`objective_values` with the maximized ones negated, for :func:`~search.pareto.dominance.dominates`."""
+    values = objective_values(t, objectives, latency)
+    return [v if d == "minimize" else -v for v, (_, d) in zip(values, objectives)]
+
+
 def latency_report(t: FrozenTrial, latency: Mapping[int, LatencyReport] | None = None) -> LatencyReport | None:
     """The report behind the trial's latency figure: ``latency``'s, else its own ``latency`` record, else None."""
     if latency is not None and t.number in latency:

@@ -28,6 +28,7 @@ from search.pareto.front import (
 )
 from search.pareto.header import ReportHeader, report_header
 from search.pareto.plot import plot_data, write_plots
+from search.pareto.presets import format_presets, preset_rows
 from search.pareto.standalone import SUPERNET, format_standalone, standalone_map, standalone_rows
 from search.study.config import RunConfig
 from trainers.latency.report import LatencyReport
@@ -209,13 +210,17 @@ def write_report(study: optuna.Study, cfg: RunConfig,
     hv = front_hypervolume(front, baseline, latency)
     plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency, alone), folder)
     retrained = standalone_rows(study, alone, baseline.number if baseline else None, latency)
+    presets = preset_rows(study, front, baseline, cfg.objectives, latency)
     summary = {"header": header.to_dict(), "study": study.study_name, "front": rows, "hypervolume": hv,
                "baseline_trial": baseline.number if baseline else None,
-               "latency_replaced": sorted(latency) if latency else [], "plots": plots, "retrained": retrained}
+               "latency_replaced": sorted(latency) if latency else [], "plots": plots, "retrained": retrained,
+               "presets": presets}
     (folder / "pareto.json").write_text(json.dumps(summary, indent=1, default=str))
     text = format_report_text(header, rows, hv)
     if retrained:
         text += "\n" + format_standalone(retrained, schedule_text(cfg)) + "\n"
+    if presets:
+        text += "\nDesign references (spaces/presets) against the front:\n" + format_presets(presets) + "\n"
     (folder / "pareto.txt").write_text(text)
     return summary
 

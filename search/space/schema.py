@@ -35,7 +35,7 @@ METRICS: dict[str, str] = {
 INT8_METRICS = ("map50_95_int8", "int8_drop")
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot")
+TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot", "presets")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
@@ -134,6 +134,7 @@ class SpaceFile:
     latency: LatencySetting
     train: TrainSettings
     oneshot: OneShotSettings = OneShotSettings()
+    presets: tuple[str, ...] = ()
 
 
 def load_space(path: str | Path) -> SpaceFile:
@@ -182,6 +183,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         latency=_parse_latency(r, d.get("latency"), head),
         train=_parse_train(r, d.get("train")),
         oneshot=_parse_oneshot(r, d.get("oneshot")),
+        presets=_parse_presets(r, d.get("presets", False)),
     )
     _check_int8_metrics(r, space)
     return space
@@ -335,6 +337,18 @@ def _parse_train(r: Reader, value: Any) -> TrainSettings:
         se_width_cost=_non_negative(r, d.get("se_width_cost", default.se_width_cost), "train.se_width_cost"),
         distill_weight=_non_negative(r, d.get("distill_weight", default.distill_weight), "train.distill_weight"),
     )
+
+
+def _parse_presets(r: Reader, value: Any) -> tuple[str, ...]:
+    """``presets: true`` (every file of spaces/presets), ``false`` (default) or a list of preset names."""
+    from search.space.presets import preset_names
+
+    known = preset_names()
+    if value is True:
+        return known
+    if value is False or value is None:
+        return ()
+    return r.choices(value, "presets", lambda v, f: r.choice(v, f, known))
 
 
 def _parse_oneshot(r: Reader, value: Any) -> OneShotSettings:

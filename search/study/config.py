@@ -78,6 +78,8 @@ class RunConfig:
         oneshot: with ``mode`` ``oneshot``, the space's ``oneshot`` section with the flags over it (supernet
             epochs, subnets scored, calibration images, front architectures retrained); ``None`` otherwise.
             Studies recorded before these fields read back as ``trial`` / ``None``.
+        presets: names of ``spaces/presets`` architectures evaluated as trials beside the search
+            (:mod:`search.space.presets`; ``--include-presets`` or the space's ``presets``).
     """
 
     study: str
@@ -103,6 +105,7 @@ class RunConfig:
     latency_margin_pct: float = 0.0
     mode: str = "trial"
     oneshot: OneShotSettings | None = None
+    presets: tuple[str, ...] = ()
     source: str = field(default="run_config", compare=False)  # how it was read back: run_config or legacy attrs
 
     @property
@@ -146,7 +149,8 @@ class RunConfig:
             ("--epoch-budget", self.epoch_budget), ("--timeout", self.timeout), ("--teacher", t.teacher),
             ("--init-from", t.init_from), ("--train-threads", t.train_threads),
             ("--latency-source", t.latency_source),
-            ("--latency-model", t.latency_model), ("--mode", self.mode)]
+            ("--latency-model", t.latency_model), ("--mode", self.mode),
+            ("--include-presets", ",".join(self.presets) or None)]
         if self.oneshot is not None:
             flags += [(flag, getattr(self.oneshot, name)) for flag, name in ONESHOT_FLAGS]
         words = ["python", "-m", "search.run"]
@@ -165,7 +169,7 @@ class RunConfig:
         data.update(version=CONFIG_VERSION, oneshot=asdict(self.oneshot) if self.oneshot is not None else None,
                     storage=url_without_password(self.storage), trial=self.trial.to_dict(),
                     objectives=[list(o) for o in self.objectives], constraints=[str(c) for c in self.constraints],
-                    rungs=list(self.rungs))
+                    rungs=list(self.rungs), presets=list(self.presets))
         return data
 
     @classmethod
@@ -181,7 +185,7 @@ class RunConfig:
         kw.update(trial=TrialSettings.from_dict(data["trial"]),
                   objectives=tuple((m, d) for m, d in data["objectives"]),
                   constraints=tuple(parse_constraint(c) for c in data["constraints"]),
-                  rungs=tuple(data.get("rungs", ())),
+                  rungs=tuple(data.get("rungs", ())), presets=tuple(data.get("presets", ())),
                   oneshot=OneShotSettings(**data["oneshot"]) if data.get("oneshot") is not None else None)
         return cls(**kw)
 

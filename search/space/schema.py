@@ -114,10 +114,10 @@ class OneShotSettings:
     (0: no recalibration); ``retrain_top``: front architectures retrained stand-alone afterwards.
     """
 
-    supernet_epochs: int = 12
+    supernet_epochs: int = 24
     subnets: int = 200
     calib_images: int = 64
-    retrain_top: int = 3
+    retrain_top: int = 2
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def test_a_run_config_recorded_before_the_mode_reads_as_per_trial(tmp_path: Path
     (["--subnets", "5"], "--subnets needs --mode oneshot"),
     (["--mode", "oneshot", "--subnets", "5", "--retrain-top", "5"],
      "--retrain-top 5 is larger than the front can be: 5 subnets put at most 4 architectures besides stock"),
-    (["--mode", "oneshot", "--subnets", "2"], "oneshot.retrain_top 3 is larger than the front can be"),
+    (["--mode", "oneshot", "--subnets", "2"], "oneshot.retrain_top 2 is larger than the front can be"),
 ])
 def test_oneshot_flags_are_checked_in_one_line(tmp_path: Path, space_file: Path, flags: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,21 +49,13 @@ def shape_of(arch: Any) -> str:
 def measure_groups(archs: dict[str, Any], setting: Any, group: int, rounds: int, repeats: int,
                    nc: int) -> dict[str, tuple[float, float]]:
     """Name -> (median ms, ratio to the stock model measured in the same group)."""
-    from trainers.latency.interleaved import measure_interleaved
-    from trainers.model.architecture import Architecture
-    from trainers.model.build import build_model
+    from search.predict.fit import Measurement, stock_groups
 
     names, out = list(archs), {}
-    for start in range(0, len(names), group):
-        chunk = names[start:start + group]
-        t0 = time.perf_counter()
-        models = [build_model(Architecture.baseline(), nc=nc)] + [build_model(archs[k], nc=nc) for k in chunk]
-        reports = measure_interleaved(models, setting, rounds=rounds, repeats=repeats, warmup=1)
-        stock = reports[0].median_ms
-        for k, r in zip(chunk, reports[1:]):
-            out[k] = (r.median_ms, r.median_ms / stock)
-        log(f"group {start // group + 1}/{-(-len(names) // group)}: stock {stock:.1f} ms, "
-            f"{len(chunk)} models, {time.perf_counter() - t0:.0f} s")
+    how = Measurement(rounds=rounds, repeats=repeats, group=group, nc=nc)
+    reports = [(r, stock) for _, rs, stock in stock_groups([archs[k] for k in names], setting, how, log) for r in rs]
+    for k, (r, stock) in zip(names, reports):
+        out[k] = (r.median_ms, r.median_ms / stock)
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +21,11 @@ from search.pareto.ranks import kendall_tau, spearman_rho
 from search.space import SearchSpace
 from search.space.corners import corners, samples
 from trainers.latency.features import GraphFeatures, graph_features
+from trainers.latency.report import LatencyReport
 from trainers.latency.setting import LatencySetting
 from trainers.model.architecture import Architecture
 
-__all__ = ["Measured", "error_stats", "measure_ratios", "sample_architectures"]
+__all__ = ["Measured", "Measurement", "error_stats", "measure_ratios", "sample_architectures", "stock_groups"]
 
 Log = Callable[[str], None]
 
@@ -64,22 +65,29 @@ def sample_architectures(space: SearchSpace, n: int, seed: int, exclude: frozens
     return list(picked.values())
 
 
-def measure_ratios(archs: Sequence[Architecture], setting: LatencySetting, how: Measurement,
-                   log: Log) -> Measured:
-    """Features and ratio to stock of each architecture, measured in interleaved groups that each hold stock."""
+def stock_groups(archs: Sequence[Architecture], setting: LatencySetting, how: Measurement,
+                 log: Log) -> Iterator[tuple[list[Any], list[LatencyReport], float]]:
+    """Per interleaved group of ``how.group`` architectures measured with stock: their models, reports, stock ms."""
     from trainers.latency.interleaved import measure_interleaved
     from trainers.model.build import build_model
 
-    graphs, ratios, stocks = [], [], []
     for start in range(0, len(archs), how.group):
         chunk, t0 = archs[start:start + how.group], time.perf_counter()
         models = [build_model(Architecture.baseline(), nc=how.nc)] + [build_model(a, nc=how.nc) for a in chunk]
         reports = measure_interleaved(models, setting, rounds=how.rounds, repeats=how.repeats, warmup=1)
-        stocks.append(reports[0].median_ms)
-        ratios += [r.median_ms / reports[0].median_ms for r in reports[1:]]
-        graphs += [graph_features(m, setting.imgsz, setting.head) for m in models[1:]]
         log(f"group {start // how.group + 1}/{math.ceil(len(archs) / how.group)}: stock "
             f"{reports[0].median_ms:.1f} ms, {len(chunk)} models, {time.perf_counter() - t0:.0f} s")
+        yield models[1:], reports[1:], reports[0].median_ms
+
+
+def measure_ratios(archs: Sequence[Architecture], setting: LatencySetting, how: Measurement,
+                   log: Log) -> Measured:
+    """Features and ratio to stock of each architecture, measured in interleaved groups that each hold stock."""
+    graphs, ratios, stocks = [], [], []
+    for models, reports, stock in stock_groups(archs, setting, how, log):
+        stocks.append(stock)
+        ratios += [r.median_ms / stock for r in reports]
+        graphs += [graph_features(m, setting.imgsz, setting.head) for m in models]
     return Measured(tuple(archs), tuple(graphs), tuple(ratios), statistics.median(stocks))
 
 

@@ -4,7 +4,7 @@ Run from the repository root (small: embedded synthetic data, a few epochs)::
 
     YOLO_OFFLINE=1 PYTHONPATH=. python bench/int8_blocks.py --epochs 6 --seeds 2 --n-train 160 --n-val 48
 
-For each family (stock C3k2, RepViT, C3k2_RVB_SE, OREPA, RepConv/OREPA downsamples) and seed, one
+For each family (stock C3k2, RepViT, C3k2_RVB_SE, OREPA, RepConv/OREPA, RepConv and QARepConv downsamples) and seed, one
 model is trained on the same schedule by ``trainers.train.trial.run_trial`` with an INT8 ONNX
 Runtime target: it quantizes the trained checkpoint through Ultralytics' exporter on the first
 ``--calib-images`` training images and validates the float and the INT8 export of that runtime on
@@ -53,6 +53,8 @@ def families() -> dict[str, Architecture]:
         "OREPA": every(block="OREPA"),
         "RepConv/OREPA downsample": Architecture.create(
             {s: StageChoice(downsample="RepConv" if i % 2 == 0 else "OREPA") for i, s in enumerate(DOWNSAMPLED)}),
+        "RepConv downsample": Architecture.create({s: StageChoice(downsample="RepConv") for s in DOWNSAMPLED}),
+        "QARepConv downsample": Architecture.create({s: StageChoice(downsample="QARepConv") for s in DOWNSAMPLED}),
     }
 
 

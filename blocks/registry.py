@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 SE_PLACEMENTS: tuple[str, ...] = ("none", "after_concat", "in_blocks")
 SE_KINDS: tuple[str, ...] = ("fixed", "dynamic")
-DOWNSAMPLES: tuple[str, ...] = ("Conv", "RepConv", "OREPA")
+DOWNSAMPLES: tuple[str, ...] = ("Conv", "RepConv", "OREPA", "QARepConv")
 DEPTHWISE_KERNELS: tuple[int, ...] = (3, 5, 7, 9, 11)
 
 

@@ -136,14 +136,16 @@ def build_stage(stock: Any, choice: StageChoice) -> nn.Module:
 
 
 def build_downsample(stock: Any, name: str) -> nn.Module:
-    """The stride-2 conv before a stage: the stock ``Conv``, a ``RepConv`` or an ``OREPA`` conv of its shape."""
+    """The stride-2 conv before a stage: the stock ``Conv``, a ``RepConv``, an ``OREPA`` or a ``QARepConv`` conv of its
+    shape."""
     if name == "Conv":
         return stock
     from blocks.orepa import OREPAConv
+    from blocks.qarepvgg import QARepConv
     from blocks.repvgg import RepConv
 
     c = stock.conv
-    cls = {"RepConv": RepConv, "OREPA": OREPAConv}[name]
+    cls = {"RepConv": RepConv, "OREPA": OREPAConv, "QARepConv": QARepConv}[name]
     return cls(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0])
 
 

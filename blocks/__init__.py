@@ -27,6 +27,7 @@ _WHERE = {
     "RepViTBlock": "blocks.repvit",
     "C3k2_RVB_SE": "blocks.repvit",
     "OREPAConv": "blocks.orepa",
+    "RepViTNet": "blocks.repvit_backbone",
 }
 
 __all__ = sorted(_WHERE)

@@ -154,3 +154,18 @@ def test_ultralytics_exporter_folds_the_repvit_backbone(tmp_path: Path) -> None:
     got, want = (torch.as_tensor(y[0] if isinstance(y, (list, tuple)) else y).float().numpy() for y in (got, want))
     assert got.shape == want.shape == (1, 84, 6)  # top-k of the 84 cells at 64 px
     assert match_detections(got, want).ok
+
+
+@pytest.mark.slow
+def test_a_repvit_architecture_trains_one_epoch_through_ultralytics(tmp_path: Path, coco8_copy: Path) -> None:
+    """Our trainer (Ultralytics' loop) for one epoch at 64 px: its checkpoint holds the RepViT architecture."""
+    from trainers.train.trainer import ArchitectureTrainer
+
+    trainer = ArchitectureTrainer(overrides={
+        "model": "yolo26n.yaml", "data": str(coco8_copy), "epochs": 1, "imgsz": IMGSZ, "batch": 4, "device": "cpu",
+        "project": str(tmp_path), "name": "run", "exist_ok": True, "pretrained": False, "plots": False,
+        "workers": 0, "amp": False, "verbose": False, "nms": False, "seed": 0}, architecture=REPVIT)
+    trainer.train()
+    model = torch.load(trainer.best, weights_only=False)["model"]
+    assert architecture_of(model) == REPVIT
+    assert all(torch.isfinite(p).all() for p in model.parameters())

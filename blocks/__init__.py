@@ -28,6 +28,7 @@ _WHERE = {
     "C3k2_RVB_SE": "blocks.repvit",
     "OREPAConv": "blocks.orepa",
     "QARepConv": "blocks.qarepvgg",
+    "RepViTNet": "blocks.repvit_backbone",
 }
 
 __all__ = sorted(_WHERE)

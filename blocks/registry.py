@@ -3,11 +3,14 @@
 Pure data (no torch import), so a space file can be validated before heavy imports. How a
 block enters a YOLO26 model is not known here: ``trainers.model.yolo26.STAGE_BUILDERS`` maps each
 name to its stage builder, so adding a block to the search is one entry here plus its builder there.
+The backbones a space may name (:data:`BACKBONES`) are listed here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from blocks.repvit_configs import REPVIT_CONFIGS
 
 SE_PLACEMENTS: tuple[str, ...] = ("none", "after_concat", "in_blocks")
 SE_KINDS: tuple[str, ...] = ("fixed", "dynamic")
@@ -46,3 +49,19 @@ def stage_block(name: str) -> StageBlock:
     if name not in STAGE_BLOCKS:
         raise ValueError(f"block must be one of {sorted(STAGE_BLOCKS)}, got {name!r}")
     return STAGE_BLOCKS[name]
+
+
+DEFAULT_BACKBONE = "yolo26"
+BACKBONES: tuple[str, ...] = (DEFAULT_BACKBONE, *(f"repvit_{name}" for name in REPVIT_CONFIGS))
+"""Backbones a space may name: YOLO26's own (stages searched per stage), or a RepViT configuration of the paper
+(:data:`blocks.repvit_configs.REPVIT_CONFIGS`) in place of the whole YOLO26 backbone."""
+
+
+def repvit_config_name(backbone: str) -> str | None:
+    """The RepViT config a backbone name stands for (``"repvit_m0_6"`` -> ``"m0_6"``), ``None`` for ``yolo26``.
+
+    ``ValueError`` listing :data:`BACKBONES` for an unknown name.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+    return None if backbone == DEFAULT_BACKBONE else backbone.removeprefix("repvit_")

@@ -62,15 +62,17 @@ class EfficientSE(nn.Module):
     Args:
         c: channels in and out.
         reduction: channel reduction of the hidden layer, a positive integer ``<= c``.
+        hidden: the hidden width itself, overriding ``c // reduction`` (the RepViT backbone gives
+            the paper's ``make_divisible(c / 4, 8)``: :func:`blocks.repvit_backbone.repvit_se`).
     """
 
-    def __init__(self, c: int, reduction: int = 4):
+    def __init__(self, c: int, reduction: int = 4, hidden: int | None = None):
         super().__init__()
         check_positive(c, "c")
         _check_ratio_le_c(reduction, c, "reduction")
         self.c = c
         self.reduction = reduction
-        hidden = se_hidden_channels(c, reduction)
+        hidden = se_hidden_channels(c, reduction) if hidden is None else check_positive(hidden, "hidden")
         self.fc1 = nn.Conv2d(c, hidden, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, c, 1, bias=True)
@@ -85,7 +87,7 @@ class EfficientSE(nn.Module):
         return x * self.gate(x)
 
     def extra_repr(self) -> str:
-        return f"c={self.c}, reduction={self.reduction}"
+        return f"c={self.c}, reduction={self.reduction}, hidden={self.fc1.out_channels}"
 
 
 class DynamicSE(nn.Module):

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from blocks.registry import DEFAULT_BACKBONE
 from search.space import OneShotSettings, SearchSpace, SpaceError
 from search.study.config import MODES, ONESHOT_FLAGS, RunConfig
 from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
@@ -179,6 +180,9 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
     storage, root = _study_storage(args, name)
     if args.mode == "oneshot" and args.backend == "ray":
         fail("--mode oneshot does not support --backend ray yet: use --backend optuna")
+    if args.mode == "oneshot" and space.spec.backbones != (DEFAULT_BACKBONE,):
+        fail(f"{args.space}: backbone: --mode oneshot supports only [{DEFAULT_BACKBONE!r}] (the supernet has no RepViT "
+             f"backbone), got {list(space.spec.backbones)}")
     if args.mode == "oneshot" and "baseline" in (args.teacher, args.init_from):
         fail("--teacher/--init-from baseline needs --mode trial: one-shot mode trains no stock trial to learn from")
     cfg = replace(_run_config(args, space, name, storage, root, data or ""), presets=_presets(args, space))

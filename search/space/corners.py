@@ -3,7 +3,9 @@
 A *corner* answers every choice of :meth:`SearchSpace.suggest` by rule (:class:`Corner`): for each block
 the space lists, the fast corner (narrowest, fewest blocks, no SE, the smallest kernel set, the plain
 Conv downsample where listed) and the slow one (widest, deepest, SE where the block takes it, dynamic SE
-where listed, the largest kernel set). Corners are architectures of the space and nothing else.
+where listed, the largest kernel set), on the ``yolo26`` backbone where the space lists it; and for each
+RepViT backbone the space lists, its fast and slow corner (the neck stages' ends). Corners are
+architectures of the space and nothing else.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ SE_SLOW_FIRST = ("in_blocks", "after_concat", "none")  # an SE in every block co
 class Corner:
     """A ``TrialLike`` that answers every parameter by rule: the fast or the slow end of each choice."""
 
-    def __init__(self, block: str, slow: bool):
-        self.block, self.slow = block, slow
+    def __init__(self, block: str, slow: bool, backbone: str = "yolo26"):
+        self.block, self.slow, self.backbone = block, slow, backbone
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         """The extreme of ``choices`` for parameter ``name`` (``<stage>.<what>``)."""
         what = name.rsplit(".", 1)[-1]
         items = list(choices)
+        if name == "backbone":
+            return self.backbone if self.backbone in items else items[0]
         if what == "block":
             return self.block if self.block in items else items[0]
         if what in ("width", "depth"):
@@ -45,8 +49,13 @@ class Corner:
 def corners(space: Any) -> dict[str, Any]:
     """``"fast C3k2"`` / ``"slow RepViT"`` ... -> the corner architecture of each block the space lists."""
     blocks = sorted({b for _, st in space.spec.stages if st.tie is None for b in st.blocks})
-    return {f"{'slow' if slow else 'fast'} {b}": space.suggest(Corner(b, slow)) for slow in (False, True)
-            for b in blocks}
+    out = {f"{'slow' if slow else 'fast'} {b}": space.suggest(Corner(b, slow)) for slow in (False, True)
+           for b in blocks}
+    for backbone in space.spec.backbones:
+        if backbone != "yolo26":
+            out.update({f"{'slow' if slow else 'fast'} {backbone}": space.suggest(Corner("C3k2", slow, backbone))
+                        for slow in (False, True)})
+    return out
 
 
 def samples(space: Any, n: int, seed: int) -> dict[str, Any]:

@@ -6,6 +6,9 @@ stride-2 conv; width and depth apply to every block. Parameter names carry the c
 the choices differ (``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as
 Optuna requires.
 A list with a single choice is not suggested at all (it is not a dimension).
+
+The backbone is asked first (``backbone``, when the space lists several). With a RepViT backbone the
+backbone stages do not exist: their choices are not asked, and a stage tied to one of them stays stock.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocks.registry import stage_block
+from blocks.registry import DEFAULT_BACKBONE, stage_block
 from search.space.schema import SpaceFile, StageSpace, load_space
-from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.architecture import Architecture, StageChoice, stages_of_backbone
 from trainers.model.layout import STAGE_LAYERS, stock_depth
 
 
@@ -49,21 +52,26 @@ class SearchSpace:
     def _ties_to(self, name: str) -> list[str]:
         return [name] + [n for n, s in self.spec.stages if s.tie == name]
 
-    def _has_downsample(self, name: str) -> bool:
-        return any(STAGE_LAYERS[n][1] is not None for n in self._ties_to(name))
+    def _has_downsample(self, name: str, backbone: str = DEFAULT_BACKBONE) -> bool:
+        """Whether ``name``, or a stage tied to it that ``backbone`` builds, has a stride-2 conv."""
+        built = stages_of_backbone(backbone)
+        return any(STAGE_LAYERS[n][1] is not None for n in self._ties_to(name) if n in built)
 
     def suggest(self, trial: TrialLike) -> Architecture:
         """Ask ``trial`` for every applicable choice and return the sampled architecture."""
+        backbones = self.spec.backbones
+        backbone = backbones[0] if len(backbones) == 1 else trial.suggest_categorical("backbone", list(backbones))
+        built = stages_of_backbone(backbone)
         choices: dict[str, StageChoice] = {}
         for name, st in self.spec.stages:
-            if st.tie is None:
-                choices[name] = self._suggest_stage(trial, name, st)
+            if st.tie is None and name in built:
+                choices[name] = self._suggest_stage(trial, name, st, backbone)
         for name, st in self.spec.stages:
-            if st.tie is not None:
-                choices[name] = choices[st.tie]
-        return Architecture.create(choices, base=self.spec.base, scale=self.spec.scale)
+            if st.tie is not None and name in built:
+                choices[name] = choices.get(st.tie, StageChoice())  # tied to a stage a RepViT backbone replaces
+        return Architecture.create(choices, base=self.spec.base, scale=self.spec.scale, backbone=backbone)
 
-    def _suggest_stage(self, trial: TrialLike, name: str, st: StageSpace) -> StageChoice:
+    def _suggest_stage(self, trial: TrialLike, name: str, st: StageSpace, backbone: str) -> StageChoice:
         def pick(param: str, options: Sequence[Any]) -> Any:
             return options[0] if len(options) == 1 else trial.suggest_categorical(param, list(options))
 
@@ -80,7 +88,7 @@ class SearchSpace:
                 out = replace(out, se_min_ratio=lo, se_max_ratio=hi)
         if spec.uses_kernels:
             out = replace(out, kernels=_split(pick(f"{name}.kernels", [_join(k) for k in st.kernels])))
-        if self._has_downsample(name):
+        if self._has_downsample(name, backbone):
             out = replace(out, downsample=pick(f"{name}.downsample", st.downsamples))
         return replace(out, width=pick(f"{name}.width", st.widths), depth=pick(f"{name}.depth", st.depths))
 
@@ -91,6 +99,8 @@ class SearchSpace:
     def baseline_params(self) -> dict[str, Any]:
         """Optuna params that make :meth:`suggest` return the baseline, where the space allows it."""
         params: dict[str, Any] = {}
+        if len(self.spec.backbones) > 1 and DEFAULT_BACKBONE in self.spec.backbones:
+            params["backbone"] = DEFAULT_BACKBONE
         for name, st in self.spec.stages:
             if st.tie is None and len(st.blocks) > 1 and "C3k2" in st.blocks:
                 params[f"{name}.block"] = "C3k2"
@@ -102,9 +112,9 @@ class SearchSpace:
                 params[f"{name}.depth"] = stock_depth(self.spec.scale, name)
         return params
 
-    def stage_size(self, name: str, st: StageSpace) -> int:
-        """Number of distinct canonical choices of one untied stage."""
-        ds = len(st.downsamples) if self._has_downsample(name) else 1
+    def stage_size(self, name: str, st: StageSpace, backbone: str = DEFAULT_BACKBONE) -> int:
+        """Number of distinct canonical choices of one untied stage (with ``backbone``)."""
+        ds = len(st.downsamples) if self._has_downsample(name, backbone) else 1
         total = 0
         shape = len(st.widths) * len(st.depths)
         for block in st.blocks:
@@ -117,18 +127,22 @@ class SearchSpace:
         return total * shape
 
     def size(self) -> int:
-        """Number of distinct architectures in the space."""
-        n = 1
-        for name, st in self.spec.stages:
-            if st.tie is None:
-                n *= self.stage_size(name, st)
-        return n
+        """Number of distinct architectures in the space (summed over its backbones)."""
+        total = 0
+        for backbone in self.spec.backbones:
+            n, built = 1, stages_of_backbone(backbone)
+            for name, st in self.spec.stages:
+                if st.tie is None and name in built:
+                    n *= self.stage_size(name, st, backbone)
+            total += n
+        return total
 
     def dimensions(self) -> int:
         """Number of categorical parameters trials can suggest (conditional ones included, unreachable ones not)."""
-        count = 0
+        count = int(len(self.spec.backbones) > 1)
+        built = {n for b in self.spec.backbones for n in stages_of_backbone(b)}
         for name, st in self.spec.stages:
-            if st.tie is not None:
+            if st.tie is not None or name not in built:
                 continue
             count += len(st.blocks) > 1
             se_reachable = False
@@ -141,6 +155,6 @@ class SearchSpace:
                 count += "fixed" in st.se_kinds and len(st.reductions) > 1
                 count += "dynamic" in st.se_kinds and len(st.ratio_bounds) > 1
             count += any(stage_block(b).uses_kernels for b in st.blocks) and len(st.kernels) > 1
-            count += self._has_downsample(name) and len(st.downsamples) > 1
+            count += any(self._has_downsample(name, b) for b in self.spec.backbones) and len(st.downsamples) > 1
             count += (len(st.widths) > 1) + (len(st.depths) > 1)
         return count

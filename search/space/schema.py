@@ -14,13 +14,21 @@ from typing import Any
 
 import yaml
 
-from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
+from blocks.registry import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    DEPTHWISE_KERNELS,
+    DOWNSAMPLES,
+    SE_KINDS,
+    SE_PLACEMENTS,
+    STAGE_BLOCKS,
+)
 from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader, short
 from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, INT8_BACKENDS, LatencySetting
 from trainers.model.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
 from trainers.model.heads import DEFAULT_HEAD, HEADS
-from trainers.model.layout import STAGE_LAYERS
+from trainers.model.layout import BACKBONE_STAGES, STAGE_LAYERS
 from trainers.train.devices import DEVICE_ALLOWED, is_device
 
 METRICS: dict[str, str] = {
@@ -35,7 +43,8 @@ METRICS: dict[str, str] = {
 INT8_METRICS = ("map50_95_int8", "int8_drop")
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot", "presets")
+TOP_KEYS = ("base", "scale", "backbone", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot",
+            "presets")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
@@ -134,6 +143,7 @@ class SpaceFile:
     latency: LatencySetting
     train: TrainSettings
     oneshot: OneShotSettings = OneShotSettings()
+    backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
     presets: tuple[str, ...] = ()
 
 
@@ -175,9 +185,11 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
         raise r.fail("base", f"must be an Ultralytics YOLO26 detection config like 'yolo26.yaml', got {short(base)}")
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
     head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
+    backbones = r.choices(d.get("backbone", DEFAULT_BACKBONE), "backbone", lambda v, f: r.choice(v, f, BACKBONES))
     stages = _parse_stages(r, d["stages"])
+    _check_backbone_stages(r, stages, backbones)
     space = SpaceFile(
-        source=source, base=base, scale=scale, head=head, stages=stages,
+        source=source, base=base, scale=scale, head=head, stages=stages, backbones=backbones,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
         latency=_parse_latency(r, d.get("latency"), head),
@@ -187,6 +199,17 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     )
     _check_int8_metrics(r, space)
     return space
+
+
+def _check_backbone_stages(r: Reader, stages: tuple[tuple[str, StageSpace], ...], backbones: tuple[str, ...]) -> None:
+    """A backbone stage is a choice of the ``yolo26`` backbone only: without it in ``backbone``, none may be listed."""
+    if DEFAULT_BACKBONE in backbones:
+        return
+    allowed = [n for n in STAGE_LAYERS if n not in BACKBONE_STAGES]
+    for name, _ in stages:
+        if name in BACKBONE_STAGES:
+            raise r.fail(f"stages.{name}", f"a backbone stage applies only with backbone {DEFAULT_BACKBONE!r}; with "
+                                           f"backbone {list(backbones)} the stages allowed are {allowed}, got {name!r}")
 
 
 def _check_int8_metrics(r: Reader, space: SpaceFile) -> None:

@@ -20,7 +20,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 
-from blocks.registry import stage_block
+from blocks.registry import DEFAULT_BACKBONE, stage_block
 from search.space.schema import SpaceFile, StageSpace
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.layout import STAGE_LAYERS, stock_depth
@@ -70,9 +70,13 @@ def _shape(space: SpaceFile, name: str, st: StageSpace, asked: Shape | None) -> 
 def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) -> SupernetSpec:
     """The supernet of ``space`` at ``shape`` (untied stage -> (width, depth); ``None`` depth: stock).
 
-    Stages the space does not name hold the stock C3k2 and Conv only. ``ValueError`` naming the
+    Stages the space does not name hold the stock C3k2 and Conv only. ``ValueError`` for a space with a RepViT
+    backbone (the supernet is built on YOLO26's own), and naming the
     stage for a shape outside the space's options or given for a stage that is tied or not in the space.
     """
+    if space.backbones != (DEFAULT_BACKBONE,):
+        raise ValueError(f"backbone: a supernet is built on backbone {DEFAULT_BACKBONE!r} only, got "
+                         f"{list(space.backbones)}")
     spaces = dict(space.stages)
     shape = dict(shape or {})
     wrong = sorted(n for n in shape if n not in spaces or spaces[n].tie is not None)

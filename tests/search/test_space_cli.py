@@ -88,8 +88,8 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
      "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got "
      "'R\u00e9pViT \u2603\U0001f4a5'"),
     ("unicode-key", "st\u00e4ges:\n  p3_backbone: {block: C3k2}\n",
-     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'head', 'stages', 'objectives', 'constraints', 'latency', "
-     "'train', 'oneshot', 'presets'] (did you mean 'stages'?)"),
+     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'backbone', 'head', 'stages', 'objectives', 'constraints', "
+     "'latency', 'train', 'oneshot', 'presets'] (did you mean 'stages'?)"),
     ("negative-epochs", GOOD_STAGE + "train: {epochs: -3}\n", "train.epochs: must be an integer in [1, 10000], got -3"),
     ("bad-head", GOOD_STAGE + "head: nmsfree\n", "head: must be one of ['nms_free', 'nms'], got 'nmsfree'"),
     ("bad-backend", GOOD_STAGE + "latency: {backend: tensorrt}\n",

@@ -4,8 +4,12 @@ An :class:`Architecture` names the base config, the scale and, per stage of YOLO
 block, its options, its width and its depth. Choices that do not apply to a stage's block (SE
 options for stock C3k2, kernels for OREPA, SE ratios when SE is off) are dropped when it is
 built, so they never change its hash; neither do stock values (width 1.0, the scale's own
-depth), so architectures written before widths and depths existed keep their hash. Pure data:
-no torch import.
+depth), so architectures written before widths and depths existed keep their hash.
+
+The backbone is YOLO26's own (``yolo26``, the default, not written into the architecture) or a RepViT
+configuration of the paper (``repvit_m0_6`` ...) in place of the whole YOLO26 backbone: then the four
+backbone stages do not exist, take no choice (a choice there is an error), and are left out of the
+dict and the hash; the neck stages keep theirs. Pure data: no torch import.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from blocks.registry import stage_block
-from trainers.model.layout import STAGE_LAYERS, stock_depth
+from blocks.registry import DEFAULT_BACKBONE, repvit_config_name, stage_block
+from trainers.model.layout import BACKBONE_STAGES, STAGE_LAYERS, stock_depth
 
 SCALES: tuple[str, ...] = ("n", "s", "m", "l", "x")
 WIDTH_MIN, WIDTH_MAX, WIDTH_STEP = 0.25, 2.0, 0.125
@@ -141,21 +145,50 @@ def _canonical_stages(stages: dict[str, StageChoice], scale: str = "n") -> tuple
     return tuple(out)
 
 
+def stages_of_backbone(backbone: str) -> tuple[str, ...]:
+    """The stages that take choices with ``backbone``: all of them with ``yolo26``, the neck stages with RepViT."""
+    if repvit_config_name(backbone) is None:
+        return tuple(STAGE_LAYERS)
+    return tuple(n for n in STAGE_LAYERS if n not in BACKBONE_STAGES)
+
+
+def _check_backbone_stages(stages: tuple[tuple[str, StageChoice], ...], backbone: str, scale: str) -> None:
+    """``ValueError`` naming the stage when a backbone stage has a choice that a RepViT backbone cannot apply."""
+    allowed = stages_of_backbone(backbone)
+    stock = dict(_canonical_stages({}, scale))
+    for name, choice in stages:
+        if name not in allowed and choice != stock[name]:
+            raise ValueError(f"stage {name}: a backbone stage takes choices only with backbone {DEFAULT_BACKBONE!r}; "
+                             f"with backbone {backbone!r} the stages that take choices are {list(allowed)}, got "
+                             f"{name} {choice.to_dict()}")
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A YOLO26 detector: base config, scale and one :class:`StageChoice` per stage."""
+    """A YOLO26 detector: base config, scale, one :class:`StageChoice` per stage and its backbone.
+
+    With a RepViT ``backbone`` the backbone stages hold the stock choice and are not built.
+    """
 
     base: str = "yolo26.yaml"
     scale: str = "n"
     stages: tuple[tuple[str, StageChoice], ...] = field(default_factory=lambda: _canonical_stages({}))
+    backbone: str = DEFAULT_BACKBONE
 
     @classmethod
     def create(cls, stages: dict[str, StageChoice] | None = None, base: str = "yolo26.yaml",
-               scale: str = "n") -> Architecture:
-        """Build a canonical architecture; stages not given are the stock C3k2 with a plain Conv."""
+               scale: str = "n", backbone: str = DEFAULT_BACKBONE) -> Architecture:
+        """Build a canonical architecture; stages not given are the stock C3k2 with a plain Conv.
+
+        ``ValueError`` for an unknown scale or backbone, or a backbone stage with a choice that is not
+        stock while the backbone is a RepViT one.
+        """
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
-        return cls(base=base, scale=scale, stages=_canonical_stages(stages or {}, scale))
+        repvit_config_name(backbone)
+        canonical = _canonical_stages(stages or {}, scale)
+        _check_backbone_stages(canonical, backbone, scale)
+        return cls(base=base, scale=scale, stages=canonical, backbone=backbone)
 
     @classmethod
     def baseline(cls, base: str = "yolo26.yaml", scale: str = "n") -> Architecture:
@@ -172,8 +205,11 @@ class Architecture:
         return self == Architecture.baseline(self.base, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data: base, scale and the applicable choices of each stage."""
-        return {"base": self.base, "scale": self.scale, "stages": {n: s.to_dict() for n, s in self.stages}}
+        """Plain JSON data: base, scale, the applicable choices of each stage and a backbone that is not ``yolo26``."""
+        built = stages_of_backbone(self.backbone)
+        out = {"base": self.base, "scale": self.scale,
+               "stages": {n: s.to_dict() for n, s in self.stages if n in built}}
+        return out if self.backbone == DEFAULT_BACKBONE else {**out, "backbone": self.backbone}
 
     @property
     def hash(self) -> str:
@@ -188,7 +224,8 @@ class Architecture:
         A ``hash`` key, when present, must match the rebuilt architecture.
         """
         stages = {n: StageChoice.from_dict(s) for n, s in (data.get("stages") or {}).items()}
-        arch = cls.create(stages, base=data.get("base", "yolo26.yaml"), scale=data.get("scale", "n"))
+        arch = cls.create(stages, base=data.get("base", "yolo26.yaml"), scale=data.get("scale", "n"),
+                          backbone=data.get("backbone", DEFAULT_BACKBONE))
         if "hash" in data and data["hash"] != arch.hash:
             raise ValueError(f"hash does not match the choices: file says {data['hash']!r}, got {arch.hash!r}")
         return arch
@@ -203,8 +240,13 @@ class Architecture:
         return cls.from_dict(json.loads(text))
 
     def blocks_summary(self) -> str:
-        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``."""
-        return "/".join(s.label() for _, s in self.stages)
+        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``.
+
+        With a RepViT backbone, its name takes the place of the backbone stages: ``repvit_m0_6/C3k2/...``.
+        """
+        built = stages_of_backbone(self.backbone)
+        labels = [s.label() for n, s in self.stages if n in built]
+        return "/".join(labels if self.backbone == DEFAULT_BACKBONE else [self.backbone, *labels])
 
 
 def read_architecture(path: Path, flag: str = "--arch") -> Architecture:

@@ -9,6 +9,11 @@ layer and the head to match), the model is built from it, then each stage's modu
 for ours (the input/output channels and depth of the module it replaces, same layer
 attributes), then Ultralytics' ``initialize_weights`` is called again so swapped-in BatchNorms
 get its eps/momentum. With stock widths and depths the dict and the model are exactly stock.
+
+With a RepViT backbone, layers 0-8 of the dict are placeholders of the RepViT modules' widths
+(:func:`trainers.model.yolo26.backbone_model_dict`), so the neck is parsed on RepViT's P3/P4/P5, and the
+RepViT stem and stages are put in their place (:func:`trainers.model.yolo26.swap_backbone`) before
+``initialize_weights``.
 The architecture is recorded in ``model.yaml["architecture"]``, so a checkpoint that
 Ultralytics saves rebuilds it through our trainer's ``get_model`` (:func:`model_from_yaml`).
 """
@@ -27,16 +32,23 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     from ultralytics.nn.tasks import yaml_model_load
     from ultralytics.utils.torch_utils import initialize_weights
 
+    from trainers.model.architecture import stages_of_backbone
     from trainers.model.detection_model import RepDetectionModel
-    from trainers.model.yolo26 import resized_model_dict, swap_stages
+    from trainers.model.yolo26 import backbone_model_dict, repvit_net, resized_model_dict, swap_backbone, swap_stages
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
+    net = repvit_net(arch.backbone, cfg)
+    if net is not None:
+        cfg = backbone_model_dict(cfg, net)
     cfg["nc"] = nc  # the dict says the class count, so Ultralytics logs no "Overriding model.yaml nc=80" line
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash
     model: Any = RepDetectionModel(cfg, nc=nc, verbose=verbose)
-    swap_stages(model, arch.stages)
+    built = stages_of_backbone(arch.backbone)
+    swap_stages(model, tuple((n, c) for n, c in arch.stages if n in built))
+    if net is not None:
+        swap_backbone(model, net)
     initialize_weights(model)
     return model
 

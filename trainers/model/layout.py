@@ -18,6 +18,12 @@ STAGE_LAYERS: dict[str, tuple[int, int | None]] = {
     "p5_out": (22, 20),
 }
 
+# The stages of YOLO26's backbone: a RepViT backbone takes the place of all four (and of their stride-2 convs).
+BACKBONE_STAGES: tuple[str, ...] = ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone")
+# Strides of stock yolo26.yaml's layers 0-8 (two stem convs, then each backbone stage's stride-2 conv and C3k2):
+# the layers a RepViT backbone replaces. The neck reads layers 4 (P3) and 6 (P4); SPPF reads layer 8 (P5).
+BACKBONE_LAYER_STRIDES: tuple[int, ...] = (2, 2, 1, 2, 1, 2, 1, 2, 1)
+
 # Stage name -> the repeats stock yolo26.yaml writes for its C3k2 (before the scale's depth multiple).
 STAGE_REPEATS: dict[str, int] = {name: 1 if name == "p5_out" else 2 for name in STAGE_LAYERS}
 # Scale -> the depth multiple of yolo26.yaml's ``scales`` (kept here so a stage's stock depth is known

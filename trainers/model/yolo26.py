@@ -38,24 +38,46 @@ def resized_model_dict(cfg: dict[str, Any], stages: tuple[tuple[str, StageChoice
 
     if all(c.width == 1.0 and c.depth is None for _, c in stages):
         return cfg
+    out, layers = _clamped_copy(cfg)
+    depth_multiple, width_multiple, _ = out["scales"][out["scale"]]
+    for name, choice in stages:
+        layer = layers[STAGE_LAYERS[name][0]]
+        stock = make_divisible(layer[3][0] * width_multiple, 8)
+        _write_channels(layer, make_divisible(stock * choice.width, 8), width_multiple, f"stage {name}")
+        if choice.depth is not None:
+            layer[1] = repeats_for_depth(choice.depth, depth_multiple)
+    return _widest_max_channels(out, layers)
+
+
+def _clamped_copy(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """A deep copy of a YOLO26 model dict with every layer's channels clamped to ``max_channels``, and its layers.
+
+    ``ValueError`` for a layer this builder does not know.
+    """
     out = copy.deepcopy(cfg)
     layers = out["backbone"] + out["head"]
-    depth_multiple, width_multiple, max_channels = out["scales"][out["scale"]]
+    max_channels = out["scales"][out["scale"]][2]
     for i, (_, _, module, args) in enumerate(layers):
         if module in CHANNEL_MODULES:
             args[0] = min(args[0], max_channels)
         elif module not in PASSTHROUGH_MODULES:
             raise ValueError(f"layer {i} of {out.get('yaml_file')} is a {module!r}: not a YOLO26 layout this "
                              f"builder knows ({sorted(CHANNEL_MODULES | PASSTHROUGH_MODULES)})")
-    for name, choice in stages:
-        layer = layers[STAGE_LAYERS[name][0]]
-        stock = make_divisible(layer[3][0] * width_multiple, 8)
-        target = make_divisible(stock * choice.width, 8)
-        layer[3][0] = int(target // width_multiple)  # any value in (target - 8, target] scales to target
-        if make_divisible(layer[3][0] * width_multiple, 8) != target:
-            raise ValueError(f"stage {name}: {target} channels cannot be written at width multiple {width_multiple}")
-        if choice.depth is not None:
-            layer[1] = repeats_for_depth(choice.depth, depth_multiple)
+    return out, layers
+
+
+def _write_channels(layer: list[Any], target: int, width_multiple: float, where: str) -> None:
+    """Write the ``args[0]`` that ``parse_model`` scales to exactly ``target`` channels (a multiple of 8)."""
+    from ultralytics.utils.ops import make_divisible
+
+    layer[3][0] = int(target // width_multiple)  # any value in (target - 8, target] scales to target
+    if make_divisible(layer[3][0] * width_multiple, 8) != target:
+        raise ValueError(f"{where}: {target} channels cannot be written at width multiple {width_multiple}")
+
+
+def _widest_max_channels(out: dict[str, Any], layers: list[Any]) -> dict[str, Any]:
+    """``out`` with its scale's ``max_channels`` raised to the widest layer, so that no written width is clamped."""
+    depth_multiple, width_multiple, max_channels = out["scales"][out["scale"]]
     widest = max(args[0] for _, _, module, args in layers if module in CHANNEL_MODULES)
     out["scales"] = {**out["scales"], out["scale"]: [depth_multiple, width_multiple, max(max_channels, widest)]}
     return out
@@ -167,3 +189,72 @@ def swap_stages(model: Any, stages: tuple[tuple[str, StageChoice], ...]) -> None
         if ds is not None and choice.downsample not in (None, "Conv"):
             old_ds = model.model[ds]
             model.model[ds] = adopt_layer_attrs(build_downsample(old_ds, choice.downsample), old_ds)
+
+
+def repvit_width(cfg: dict[str, Any]) -> float:
+    """The width a RepViT backbone is built at for ``cfg``'s scale: its width multiple over scale ``n``'s.
+
+    The paper's widths are taken as they are at ``n`` (they are of the order of ``yolo26n``'s own backbone),
+    and widened as YOLO26 widens its own at the other scales: ``s`` 2x, ``m`` and ``l`` 4x, ``x`` 6x.
+    """
+    scales = cfg["scales"]
+    return float(scales[cfg["scale"]][1] / scales["n"][1])
+
+
+def repvit_net(backbone: str, cfg: dict[str, Any]) -> Any:
+    """The ``RepViTNet`` (:mod:`blocks.repvit_backbone`) of ``backbone`` at ``cfg``'s scale; ``None`` for yolo26."""
+    from blocks.registry import repvit_config_name
+    from blocks.repvit_backbone import RepViTNet
+    from blocks.repvit_configs import REPVIT_CONFIGS
+
+    name = repvit_config_name(backbone)
+    return None if name is None else RepViTNet(REPVIT_CONFIGS[name], width=repvit_width(cfg))
+
+
+def repvit_layers(net: Any) -> list[nn.Module]:
+    """The modules of a ``RepViTNet`` that take the place of YOLO26's layers 0-8, in order.
+
+    The stem's two convs (strides 2, 2), stage 1 (at stride 4, where YOLO26 has its P2 C3k2), then for
+    stages 2-4 the stride-2 block (where YOLO26 has a stride-2 Conv) and the rest of the stage (where
+    it has the C3k2): layers 4, 6 and 8 give P3, P4 and P5 (:data:`trainers.model.layout.BACKBONE_LAYER_STRIDES`).
+    The modules are shared with ``net``, not copied.
+    """
+    stem, stages = net.stem, net.stages
+    return [stem[0], stem[1], stages[0], *(part for stage in stages[1:] for part in (stage[0], stage[1:]))]
+
+
+def repvit_layer_channels(net: Any) -> list[int]:
+    """The output channels of each module of :func:`repvit_layers`."""
+    c = net.channels
+    return [c[0] // 2, c[0], c[0], c[1], c[1], c[2], c[2], c[3], c[3]]
+
+
+def backbone_model_dict(cfg: dict[str, Any], net: Any) -> dict[str, Any]:
+    """A copy of a YOLO26 model dict whose layers 0-8 are 1x1 ``Conv`` placeholders with the widths of ``net``.
+
+    Each placeholder has the stride of the layer it stands for and the output channels of the RepViT
+    module that :func:`swap_backbone` puts there, so ``parse_model`` builds the rest as stock on those
+    widths: SPPF reads RepViT's P5, the two concats of the top-down path read its P4 and P3 (their
+    C3k2 take the concatenated channels), and every layer keeps its own stock output width. No adapter
+    conv is added. ``max_channels`` is raised to the widest written layer, as :func:`resized_model_dict` does.
+    A width that is not a multiple of 8 (the stem's middle, half of stage 1's: 20 for ``repvit_m0_6``) is
+    written rounded up, which ``parse_model`` can express: only the placeholder after it reads it.
+    """
+    from trainers.model.layout import BACKBONE_LAYER_STRIDES
+
+    out, _ = _clamped_copy(cfg)
+    width_multiple = out["scales"][out["scale"]][1]
+    for i, (c, s) in enumerate(zip(repvit_layer_channels(net), BACKBONE_LAYER_STRIDES)):
+        out["backbone"][i] = [-1, 1, "Conv", [c, 1, s]]
+        _write_channels(out["backbone"][i], -(-c // 8) * 8, width_multiple, f"backbone layer {i}")
+    return _widest_max_channels(out, out["backbone"] + out["head"])
+
+
+def swap_backbone(model: Any, net: Any) -> None:
+    """Put the modules of ``net`` (:func:`repvit_layers`) in place of :func:`backbone_model_dict`'s placeholders."""
+    for i, (module, c) in enumerate(zip(repvit_layers(net), repvit_layer_channels(net))):
+        old = model.model[i]
+        if old.conv.out_channels != -(-c // 8) * 8:
+            raise ValueError(f"layer {i} has {old.conv.out_channels} channels, the RepViT module {c}: the model "
+                             "was not built from backbone_model_dict")
+        model.model[i] = adopt_layer_attrs(module, old)

@@ -205,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         write_target(study, target, todo.copy)
         log(f"trials {sorted(todo.copy)}: same architecture as a trial already measured, figure copied")
     nc, source = class_count_of(config)
-    log(f"target {target}: {len(todo.measure)} architecture(s) to measure for {todo.selected} trial(s), "
-        f"nc {nc} ({source})")
-    if setting.dtype == "int8":
-        log(f"int8: each model quantized post-training, calibrated on the first {setting.calib_images} images of "
-            f"the train split of {setting.calib_data}")
+    log_plan(target, todo, setting, f"nc {nc} ({source})")
     from trainers.cli import quiet_ultralytics
 
     quiet_ultralytics()
@@ -224,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         log(f"{len(failed)} architecture(s) could not be measured: {', '.join(failed)} (run again to retry)")
     return 1 if failed else 0
+
+
+def log_plan(target: str, todo: Plan, setting: LatencySetting, classes: str) -> None:
+    """Say on stderr what the run measures, for how many trials, with which class count and, at INT8, calibration."""
+    log(f"target {target}: {len(todo.measure)} architecture(s) to measure for {todo.selected} trial(s), {classes}")
+    if setting.dtype == "int8":
+        log(f"int8: each model quantized post-training, calibrated on the first {setting.calib_images} images of "
+            f"the train split of {setting.calib_data}")
 
 
 def load_cost_model(args: Any, config: RunConfig, setting: LatencySetting) -> Any:

@@ -81,6 +81,7 @@ def quantizer_output(backend: str, log_file: Path) -> Iterator[Path]:
         warnings.filterwarnings("ignore", message=JIT_TRACE_DEPRECATED, category=FutureWarning)
         handler = logging.StreamHandler(sink)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        filters.callback(handler.close)  # last: after every filter that hands it records is gone
         for name, where in QUANTIZER_LOGGERS.get(backend, ()):
             logger, into = _logger(name), _IntoFile(handler, where)
             logger.addFilter(into)

@@ -234,7 +234,7 @@ def plan_export(chosen: Picked, opts: ExportOptions) -> ExportPlan:
 
 def export_model(chosen: Picked, trained: Any, opts: ExportOptions) -> int:
     """Write the five files, run the checks, print each figure; the exit code."""
-    from search.ship.model_card import write_model_card
+    from search.ship.model_card import search_int8, write_model_card
     from trainers.deploy.exported import save_exported
     from trainers.deploy.inference import fused_copy
     from trainers.deploy.ultralytics_export import export_with_ultralytics
@@ -253,12 +253,7 @@ def export_model(chosen: Picked, trained: Any, opts: ExportOptions) -> int:
     if plan.setting.dtype == "int8":
         checks["int8_vs_float_map"], int8 = int8_check(trained, plan, out, opts.int8_max_drop)
     latency = measure_latency(trained, plan.setting)
-    card = model_card(chosen, plan, opts, (trained, fused), checks, latency)
-    if int8 is not None:
-        card["int8"] = int8
-        card["metrics"].update(map50_95_float_export=int8["map50_95_float"], map50_95_int8=int8["map50_95_int8"],
-                               int8_drop_points=int8["int8_drop"])
-        card["files"] = {**card["files"], **int8_files(out, int8)}
+    card = add_int8(model_card(chosen, plan, opts, (trained, fused), checks, latency), search_int8(chosen), int8, out)
     write_model_card(out, card)
     if chosen.study is not None and chosen.config is not None:  # the card beside the study, in the dashboard
         from search.study.artifacts import artifact_store, upload_study_artifacts
@@ -266,6 +261,21 @@ def export_model(chosen: Picked, trained: Any, opts: ExportOptions) -> int:
         upload_study_artifacts(artifact_store(chosen.config), chosen.study,
                                [out / "model_card.md", out / "model_card.json"])
     return report_export(chosen, out, checks, latency)
+
+
+def add_int8(card: dict[str, Any], searched: dict[str, Any] | None, int8: dict[str, Any] | None,
+             out: Path) -> dict[str, Any]:
+    """``card`` with the INT8 figures: the search trial's (``searched``, its ``int8`` record) and this export's
+    (``int8``, from :func:`int8_check`), each as a record, as metrics and, for the export, its files in ``out``."""
+    if searched is not None:
+        card["search_int8"] = searched
+        card["metrics"].update(search_map50_95_int8=searched["map50_95_int8"], search_int8_drop=searched["int8_drop"])
+    if int8 is not None:
+        card["int8"] = int8
+        card["metrics"].update(map50_95_float_export=int8["map50_95_float"], map50_95_int8=int8["map50_95_int8"],
+                               int8_drop_points=int8["int8_drop"])
+        card["files"] = {**card["files"], **int8_files(out, int8)}
+    return card
 
 
 def model_card(chosen: Picked, plan: ExportPlan, opts: ExportOptions, models: tuple[Any, Any],

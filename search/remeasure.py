@@ -4,7 +4,12 @@
 
 Weights do not change latency, so each COMPLETE trial's architecture is built untrained (with
 the study's class count) and timed for the target: ``--backend`` plus ``--device --dtype --imgsz
---threads --head``, each defaulting to the study's recorded latency setting. ``--front-only``
+--threads --head``, each defaulting to the study's recorded latency setting (an INT8 study's ``int8``
+does not carry over to ``--backend torch``, which has no INT8 path: it measures at ``auto``).
+``--dtype int8`` (onnxruntime or openvino) quantizes each model post-training through Ultralytics'
+exporter, as a search with an INT8 target does (:mod:`trainers.deploy.quantize`), calibrated on the
+first ``--calib-images`` (default: the space's ``latency.calib_images``) images of the train split of
+``--calib-data`` (default: the study's data YAML). ``--front-only``
 measures only the architectures of the study's current Pareto front and the stock baseline.
 Each figure is recorded with :func:`search.study.targets.write_target` as soon as it is taken, so an
 interrupted run keeps what it measured and a second run measures only what is missing
@@ -13,7 +18,8 @@ measured once and its figure recorded for each of them.
 
 stderr: progress (``[k/N] trial 3 [hash]: 12.30 ms``). stdout: one line naming the target and
 how many of the study's COMPLETE trials it holds. Bad input, an unknown study or a backend that
-cannot run here: one line on stderr, exit 2, before any model is built. An architecture that
+cannot run here (INT8 on torch, no calibration data, the quantizer package not installed): one line on
+stderr, exit 2, before any model is built and before anything is written to the study. An architecture that
 fails to build or run is logged and skipped: exit 1 at the end, a rerun retries it.
 """
 
@@ -29,9 +35,9 @@ from typing import Any
 from search.pick import PickError, load_study
 from search.study.config import RunConfig
 from search.study.records import read_record
-from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
+from trainers.cli import OneLineParser, device_arg, existing_file, fail, log, positive_int
 from trainers.latency.report import LatencyReport
-from trainers.latency.setting import BACKEND_NAMES, LatencySetting
+from trainers.latency.setting import BACKEND_NAMES, DTYPES, INT8_BACKENDS, LatencySetting
 from trainers.model.heads import HEADS
 
 DEFAULT_NC = 80  # Ultralytics' COCO class count: the fallback when a legacy study's data YAML is gone
@@ -54,7 +60,12 @@ def _parser() -> OneLineParser:
     p.add_argument("--device", type=device_arg, help="device (default: the study's latency device)")
     p.add_argument("--threads", type=positive_int("--threads", 1, 1024), help="CPU threads (default: the study's)")
     p.add_argument("--imgsz", type=positive_int("--imgsz", 32, 4096), help="image size (default: the study's)")
-    p.add_argument("--dtype", choices=["auto", "float16", "float32"], help="dtype (default: the study's)")
+    p.add_argument("--dtype", choices=list(DTYPES), help="dtype (default: the study's); int8: post-training "
+                   "quantized (onnxruntime or openvino)")
+    p.add_argument("--calib-images", type=positive_int("--calib-images", 1, 100000),
+                   help="int8: calibration images, the first of the train split (default: the space's)")
+    p.add_argument("--calib-data", type=existing_file("--calib-data"),
+                   help="int8: data YAML whose train split calibrates (default: the study's data)")
     p.add_argument("--head", choices=list(HEADS), help="head measured, with its post-processing (default: study's)")
     p.add_argument("--front-only", action="store_true", help="only the current Pareto front and the baseline")
     p.add_argument("--predict", action="store_true",
@@ -67,10 +78,20 @@ def _parser() -> OneLineParser:
 
 
 def setting_of(args: Any, config: RunConfig) -> LatencySetting:
-    """The latency setting asked for: the flags given, the study's recorded setting for the others."""
+    """The latency setting asked for: the flags given, the study's recorded setting for the others.
+
+    The study's ``int8`` is not carried to a backend without INT8 (``auto`` instead). At ``int8`` the calibration
+    set is ``--calib-images`` (else the space's ``latency.calib_images``) images of ``--calib-data``'s train split
+    (else the study's data YAML).
+    """
     t = config.trial.latency
-    return replace(t, imgsz=args.imgsz or t.imgsz, device=args.device or t.device, dtype=args.dtype or t.dtype,
-                   threads=args.threads or t.threads, backend=args.backend, head=args.head or t.head)
+    study_dtype = t.dtype if t.dtype != "int8" or args.backend in INT8_BACKENDS else "auto"
+    dtype = args.dtype or study_dtype
+    calib_data = getattr(args, "calib_data", None) or config.trial.data or None
+    return replace(t, imgsz=args.imgsz or t.imgsz, device=args.device or t.device, dtype=dtype,
+                   threads=args.threads or t.threads, backend=args.backend, head=args.head or t.head,
+                   calib_images=getattr(args, "calib_images", None) or t.calib_images,
+                   calib_data=str(Path(calib_data).resolve()) if dtype == "int8" and calib_data else t.calib_data)
 
 
 def planned_target(setting: LatencySetting) -> str:
@@ -184,8 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         write_target(study, target, todo.copy)
         log(f"trials {sorted(todo.copy)}: same architecture as a trial already measured, figure copied")
     nc, source = class_count_of(config)
-    log(f"target {target}: {len(todo.measure)} architecture(s) to measure for {todo.selected} trial(s), "
-        f"nc {nc} ({source})")
+    log_plan(target, todo, setting, f"nc {nc} ({source})")
     from trainers.cli import quiet_ultralytics
 
     quiet_ultralytics()
@@ -200,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         log(f"{len(failed)} architecture(s) could not be measured: {', '.join(failed)} (run again to retry)")
     return 1 if failed else 0
+
+
+def log_plan(target: str, todo: Plan, setting: LatencySetting, classes: str) -> None:
+    """Say on stderr what the run measures, for how many trials, with which class count and, at INT8, calibration."""
+    log(f"target {target}: {len(todo.measure)} architecture(s) to measure for {todo.selected} trial(s), {classes}")
+    if setting.dtype == "int8":
+        log(f"int8: each model quantized post-training, calibrated on the first {setting.calib_images} images of "
+            f"the train split of {setting.calib_data}")
 
 
 def load_cost_model(args: Any, config: RunConfig, setting: LatencySetting) -> Any:

@@ -35,6 +35,7 @@ from search.engine.objective import Objective, Outcome, describe
 from search.engine.rungs import rung_summary
 from search.pareto import format_table, pareto_front, write_report
 from search.pareto.presets import format_presets
+from search.pareto.report import hypervolume_line
 from search.space import SearchSpace
 from search.study.artifacts import (
     STUDY_REPORT_FILES,
@@ -215,12 +216,8 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
     if latency:
         print(f"Latency: trials {sorted(latency)} re-measured together (interleaved) at the end of the search; "
               "the others keep their own figures")
-    hv = summary["hypervolume"]
-    if hv:
-        ref = hv["reference"]
-        print(f"Hypervolume {hv['hypervolume']:.4f} ({hv['hypervolume_low']:.4f} to {hv['hypervolume_high']:.4f} "
-              f"within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
-              f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
+    if hv := summary["hypervolume"]:
+        print(hypervolume_line(hv))
     if summary["presets"]:
         print("Design references (spaces/presets) against the front:")
         print(format_presets(summary["presets"]))

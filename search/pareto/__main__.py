@@ -39,13 +39,15 @@ def own_front(study: Any, config: Any) -> tuple[list[Any], None, Any]:
     return pareto_front(study, config.objectives, config.constraints), None, baseline_trial(study)
 
 
-def front_table(title: str, front: Sequence[Any], figures: Any, baseline: Any, map_noise: float | None = None) -> str:
-    """A titled front table (``format_table``) with its hypervolume; ``map_noise``: mAP's seed spread, if measured."""
+def front_table(title: str, front: Sequence[Any], figures: Any, baseline: Any, map_noise: float | None = None,
+                map_metric: str = "map50_95") -> str:
+    """A titled front table (``format_table``) with its hypervolume; ``map_noise``: mAP's seed spread, if measured;
+    ``map_metric``: the mAP the front is ranked on (``map50_95_int8`` for an INT8 objective)."""
     from search.pareto import format_table, front_hypervolume, front_rows
 
     lines = [f"Pareto front on {title}: {len(front)} points (feasible trials only; deltas vs the stock baseline)",
-             format_table(front_rows(front, baseline, figures, map_noise))]
-    if hv := front_hypervolume(front, baseline, figures):
+             format_table(front_rows(front, baseline, figures, map_noise, map_metric=map_metric))]
+    if hv := front_hypervolume(front, baseline, figures, map_metric):
         lines.append(f"Hypervolume {hv['hypervolume']:.4f} (reference: latency "
                      f"{hv['reference']['latency_ms']:.2f} ms = 2x baseline)")
     return "\n".join(lines)
@@ -80,6 +82,7 @@ def side_by_side(names: Sequence[str], fronts: Sequence[Sequence[Any]], figures:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
+    from search.pareto.front import accuracy_metric
     from search.pareto.report import map_seed_spread
     from search.study.targets import TARGET_PREFIX, targets
 
@@ -97,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in args.target if t not in measured]
     if unknown:
         fail(f"--target must be one of the study's measured targets {measured}, got {unknown[0]!r}")
+    metric = accuracy_metric(config.objectives)
     if not args.target:
-        print(front_table(OWN, *own_front(study, config), map_seed_spread(study)))
+        print(front_table(OWN, *own_front(study, config), map_seed_spread(study), metric))
         return 0
     fronts, figures = [], []
     for name in args.target:
         front, figs, baseline = target_front(study, config, name)
         print(front_table(f"target {name} ({len(figs)} trials measured)", front, figs, baseline,
-                          map_seed_spread(study)) + "\n")
+                          map_seed_spread(study), metric) + "\n")
         fronts.append(front)
         figures.append(figs)
     if len(args.target) > 1:

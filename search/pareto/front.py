@@ -37,7 +37,13 @@ from trainers.latency.report import LatencyReport
 from trainers.model.architecture import Architecture
 
 LATENCY_METRIC = "latency_ms"
+MAP_METRIC, INT8_MAP_METRIC = "map50_95", "map50_95_int8"
 Interval = tuple[float, float]
+
+
+def accuracy_metric(objectives: Sequence[tuple[str, str]]) -> str:
+    """The mAP the front is ranked on: ``map50_95_int8`` when it is an objective (an INT8 target), else ``map50_95``."""
+    return INT8_MAP_METRIC if any(m == INT8_MAP_METRIC for m, _ in objectives) else MAP_METRIC
 
 
 def is_feasible(t: FrozenTrial, constraints: Sequence[Constraint]) -> bool:
@@ -180,9 +186,12 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], ref: tuple[float, floa
 
 
 def front_hypervolume(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
-                      latency: Mapping[int, LatencyReport] | None = None) -> dict[str, Any] | None:
-    """Hypervolume in (mAP50-95, latency ms) against mAP 0 and 2x the baseline's latency median.
+                      latency: Mapping[int, LatencyReport] | None = None,
+                      map_metric: str = MAP_METRIC) -> dict[str, Any] | None:
+    """Hypervolume in (``map_metric``, latency ms) against mAP 0 and 2x the baseline's latency median.
 
+    ``map_metric``: the mAP the front is ranked on (:func:`accuracy_metric`; ``map50_95_int8`` for an INT8
+    objective), named in the result as ``map_metric`` and in ``reference``.
     ``hypervolume_low``/``hypervolume_high``: the same with every front point at the high end
     and at the low end of its latency interval (its median where it has none), the reference
     fixed: the hypervolume's spread within latency noise (low <= hypervolume <= high).
@@ -194,11 +203,11 @@ def front_hypervolume(front: Sequence[FrozenTrial], baseline: FrozenTrial | None
     for t in front:
         m = trial_metrics(t, latency)
         lo, hi = latency_interval(t, latency) or (m[LATENCY_METRIC], m[LATENCY_METRIC])
-        maps.append(m["map50_95"])
+        maps.append(m[map_metric])
         medians.append(m[LATENCY_METRIC])
         lows.append(min(lo, m[LATENCY_METRIC]))
         highs.append(max(hi, m[LATENCY_METRIC]))
     return {"hypervolume": hypervolume_2d(list(zip(maps, medians)), ref),
             "hypervolume_low": hypervolume_2d(list(zip(maps, highs)), ref),
             "hypervolume_high": hypervolume_2d(list(zip(maps, lows)), ref),
-            "reference": {"map50_95": ref[0], "latency_ms": ref[1]}}
+            "map_metric": map_metric, "reference": {map_metric: ref[0], "latency_ms": ref[1]}}

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial
 
 from search.pareto.front import latency_report
 from search.study.config import RunConfig
+from search.study.records import read_record
 from search.study.targets import target_of
 from trainers.latency.report import LatencyReport
 
@@ -34,6 +35,8 @@ class ReportHeader:
         baseline_trial: the stock model's trial number, ``None`` when it did not finish.
         map_source: what the mAP figures are: each trial trained stand-alone, or (``--mode oneshot``) a supernet
             estimate, with the stand-alone mAP of the retrained beside it.
+        int8: with an INT8 target, how its models were quantized (quantizer and version, runtime, calibration
+            images) and what the INT8 mAP and the drop are; ``None`` for a float target.
     """
 
     study: str
@@ -47,6 +50,7 @@ class ReportHeader:
     constraints: tuple[str, ...]
     baseline_trial: int | None
     map_source: str = "each trial trained stand-alone"
+    int8: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON data (the ``header`` of ``pareto.json``)."""
@@ -59,6 +63,7 @@ class ReportHeader:
                  f"data:        {self.data or 'unknown'} (trained {self.train})",
                  f"head:        {self.head}",
                  f"mAP:         {self.map_source}",
+                 *([f"INT8:        {self.int8}"] if self.int8 else []),
                  f"latency:     target {target}"]
         if self.latency_conditions:
             lines.append(f"             {self.latency_conditions}")
@@ -92,7 +97,24 @@ def report_header(study_name: str, cfg: RunConfig, front: Sequence[FrozenTrial],
         head=cfg.trial.head, latency_target=target_of(report) if report else None,
         latency_conditions=report.conditions() if report else None, latency_source=source,
         objectives=tuple(f"{m} {d}" for m, d in cfg.objectives), constraints=tuple(str(c) for c in cfg.constraints),
-        baseline_trial=baseline.number if baseline is not None else None, map_source=map_source(cfg))
+        baseline_trial=baseline.number if baseline is not None else None, map_source=map_source(cfg),
+        int8=int8_source(cfg, [baseline] if baseline is not None else [], front))
+
+
+def int8_source(cfg: RunConfig, *trials: Sequence[FrozenTrial]) -> str | None:
+    """How the INT8 figures of ``cfg``'s study were made, in words (the header's ``INT8:`` line), from the first
+    of ``trials`` with an ``int8`` record (else from the study's latency setting); ``None`` for a float target."""
+    for t in (t for group in trials for t in group):
+        rec = read_record(t, "int8")
+        if isinstance(rec, dict) and "quantizer" in rec:
+            return (f"post-training quantized by {rec['quantizer']} for {rec['backend']} on {rec['calib_images']} "
+                    f"training images; INT8 mAP50-95 of that export at {rec['imgsz']} px, drop = float export minus "
+                    "INT8 export (points)")
+    lat = cfg.trial.latency
+    if lat.dtype != "int8":
+        return None
+    return (f"post-training quantized for {lat.backend} on the first {lat.calib_images} training images "
+            "(no trial records its INT8 accuracy)")
 
 
 def map_source(cfg: RunConfig) -> str:

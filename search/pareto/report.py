@@ -18,6 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.pareto.front import (
+    MAP_METRIC,
+    accuracy_metric,
     baseline_trial,
     blocks_label,
     front_hypervolume,
@@ -73,7 +75,8 @@ def beats_stock(d_map: float, map_noise: float | None, lat: float, base_lat: flo
 
 def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
                latency: Mapping[int, LatencyReport] | None = None,
-               map_noise: float | None = None, alone: Mapping[int, float] | None = None) -> list[dict[str, Any]]:
+               map_noise: float | None = None, alone: Mapping[int, float] | None = None,
+               map_metric: str = MAP_METRIC) -> list[dict[str, Any]]:
     """One dict per front point: trial, hash, mAP, latency and its interval, params, blocks, deltas vs the baseline.
 
     ``latency_ci``: the 95% interval of the latency median (``None`` when its report has none);
@@ -85,6 +88,10 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
     ``beats_stock``: :func:`beats_stock` (``None``: spread unknown). ``source``: ``supernet`` when the mAP is a
     supernet estimate (trial user attr ``source``), else ``trained``; ``map50_95_alone``: the stand-alone mAP
     of a retrained trial (``alone``, :func:`search.pareto.standalone.standalone_map`), else ``None``.
+    ``map50_95_int8``/``int8_drop``: the INT8 mAP50-95 and the float-minus-INT8 drop in points of a trial with an
+    INT8 target, else ``None``. ``map_metric``: the mAP the front is ranked on
+    (:func:`~search.pareto.front.accuracy_metric`), kept as ``map_metric``: the ties, ``d_map_points`` and
+    ``beats_stock`` compare it.
     """
     base = trial_metrics(baseline, latency) if baseline else {}
     base_ci = latency_interval(baseline, latency) if baseline else None
@@ -94,15 +101,16 @@ def front_rows(front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
         m, ci = trial_metrics(t, latency), intervals[i]
         neighbours = intervals[max(0, i - 1):i] + intervals[i + 1:i + 2]
         row = {"trial": t.number, "hash": t.user_attrs.get("hash"), "map50_95": m.get("map50_95"),
+               "map50_95_int8": m.get("map50_95_int8"), "int8_drop": m.get("int8_drop"), "map_metric": map_metric,
                "map_spread": map_noise, "latency_ms": m.get("latency_ms"), "latency_ci": list(ci) if ci else None,
                "within_noise": any(intervals_overlap(ci, n) for n in neighbours),
                "params_m": m.get("params_m"), "blocks": blocks_label(t),
                "source": t.user_attrs.get("source", "trained"), "map50_95_alone": (alone or {}).get(t.number)}
-        near = [trial_metrics(n, latency).get("map50_95", math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
-        acc = m.get("map50_95", math.nan)
+        near = [trial_metrics(n, latency).get(map_metric, math.nan) for n in front[max(0, i - 1):i + 2] if n is not t]
+        acc = m.get(map_metric, math.nan)
         row["map_within_noise"] = map_noise is not None and any(abs(acc - v) < map_noise for v in near)
         if base:
-            d_map = m.get("map50_95", math.nan) - base["map50_95"]
+            d_map = acc - base.get(map_metric, math.nan)
             row["d_map_points"] = 100 * d_map
             row["d_map_within_noise"] = map_noise is not None and abs(d_map) <= map_noise
             row["latency_ratio"] = m.get("latency_ms", math.nan) / base["latency_ms"]
@@ -117,6 +125,10 @@ NOISE_NOTE = "~ latency within the noise of a neighbouring row (their 95% interv
 MAP_NOISE_NOTE = "~ after mAP: within the seed spread of a neighbouring row (measured by search.audit): a tie"
 SPREAD_NOTE = ("+- the seed-to-seed spread of mAP50-95 at the search's schedule (search.audit); "
                "~ after dmAP: within it of stock, no difference")
+INT8_NOTE = ("mAP50-95: the trained float model; INT8: its post-training quantized export on the latency target's "
+             "runtime; drop: float export minus INT8 export, mAP50-95 points (same runtime, size and validator)")
+INT8_RANK_NOTE = ("the front is ranked on INT8 mAP50-95: dINT8 pt, the ~ ties and the verdict against stock compare "
+                  "it (the seed spread is float mAP50-95's)")
 NO_SPREAD_NOTE = ("mAP seed spread not measured (python -m search.audit measures it): "
                   "no point is said to beat stock")
 
@@ -132,6 +144,17 @@ def _map_text(r: dict[str, Any]) -> str:
 
 def _alone_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _int8_text(r: dict[str, Any]) -> str:
+    """The INT8 columns of a row: INT8 mAP50-95 and the drop in points (``-`` where the trial has none)."""
+    int8, drop = r.get("map50_95_int8"), r.get("int8_drop")
+    return f" {_alone_text(int8):>8} {'-' if drop is None else f'{drop:+.2f}':>7}"
+
+
+def has_int8(rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether any row carries an INT8 mAP (the study's target is INT8): the table then shows both mAPs."""
+    return any(r.get("map50_95_int8") is not None for r in rows)
 
 
 def estimate_note(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -161,25 +184,42 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The front as a fixed-width text table; ``~`` after a latency within the noise of a neighbour's.
 
     mAP reads ``value+-spread`` once ``search.audit`` has measured the seed spread; the last line
-    says which points beat stock beyond the noise (:func:`beats_stock`).
+    says which points beat stock beyond the noise (:func:`beats_stock`). With an INT8 target (:func:`has_int8`)
+    the float mAP50-95 is followed by the INT8 one and the drop (``INT8``, ``drop pt``), and the delta against
+    stock is the one the front is ranked on (``dINT8 pt`` when it is INT8 mAP).
     """
     width = 16 if any(r.get("map_spread") is not None for r in rows) else 9
     with_alone = any(r.get("map50_95_alone") is not None for r in rows)
+    with_int8 = has_int8(rows)
+    on_int8 = any(r.get("map_metric", MAP_METRIC) != MAP_METRIC for r in rows)
     alone_head = f" {'alone':>7}" if with_alone else ""
-    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>{width}}{alone_head} {'lat ms':>9} {'lat 95% CI':>16} "
-            f"{'params M':>8} {'dmAP pt':>8} {'lat x':>6}  blocks")
+    int8_head = f" {'INT8':>8} {'drop pt':>7}" if with_int8 else ""
+    head = (f"{'trial':>5} {'hash':<12} {'mAP50-95':>{width}}{int8_head}{alone_head} {'lat ms':>9} "
+            f"{'lat 95% CI':>16} {'params M':>8} {'dINT8 pt' if on_int8 else 'dmAP pt':>8} {'lat x':>6}  blocks")
     lines = [head, "-" * len(head)]
     for r in rows:
         lat = f"{r['latency_ms']:.2f}{'~' if r.get('within_noise') else ' '}"
         d_map = f"{r.get('d_map_points', math.nan):+.2f}{'~' if r.get('d_map_within_noise') else ' '}"
         alone = "" if not with_alone else f" {_alone_text(r.get('map50_95_alone')):>7}"
-        lines.append(f"{r['trial']:>5} {r['hash']:<12} {_map_text(r):>{width}}{alone} {lat:>9} "
+        int8 = _int8_text(r) if with_int8 else ""
+        lines.append(f"{r['trial']:>5} {r['hash']:<12} {_map_text(r):>{width}}{int8}{alone} {lat:>9} "
                      f"{_interval_text(r.get('latency_ci')):>16} {r['params_m']:>8.3f} "
                      f"{d_map:>8} {r.get('latency_ratio', math.nan):>6.3f}  "
                      f"{r['blocks']}")
+    lines += table_notes(rows)
+    return "\n".join(lines)
+
+
+def table_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines under the table: what its marks and columns mean, and the verdict against stock."""
+    lines = []
     if note := estimate_note(rows):
         lines.append(note)
-    if with_alone:
+    if has_int8(rows):
+        lines.append(INT8_NOTE)
+    if any(r.get("map_metric", MAP_METRIC) != MAP_METRIC for r in rows):
+        lines.append(INT8_RANK_NOTE)
+    if any(r.get("map50_95_alone") is not None for r in rows):
         lines.append(ALONE_NOTE)
     if any(r.get("within_noise") for r in rows):
         lines.append(NOISE_NOTE)
@@ -189,7 +229,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(SPREAD_NOTE)
     if (verdict := beats_stock_line(rows)) is not None:
         lines.append(verdict)
-    return "\n".join(lines)
+    return lines
 
 
 def write_report(study: optuna.Study, cfg: RunConfig,
@@ -205,9 +245,10 @@ def write_report(study: optuna.Study, cfg: RunConfig,
     front = pareto_front(study, cfg.objectives, cfg.constraints, latency)
     baseline = baseline_trial(study)
     alone = standalone_map(study, cfg.trial.epochs, cfg.trial.imgsz)
-    rows = front_rows(front, baseline, latency, map_seed_spread(study), alone)
+    map_metric = accuracy_metric(cfg.objectives)
+    rows = front_rows(front, baseline, latency, map_seed_spread(study), alone, map_metric)
     header = report_header(study.study_name, cfg, front, baseline, latency)
-    hv = front_hypervolume(front, baseline, latency)
+    hv = front_hypervolume(front, baseline, latency, map_metric)
     plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency, alone), folder)
     retrained = standalone_rows(study, alone, baseline.number if baseline else None, latency)
     presets = preset_rows(study, front, baseline, cfg.objectives, latency)
@@ -236,8 +277,15 @@ def format_report_text(header: ReportHeader, rows: Sequence[dict[str, Any]], hv:
     lines = [f"Pareto front ({len(rows)} points, feasible trials only; deltas vs the stock baseline)",
              *header.lines(), "", format_table(rows)]
     if hv:
-        ref = hv["reference"]
-        lines.append(f"Hypervolume {hv['hypervolume']:.4f} ({hv['hypervolume_low']:.4f} to "
-                     f"{hv['hypervolume_high']:.4f} within latency noise; reference: mAP50-95 {ref['map50_95']:g}, "
-                     f"latency {ref['latency_ms']:.2f} ms = 2x baseline)")
+        lines.append(hypervolume_line(hv))
     return "\n".join(lines) + "\n"
+
+
+def hypervolume_line(hv: dict[str, Any]) -> str:
+    """The hypervolume of :func:`~search.pareto.front.front_hypervolume` in one line, with its spread and reference."""
+    metric = hv.get("map_metric", MAP_METRIC)
+    ref = hv["reference"]
+    title = "INT8 mAP50-95" if metric != MAP_METRIC else "mAP50-95"
+    return (f"Hypervolume {hv['hypervolume']:.4f} ({hv['hypervolume_low']:.4f} to {hv['hypervolume_high']:.4f} "
+            f"within latency noise; reference: {title} {ref[metric]:g}, latency {ref['latency_ms']:.2f} ms = "
+            "2x baseline)")

@@ -65,6 +65,15 @@ def warm_start_of(chosen: Any, retrained: dict[str, Any] | None) -> dict[str, An
     return {k: v for k, v in out.items() if v is not None}
 
 
+def search_int8(chosen: Any) -> dict[str, Any] | None:
+    """The INT8 accuracy the search measured for the chosen trial (its ``int8`` record: float and INT8 mAP50-95 of
+    its own exports, the drop, quantizer, calibration images), or ``None`` (a float target, or no trial)."""
+    from search.study.records import read_record
+
+    record = read_record(chosen.trial, "int8") if chosen.trial is not None else None
+    return record if isinstance(record, dict) and "map50_95_int8" in record else None
+
+
 def teacher_comparison(study: Any, trial_number: int) -> dict[str, Any] | None:
     """mAP of the chosen trial retrained with a teacher and without, when both ran at the same epochs."""
     if study is None:
@@ -144,6 +153,24 @@ def _teacher_lines(card: dict[str, Any]) -> list[str]:
     return ["", "## Teacher and initialisation", "", *lines] if lines else []
 
 
+def _int8_row(when: str, rec: dict[str, Any]) -> str:
+    return (f"| {when} | {rec['map50_95_float']:.4f} | {rec['map50_95_int8']:.4f} | {rec['int8_drop']:+.2f} | "
+            f"{rec['backend']}, {rec['quantizer']} | {rec['calib_images']} | {rec['imgsz']} px |")
+
+
+def _int8_lines(card: dict[str, Any]) -> list[str]:
+    """The INT8 section: float and INT8 mAP50-95 and the drop, of the search trial and of this export."""
+    rows = [(when, card[key]) for key, when in (("search_int8", "search trial (its own exports)"),
+                                                ("int8", "this export")) if card.get(key)]
+    if not rows:
+        return []
+    return ["", "## INT8 (post-training quantization)", "",
+            "Float and INT8 exports of one runtime validated alike on the val split; drop = float minus INT8, "
+            "mAP50-95 points.", "",
+            "| model | float mAP50-95 | INT8 mAP50-95 | drop (points) | quantizer | calibration images | size |",
+            "|---|---|---|---|---|---|---|", *(_int8_row(when, rec) for when, rec in rows)]
+
+
 def _markdown(card: dict[str, Any]) -> str:
     arch, sizes = card["architecture"], card.get("sizes", {})
     lines = [f"# YOLO26{arch['scale']} searched model `{card['hash']}`", "",
@@ -166,6 +193,7 @@ def _markdown(card: dict[str, Any]) -> str:
               "", "## Metrics", "", "| | value |", "|---|---|"]
     for key, value in card["metrics"].items():
         lines.append(f"| {key} | {value} |")
+    lines += _int8_lines(card)
     lines += _teacher_lines(card)
     lines += ["", "## Latency measurements of this architecture", "",
               "| when | median ms [95% CI] | conditions | device | versions | measured at |",

@@ -36,3 +36,33 @@ def test_the_dashboards_blocks_attr_shows_width_and_depth() -> None:
     trial = study.ask()
     record_architecture(trial, ARCH)
     assert study.trials[0].user_attrs["blocks"] == LABEL and study.trials[0].user_attrs["hash"] == ARCH.hash
+
+
+def test_an_int8_card_shows_float_and_int8_map_and_the_drop_of_the_search_and_the_export(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from optuna.trial import TrialState, create_trial
+
+    from search.export import add_int8
+    from search.ship.model_card import search_int8
+    from search.study.records import record_attrs
+
+    def int8(m: float, q: float, path: str) -> dict[str, object]:
+        return {"backend": "openvino", "quantizer": "ultralytics-8.4.190+nncf-3.4.0", "calib_images": 8, "imgsz": 64,
+                "map50_95_float": m, "map50_95_int8": q, "float_path": f"{path}.onnx", "int8_path": path,
+                "int8_drop": round(100 * (m - q), 4)}
+
+    searched = create_trial(state=TrialState.COMPLETE, values=[0.3, 1.0],
+                            system_attrs=record_attrs({"int8": int8(0.31, 0.30, "search")}))
+    assert search_int8(SimpleNamespace(trial=searched)) == int8(0.31, 0.30, "search")
+    assert search_int8(SimpleNamespace(trial=create_trial(state=TrialState.COMPLETE, values=[0.3, 1.0]))) is None
+    card = {"hash": ARCH.hash, "architecture": ARCH.to_dict(), "chosen": "knee", "metrics": {}, "checks": {},
+            "files": {}}
+    card = add_int8(card, int8(0.31, 0.30, "search"), int8(0.52, 0.505, "model_int8_openvino_model"), tmp_path)
+    assert card["metrics"] == {"search_map50_95_int8": 0.30, "search_int8_drop": 1.0, "map50_95_float_export": 0.52,
+                               "map50_95_int8": 0.505, "int8_drop_points": 1.5}
+    md = write_model_card(tmp_path, card)[0].read_text().splitlines()
+    section = md[md.index("## INT8 (post-training quantization)"):]
+    assert section[4].split(" | ")[1:4] == ["float mAP50-95", "INT8 mAP50-95", "drop (points)"]
+    assert section[6].startswith("| search trial (its own exports) | 0.3100 | 0.3000 | +1.00 | openvino, ultralytics-")
+    assert section[7].startswith("| this export | 0.5200 | 0.5050 | +1.50 | openvino, ultralytics-8.4.190+nncf-3.4.0 |")

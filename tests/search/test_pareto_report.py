@@ -202,3 +202,67 @@ def test_a_study_without_retrains_has_no_alone_column_or_ranking(cfg: RunConfig)
     table_head = text.splitlines()[text.splitlines().index("") + 1]
     assert "alone" not in table_head and "supernet estimate" not in text and "Retrained stand-alone" not in text
     assert summary["retrained"] == []
+
+
+INT8_TARGET = "openvino/cpu-x86_64-2-cores/int8/640/t1/nms_free"
+QUANTIZER = "ultralytics-8.4.190+nncf-3.4.0"
+
+
+def _int8_trial(m: float, m_int8: float, lat: float, h: str, baseline: bool = False) -> optuna.trial.FrozenTrial:
+    """A trial of an INT8 study: float and INT8 mAP, the drop of its exports, an INT8 latency report."""
+    t = _trial(m, lat, h, baseline=baseline)
+    drop = round(100 * (m - m_int8), 4)
+    report = {**_report(lat).to_dict(), "dtype": "int8", "backend": "openvino", "mode": "session", "cached": False}
+    int8 = {"backend": "openvino", "quantizer": QUANTIZER, "calib_images": 8, "imgsz": 128, "map50_95_float": m,
+            "map50_95_int8": m_int8, "float_path": "f", "int8_path": "i", "int8_drop": drop}
+    t.system_attrs.update(record_attrs({"metrics": {"map50_95": m, "map50_95_int8": m_int8, "int8_drop": drop,
+                                                    "latency_ms": lat, "params_m": 2.5},
+                                        "latency": report, "int8": int8}))
+    t.values = [m_int8, lat]
+    return t
+
+
+def test_an_int8_study_reports_both_maps_the_drop_and_says_int8(cfg: RunConfig) -> None:
+    from dataclasses import replace
+
+    from trainers.latency.setting import LatencySetting
+
+    objectives = (("map50_95_int8", "maximize"), ("latency_ms", "minimize"))
+    cfg = replace(cfg, study="q", objectives=objectives, constraints=(),
+                  trial=replace(cfg.trial, latency=LatencySetting(backend="openvino", dtype="int8", calib_images=8)))
+    study = optuna.create_study(study_name="q", storage=cfg.storage, directions=["maximize", "minimize"])
+    # float ranks "fp" first, INT8 ranks "q8" first: the INT8 front is {q8}, the float one would be {fp}
+    study.add_trials([_int8_trial(0.40, 0.38, 95.0, "base", baseline=True), _int8_trial(0.50, 0.30, 90.0, "fp"),
+                      _int8_trial(0.45, 0.44, 90.0, "q8")])
+    summary = write_report(study, cfg)
+    text = (cfg.folder / "pareto.txt").read_text()
+    lines = text.splitlines()
+    assert f"latency:     target {INT8_TARGET}" in lines and any(", int8, batch 1" in line for line in lines)
+    assert (f"INT8:        post-training quantized by {QUANTIZER} for openvino on 8 training images; INT8 "
+            "mAP50-95 of that export at 128 px, drop = float export minus INT8 export (points)") in lines
+    table = lines[lines.index("") + 1:]
+    assert table[0].split() == ["trial", "hash", "mAP50-95", "INT8", "drop", "pt", "lat", "ms", "lat", "95%", "CI",
+                                "params", "M", "dINT8", "pt", "lat", "x", "blocks"]
+    assert table[2].split()[:5] == ["2", "q8", "0.4500", "0.4400", "+1.00"] and len(summary["front"]) == 1
+    assert "+6.00" in table[2].split()  # dINT8: 0.44 against stock's INT8 0.38, not the float 0.45 - 0.40
+    assert any(line.startswith("mAP50-95: the trained float model; INT8: its post-training quantized")
+               for line in lines)
+    row = summary["front"][0]
+    assert (row["map50_95"], row["map50_95_int8"], row["int8_drop"], row["map_metric"]) == (0.45, 0.44, 1.0,
+                                                                                          "map50_95_int8")
+    assert summary["header"]["int8"].startswith("post-training quantized by ") and summary["hypervolume"][
+        "map_metric"] == "map50_95_int8"
+    assert "reference: INT8 mAP50-95 0," in text
+    front = pareto_front(study, cfg.objectives)
+    header = report_header("q", cfg, front, baseline_trial(study))
+    data = plot_data(study, cfg.objectives, cfg.constraints, front, header)
+    assert data is not None and data.y_title.startswith("mAP50-95 of the INT8 model (post-training quantized) on")
+    assert "int8" in data.x_title and {p.y for p in data.points} == {0.38, 0.30, 0.44}
+    float_axis = plot_data(study, (("map50_95", "maximize"), ("latency_ms", "minimize")), (), front, header)
+    assert float_axis is not None and float_axis.y_title.startswith("mAP50-95 of the float model (not quantized) on")
+
+
+def test_a_float_study_has_no_int8_columns_or_line(cfg: RunConfig) -> None:
+    write_report(_study(cfg), cfg)
+    text = (cfg.folder / "pareto.txt").read_text()
+    assert "INT8" not in text and "drop pt" not in text and "dmAP pt" in text

@@ -362,3 +362,78 @@ def test_predict_prints_the_model_beside_each_measured_figure(hand: tuple[str, o
     assert table[2].split() == ["0", stock, "8.00", "9.00", "+12.5%"]
     assert table[3].split() == ["1", stock, "10.00", "9.00", "-10.0%"]
     assert table[4].split()[:3] == ["2", stock, "n/a"] and "never saw: gelu.default" in table[4]
+
+
+# --- INT8: a study's front re-measured quantized ---------------------------------------------------------------------
+
+def int8_study(tmp_path: Path, data: str, dtype: str = "auto") -> tuple[str, optuna.Study]:
+    """Trials (mAP, ms) a (0.5, 10) the stock baseline and b (0.4, 20), both the stock architecture; the space's
+    latency: 64 px, ``latency.calib_images`` 3; the study trained on ``data``."""
+    from trainers.latency.setting import LatencySetting
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    study = optuna.create_study(study_name="q", storage=url, directions=["maximize", "minimize"])
+    latency = LatencySetting(imgsz=64, device="cpu", dtype=dtype, backend="openvino" if dtype == "int8" else "torch",
+                             calib_images=3)
+    RunConfig("q", url, str(tmp_path), "", TrialSettings(data=data, out=str(tmp_path / "q"), nc=3,
+                                                         latency=latency)).record_on(study)
+    arch = Architecture.baseline().to_dict()
+    for h, m, lat in (("a", 0.5, 10.0), ("b", 0.4, 20.0)):
+        study.add_trial(create_trial(
+            state=TrialState.COMPLETE, values=[m, lat], user_attrs={"hash": h, "blocks": h, "is_baseline": h == "a"},
+            system_attrs=record_attrs({"architecture": arch, "metrics": {"map50_95": m, "latency_ms": lat}})))
+    return url, study
+
+
+def test_remeasure_at_int8_quantizes_on_the_spaces_calibration_set(
+        tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from trainers.deploy import quantize
+
+    monkeypatch.setenv("REPNAS_LOCK_DIR", str(tmp_path / "locks"))
+    url, study = int8_study(tmp_path, str(data))
+    calibrated: list[tuple[str, int]] = []
+    real = quantize.calibration_data
+    monkeypatch.setattr(quantize, "calibration_data",
+                        lambda yaml, count, folder: calibrated.append((str(yaml), count)) or real(yaml, count, folder))
+    assert remeasure_main(["--storage", url, "--study", "q", "--backend", ORT, "--dtype", "int8", "--front-only",
+                           "--repeats", "2"]) == 0
+    out, err = capsys.readouterr()
+    target = target_line(out)
+    assert target.startswith("onnxruntime/cpu-") and target.endswith("/int8/64/t1/nms_free")
+    figures = read_target(optuna.load_study(study_name="q", storage=url), target)
+    assert set(figures) == {0} and figures[0].dtype == "int8" and figures[0].backend == ORT  # the front: a
+    assert calibrated == [(str(data.resolve()), 3)]  # the study's data, the space's latency.calib_images
+    assert f"calibrated on the first 3 images of the train split of {data.resolve()}" in err
+
+
+def test_remeasure_int8_refusals_are_one_line_exit_2_and_write_nothing(
+        tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr("trainers.model.build.build_model", no_build)
+    url, _ = int8_study(tmp_path, str(data))
+    (tmp_path / "gone").mkdir()
+    gone_url, _ = int8_study(tmp_path / "gone", str(tmp_path / "moved" / "data.yaml"))
+    cases = [(url, ["--backend", "torch", "--dtype", "int8"], "torch backend has no INT8 path"),
+             (gone_url, ["--backend", ORT, "--dtype", "int8"], "calibration data YAML"),
+             (url, ["--backend", "openvino", "--dtype", "int8"], "which is not installed (pip install nncf)")]
+    for storage_url, argv, words in cases:
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "nncf", None)  # `import nncf` raises ImportError: the quantizer is missing
+            with pytest.raises(SystemExit) as e:
+                remeasure_main(["--storage", storage_url, "--study", "q", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and words in err, err
+    for storage_url in (url, gone_url):
+        assert targets(optuna.load_study(study_name="q", storage=storage_url)) == []
+
+
+def test_an_int8_studys_dtype_is_not_carried_to_torch(tmp_path: Path, data: Path) -> None:
+    _, study = int8_study(tmp_path, str(data), dtype="int8")
+    config = RunConfig.from_study(study)
+    asked = argparse.Namespace(imgsz=None, device=None, dtype=None, threads=None, head=None)
+    assert setting_of(argparse.Namespace(**vars(asked), backend="torch"), config).dtype == "auto"
+    on_ort = setting_of(argparse.Namespace(**vars(asked), backend=ORT), config)
+    assert (on_ort.dtype, on_ort.calib_images, on_ort.calib_data) == ("int8", 3, str(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,40 @@ def test_a_latency_backend_that_cannot_run_stops_before_training(tmp_path: Path,
     assert r.stderr.splitlines() == ["error: --latency-backend onnxruntime: cannot run here: the onnxruntime backend "
                                      "measures the float32 or int8 export, got dtype 'float16'"]
     assert not (tmp_path / "studies" / "space.db").exists() and not trial_dirs(tmp_path, "space")
+
+
+INT8_SPACE = """
+stages:
+  p3_backbone: {block: C3k2}
+latency: {imgsz: 64, device: cpu, backend: openvino, dtype: int8, calib_images: 2}
+objectives: {map50_95_int8: maximize, latency_ms: minimize}
+constraints: ["int8_drop <= 100"]
+train: {epochs: 1, imgsz: 64, batch: 4}
+"""
+QUANTIZER_NOISE = ("nncf", "Statistics collection", "Fast Bias", "\u2501", "WARNING:root:")
+
+
+@pytest.mark.slow
+def test_an_int8_search_records_int8_map_and_drop_and_reports_them(tmp_path: Path, data: Path) -> None:
+    pytest.importorskip("nncf")
+    r = run_search(tmp_path, INT8_SPACE, "--data", str(data), "--trials", "2", "--study", "q8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(tmp_path, "q8")
+    assert study.metric_names == ["map50_95_int8", "latency_ms"]
+    trials = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == 2 and trials[1].user_attrs["reused_from"] == 0  # one architecture: trained once
+    for t in trials:
+        int8, metrics = read_record(t, "int8"), read_record(t, "metrics")
+        assert int8["backend"] == "openvino" and "+nncf-" in int8["quantizer"] and int8["calib_images"] == 2
+        assert metrics["map50_95_int8"] == int8["map50_95_int8"] == t.user_attrs["map50_95_int8"] == t.values[0]
+        assert metrics["int8_drop"] == t.user_attrs["int8_drop"] == round(
+            100 * (int8["map50_95_float"] - int8["map50_95_int8"]), 4)
+        assert read_record(t, "latency")["dtype"] == "int8" and "int8" in t.user_attrs["latency"]
+    text = (tmp_path / "studies" / "q8" / "pareto.txt").read_text()
+    assert "INT8:        post-training quantized by ultralytics-" in text and "/int8/64/t1/" in text
+    assert "INT8 drop pt" in text and "INT8 drop pt" in r.stdout
+    row = json.loads((tmp_path / "studies" / "q8" / "pareto.json").read_text())["front"][0]
+    assert (row["map50_95_int8"], row["int8_drop"]) == (metrics["map50_95_int8"], metrics["int8_drop"])
+    noise = [line for line in (r.stdout + r.stderr).splitlines() if any(n in line for n in QUANTIZER_NOISE)]
+    assert noise == []  # NNCF's lines are in the trial's exporter.log instead
+    assert "INFO:nncf:" in (trial_dirs(tmp_path, "q8")[0] / "int8" / "exporter.log").read_text()

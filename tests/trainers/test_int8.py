@@ -7,6 +7,7 @@ file timed really holds quantized ops, that the cache key names the quantizer, a
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -58,8 +59,12 @@ def test_int8_latency_reports_int8(backend: str, coco8_copy: Path) -> None:
     assert "int8" in report.one_line() and "int8" in report.conditions()
 
 
+QUANTIZER_LINES = {"openvino": ["INFO:nncf:", "Statistics collection"], "onnxruntime": ["WARNING:root:"]}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_quantized_export_holds_quantized_ops(backend: str, coco8_copy: Path, tmp_path: Path) -> None:
+def test_quantized_export_holds_quantized_ops(backend: str, coco8_copy: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     from trainers.deploy.quantize import quantized_export
 
     model = build_model(Architecture.baseline(), nc=NC)
@@ -69,6 +74,25 @@ def test_quantized_export_holds_quantized_ops(backend: str, coco8_copy: Path, tm
     assert len(listed) == 3 and all("train" in line for line in listed)
     ops = _quantized_ops(path)
     assert ops["qdq"] > 50 and ops["int8_tensors"] > 50, ops
+    log = (tmp_path / "exporter.log").read_text()  # the quantizer's own lines are kept there, not printed
+    assert all(line in log for line in QUANTIZER_LINES[backend]), log[:2000]
+    leaked = [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname or r.name == "nncf"]
+    assert leaked == []
+
+
+@NO_OPENVINO
+def test_one_openvino_quantization_prints_only_the_clis_json_line(coco8_copy: Path, tmp_path: Path) -> None:
+    arch = tmp_path / "arch.json"
+    arch.write_text(Architecture.baseline().to_json())
+    done = subprocess.run([sys.executable, "-m", "trainers.latency", "--arch", str(arch), "--imgsz", "64", "--device",
+                           "cpu", "--threads", "1", "--nc", str(NC), "--backend", "openvino", "--dtype", "int8",
+                           "--calib-data", str(coco8_copy), "--calib-images", "2"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["dtype"] == "int8", done.stdout[:3000]  # the CLI's one JSON line
+    noise = ("nncf", "Statistics collection", "Fast Bias", "━", "No CUDA runtime", "torch.jit.trace")
+    assert not [line for line in done.stderr.splitlines() if any(n in line for n in noise)], done.stderr[-3000:]
 
 
 def test_calibration_takes_the_whole_split_when_smaller(coco8_copy: Path, tmp_path: Path) -> None:

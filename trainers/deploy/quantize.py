@@ -116,10 +116,13 @@ def export_deployed(model: Any, folder: Path, backend: str, imgsz: int, head: st
     INT8 when ``calibration`` (a data YAML from :func:`calibration_data`) is given, else float32.
 
     Static shape, batch 1, CPU, ``head`` pinned (the exporter's ``nms`` argument). Writes into ``folder``:
-    ``model.onnx`` / ``model_int8.onnx`` or ``model_openvino_model/`` / ``model_int8_openvino_model/``.
+    ``model.onnx`` / ``model_int8.onnx`` or ``model_openvino_model/`` / ``model_int8_openvino_model/``, and
+    ``exporter.log``: what the quantizer and OpenVINO's converter print (NNCF's log and progress bars, ONNX
+    Runtime's warnings), kept out of the caller's stdout and stderr (:mod:`trainers.deploy.quantizer_log`).
     """
     from ultralytics.engine.exporter import Exporter
 
+    from trainers.deploy.quantizer_log import quantizer_output
     from trainers.deploy.ultralytics_export import as_rep_model
     from trainers.model.heads import ultralytics_nms_arg
 
@@ -137,7 +140,8 @@ def export_deployed(model: Any, folder: Path, backend: str, imgsz: int, head: st
     if calibration is not None:
         args.update(quantize=8, data=str(calibration), split="train", fraction=1.0)
     folder.mkdir(parents=True, exist_ok=True)
-    return Path(Exporter(overrides=args)(model=rep))
+    with quantizer_output(backend, folder / "exporter.log"):
+        return Path(Exporter(overrides=args)(model=rep))
 
 
 def quantized_export(model: Any, folder: Path, backend: str, setting: Any) -> tuple[Path, int]:

@@ -1,4 +1,4 @@
-"""Re-parameterizable blocks for YOLO26 search: RepVGG / RepConv, RepViT, OREPA and SE.
+"""Re-parameterizable blocks for YOLO26 search: RepVGG / RepConv / RepBlock, RepViT, OREPA and SE.
 
 Every block with a training form and a fused inference form subclasses
 :class:`Reparameterizable` and implements ``reparameterize()``; one walker,
@@ -27,6 +27,7 @@ _WHERE = {
     "RepViTBlock": "blocks.repvit",
     "C3k2_RVB_SE": "blocks.repvit",
     "OREPAConv": "blocks.orepa",
+    "RepBlock": "blocks.repblock",
 }
 
 __all__ = sorted(_WHERE)

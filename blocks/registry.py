@@ -37,6 +37,7 @@ STAGE_BLOCKS: dict[str, StageBlock] = {
         StageBlock("RepViT", ("none", "in_blocks"), True),
         StageBlock("C3k2_RVB_SE", SE_PLACEMENTS, True),
         StageBlock("OREPA", ("none",), False),
+        StageBlock("RepBlock", ("none",), False),
     )
 }
 

@@ -161,7 +161,7 @@ def test_wide_space_is_the_previous_default() -> None:
     (["stages"], "", "must be a mapping, got list"),
     ({"scale": "n"}, "stages", "missing required key"),
     ({"stages": {"p3_backbone": {"block": "RepVGG"}}}, "stages.p3_backbone.block[0]",
-     r"must be one of \['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'\], got 'RepVGG'"),
+     r"must be one of \['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'\], got 'RepVGG'"),
     ({"stages": {"p3_backbone": {"block": "RepViT", "kernels": [[3, 6]]}}}, "stages.p3_backbone.kernels[0][1]",
      r"must be one of \[3, 5, 7, 9, 11\], got 6"),
     ({"stages": {"p4_backbone": {"block": "RepViT", "se": {"placement": "in_blocks", "reduction": 0}}}},

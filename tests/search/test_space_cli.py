@@ -60,12 +60,13 @@ def test_check_accepts_every_shipped_space(path: Path) -> None:
 # (file name, content as text or bytes or None for no file, what the one stderr line must contain after the file name)
 BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
     ("wrong-type-block", "stages:\n  p3_backbone: {block: 3}\n",
-     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got 3"),
+     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got 3"),
     ("wrong-type-stage", "stages:\n  p4_backbone: [RepViT]\n", "stages.p4_backbone: must be a mapping, got list"),
     ("wrong-type-reduction", "stages:\n  p4_backbone: {block: RepViT, se: {placement: in_blocks, reduction: '8'}}\n",
      "stages.p4_backbone.se.reduction[0]: must be an integer in [1, 64], got '8'"),
     ("unknown-block", "stages:\n  p3_backbone: {block: [C3k2, MobileOne]}\n",
-     "stages.p3_backbone.block[1]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got 'MobileOne'"),
+     "stages.p3_backbone.block[1]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got "
+     "'MobileOne'"),
     ("even-kernel", "stages:\n  p3_backbone: {block: RepViT, kernels: [[3], [3, 4]]}\n",
      "stages.p3_backbone.kernels[1][1]: must be one of [3, 5, 7, 9, 11], got 4"),
     ("min-ratio-above-max-dynamic",
@@ -85,7 +86,7 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
     ("missing-file", None, "file not found"),
     ("garbage-bytes", bytes(range(128, 256)) * 8, "not UTF-8 text (byte 0)"),
     ("unicode-junk", "stages:\n  p3_backbone: {block: \"R\u00e9pViT \u2603\U0001f4a5\"}\n",
-     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got "
+     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got "
      "'R\u00e9pViT \u2603\U0001f4a5'"),
     ("unicode-key", "st\u00e4ges:\n  p3_backbone: {block: C3k2}\n",
      "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'head', 'stages', 'objectives', 'constraints', 'latency', "

@@ -121,11 +121,24 @@ def build_orepa_stage(stock: Any, choice: StageChoice) -> nn.Module:
     return stock
 
 
+def build_repblock_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """A RepBlock (a RepVGG stage: ``depth`` stacked 3x3 RepConv blocks) with the stock stage's channels.
+
+    The stage's depth is its number of RepConv blocks; the stock C3k2's hidden split is not kept
+    (every block runs at the stage's full output width, as in YOLOv6's EfficientRep). No SE.
+    """
+    from blocks.repblock import RepBlock
+
+    c1, c2, n = stock_channels(stock)
+    return RepBlock(c1, c2, n)
+
+
 STAGE_BUILDERS: dict[str, Callable[[Any, StageChoice], nn.Module]] = {
     "C3k2": build_c3k2_stage,
     "RepViT": build_repvit_stage,
     "C3k2_RVB_SE": build_c3k2_rvb_se_stage,
     "OREPA": build_orepa_stage,
+    "RepBlock": build_repblock_stage,
 }
 """Block name (every name of :data:`blocks.registry.STAGE_BLOCKS`) -> its stage builder."""
 

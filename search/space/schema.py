@@ -14,7 +14,16 @@ from typing import Any
 
 import yaml
 
-from blocks.registry import DEPTHWISE_KERNELS, DOWNSAMPLES, SE_KINDS, SE_PLACEMENTS, STAGE_BLOCKS
+from blocks.registry import (
+    DEFAULT_HEAD_STEM_LAYERS,
+    DEPTHWISE_KERNELS,
+    DOWNSAMPLES,
+    HEAD_STEM_LAYERS,
+    HEAD_STEMS,
+    SE_KINDS,
+    SE_PLACEMENTS,
+    STAGE_BLOCKS,
+)
 from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader, short
 from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, INT8_BACKENDS, LatencySetting
@@ -35,7 +44,8 @@ METRICS: dict[str, str] = {
 INT8_METRICS = ("map50_95_int8", "int8_drop")
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot")
+TOP_KEYS = ("base", "scale", "head", "head_stem", "head_stem_layers", "stages", "objectives", "constraints", "latency",
+            "train", "oneshot")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
@@ -122,7 +132,11 @@ class OneShotSettings:
 
 @dataclass(frozen=True)
 class SpaceFile:
-    """A validated search-space file."""
+    """A validated search-space file.
+
+    ``head_stems``: the Detect head stems a trial may pick (:data:`blocks.registry.HEAD_STEMS`);
+    ``head_stem_layers``: the RepConv layer counts of a non-stock stem.
+    """
 
     source: str
     base: str
@@ -134,6 +148,8 @@ class SpaceFile:
     latency: LatencySetting
     train: TrainSettings
     oneshot: OneShotSettings = OneShotSettings()
+    head_stems: tuple[str, ...] = ("stock",)
+    head_stem_layers: tuple[int, ...] = (DEFAULT_HEAD_STEM_LAYERS,)
 
 
 def load_space(path: str | Path) -> SpaceFile:
@@ -175,8 +191,12 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
     head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
     stages = _parse_stages(r, d["stages"])
+    head_stems = r.choices(d.get("head_stem", "stock"), "head_stem", lambda v, f: r.choice(v, f, HEAD_STEMS))
+    head_stem_layers = r.choices(d.get("head_stem_layers", DEFAULT_HEAD_STEM_LAYERS), "head_stem_layers",
+                                 lambda v, f: r.choice(v, f, HEAD_STEM_LAYERS))
     space = SpaceFile(
-        source=source, base=base, scale=scale, head=head, stages=stages,
+        source=source, base=base, scale=scale, head=head, stages=stages, head_stems=head_stems,
+        head_stem_layers=head_stem_layers,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
         latency=_parse_latency(r, d.get("latency"), head),

@@ -89,10 +89,16 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
      "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got "
      "'R\u00e9pViT \u2603\U0001f4a5'"),
     ("unicode-key", "st\u00e4ges:\n  p3_backbone: {block: C3k2}\n",
-     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'head', 'stages', 'objectives', 'constraints', 'latency', "
-     "'train', 'oneshot'] (did you mean 'stages'?)"),
+     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'head', 'head_stem', 'head_stem_layers', 'stages', "
+     "'objectives', 'constraints', 'latency', 'train', 'oneshot'] (did you mean 'stages'?)"),
     ("negative-epochs", GOOD_STAGE + "train: {epochs: -3}\n", "train.epochs: must be an integer in [1, 10000], got -3"),
     ("bad-head", GOOD_STAGE + "head: nmsfree\n", "head: must be one of ['nms_free', 'nms'], got 'nmsfree'"),
+    ("bad-head-stem", GOOD_STAGE + "head_stem: [stock, repvgg]\n",
+     "head_stem[1]: must be one of ['stock', 'repconv'], got 'repvgg'"),
+    ("head-stem-layers-3", GOOD_STAGE + "head_stem: repconv\nhead_stem_layers: [2, 3]\n",
+     "head_stem_layers[1]: must be one of [1, 2], got 3"),
+    ("head-stem-layers-string", GOOD_STAGE + "head_stem: repconv\nhead_stem_layers: two\n",
+     "head_stem_layers[0]: must be one of [1, 2], got 'two'"),
     ("bad-backend", GOOD_STAGE + "latency: {backend: tensorrt}\n",
      "latency.backend: must be one of ['torch', 'onnxruntime', 'openvino'], got 'tensorrt'"),
     ("negative-se-cost", GOOD_STAGE + "train: {se_width_cost: -0.1}\n",

@@ -1,5 +1,5 @@
-"""The supernet of spaces/yolo26_wide.yaml (every choice): a path extracted is ``build_model(arch)`` with the
-path's weights.
+"""The supernet of spaces/yolo26_wide.yaml (every choice, RepBlock stages and RepConv head stems included): a path
+extracted is ``build_model(arch)`` with the path's weights.
 
 For the stock architecture and 20 sampled paths (BatchNorm statistics randomized on the path
 first): the supernet's forward, its extracted subnet and a fresh ``build_model(arch)`` loaded with
@@ -29,7 +29,14 @@ from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import architecture_of, build_model
 from trainers.model.extract import extract
 from trainers.model.layout import STAGE_LAYERS
-from trainers.model.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet import (
+    ChoiceModule,
+    SupernetModel,
+    build_supernet,
+    head_choice_modules,
+    set_path,
+    supernet_from_yaml,
+)
 from trainers.model.supernet_spec import SupernetSpec
 
 SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26_wide.yaml"  # every family and option at every stage
@@ -71,12 +78,15 @@ def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused
 
 def test_candidates_match_the_space_count() -> None:
     space = SearchSpace.load(SPACE)
-    assert SPEC.candidate_counts() == {n: (53, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
+    assert SPEC.candidate_counts() == {n: (54, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
     for name, st in space.spec.stages:
         if st.tie is None:
             # the space counts every (block choice, downsample, width, depth); the supernet fixes width and depth
             assert len(block_candidates(st)) * 3 * len(st.widths) * len(st.depths) == space.stage_size(name, st)
-    assert SPEC.paths() == (53 * 3) ** 4
+            assert "RepBlock" in st.blocks and StageChoice("RepBlock", downsample=None) in block_candidates(st)
+    assert SPEC.head_stems == (("stock", 2), ("repconv", 1), ("repconv", 2)) == tuple(
+        (s, n) for s in space.spec.head_stems for n in ((2,) if s == "stock" else space.spec.head_stem_layers))
+    assert SPEC.paths() == (54 * 3) ** 4 * 3
     assert SupernetSpec.from_dict(SPEC.to_dict()) == SPEC
 
 
@@ -90,6 +100,14 @@ def test_every_candidate_has_its_own_weights(supernet: SupernetModel) -> None:
             assert ptrs and not ptrs & seen
             seen |= ptrs
     assert not {p.data_ptr() for p in supernet.model[0].parameters()} & seen
+    heads = head_choice_modules(supernet)
+    assert len(heads) == 4 * 3  # box and class, one-to-many and one-to-one, at each of 3 scales
+    assert all(m.choices == ("stock", "repconv1", "repconv2") for m in heads)
+    for module in heads:
+        for candidate in module.candidates.values():
+            ptrs = {p.data_ptr() for p in candidate.parameters()}
+            assert ptrs and not ptrs & seen
+            seen |= ptrs
 
 
 @pytest.mark.parametrize("name", list(PATHS))
@@ -154,7 +172,7 @@ def test_supernet_fuse_is_a_no_op(supernet: SupernetModel) -> None:
                                                "got width 0.5 and depth 1"),
     ({"p5_backbone": StageChoice(depth=2), "p5_out": StageChoice(depth=2)}, "stage p5_backbone: .* depth 2"),
     ({"p2_backbone": StageChoice("RepViT", kernels=(3, 5, 7, 9))}, "stage p2_backbone: 'RepViT-k3\\+5\\+7\\+9' is "
-                                                                    "not one of its 53 candidates"),
+                                                                    "not one of its 54 candidates"),
     ({"p4_backbone": StageChoice("OREPA")}, "stage p4_neck is tied to p4_backbone"),
     ({"p5_backbone": StageChoice(downsample="OREPA")}, "stage p5_out is tied to p5_backbone: got 'C3k2 \\+ Conv'"),
 ])
@@ -173,7 +191,8 @@ def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
     draws = [sample_path(SPEC, rng) for _ in range(1000)]
     for arch in draws[:50]:
         SPEC.check(arch)
-    assert len({a.stage("p2_backbone") for a in draws}) == 53 * 3
+    assert len({a.stage("p2_backbone") for a in draws}) == 54 * 3
+    assert {(a.head_stem, a.head_stem_layers) for a in draws} == set(SPEC.head_stems)
     assert all(a.stage("p4_neck").block == a.stage("p4_backbone").block for a in draws)
 
 
@@ -190,7 +209,7 @@ def test_the_space_sampler_draws_supernet_paths() -> None:
         SPEC.check(space.suggest(Trial()))
 
 
-SMALL = {"stages": {
+SMALL = {"head_stem": ["stock", "repconv"], "head_stem_layers": [1], "stages": {
     "p3_backbone": {"block": ["C3k2", "RepViT"], "kernels": [[3], [3, 5]], "downsample": ["Conv", "OREPA"],
                     "width": [0.5, 1.0], "depth": [1, 2]},
     "p3_out": {"tie": "p3_backbone"},
@@ -244,7 +263,7 @@ def test_a_training_step_reaches_only_the_path() -> None:
              "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.4, 0.4, 0.3, 0.3]])}
     loss, _ = net.loss(batch)
     loss.sum().backward()
-    for module in choice_modules(net).values():
+    for module in [*choice_modules(net).values(), *head_choice_modules(net)]:
         for key, candidate in module.candidates.items():
             grads = [p.grad is not None for p in candidate.parameters()]
             assert all(grads) if key == module.current else not any(grads), key

@@ -1,11 +1,12 @@
 """What a searched model is: one frozen, hashable, JSON-serialisable description.
 
-An :class:`Architecture` names the base config, the scale and, per stage of YOLO26, the
-block, its options, its width and its depth. Choices that do not apply to a stage's block (SE
+An :class:`Architecture` names the base config, the scale, per stage of YOLO26 the
+block, its options, its width and its depth, and the Detect head's cls/reg stems (``head_stem``:
+YOLO26's own convs, or ``head_stem_layers`` RepConv blocks). Choices that do not apply to a stage's block (SE
 options for stock C3k2, kernels for OREPA, SE ratios when SE is off) are dropped when it is
 built, so they never change its hash; neither do stock values (width 1.0, the scale's own
-depth), so architectures written before widths and depths existed keep their hash. Pure data:
-no torch import.
+depth, the stock head stem), so architectures written before widths, depths and head stems existed
+keep their hash. Pure data: no torch import.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from blocks.registry import stage_block
+from blocks.registry import DEFAULT_HEAD_STEM_LAYERS, HEAD_STEM_LAYERS, HEAD_STEMS, stage_block
 from trainers.model.layout import STAGE_LAYERS, stock_depth
 
 SCALES: tuple[str, ...] = ("n", "s", "m", "l", "x")
@@ -141,21 +142,44 @@ def _canonical_stages(stages: dict[str, StageChoice], scale: str = "n") -> tuple
     return tuple(out)
 
 
+def canonical_head_stem(stem: str, layers: int) -> tuple[str, int]:
+    """``(stem, layers)`` with the layer count reset to its default for the stock stem (where it does not apply).
+
+    ``ValueError`` naming the field and the allowed values for an unknown stem or a layer count out of range.
+    """
+    if stem not in HEAD_STEMS:
+        raise ValueError(f"head_stem must be one of {list(HEAD_STEMS)}, got {stem!r}")
+    if stem == "stock":
+        return stem, DEFAULT_HEAD_STEM_LAYERS
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers not in HEAD_STEM_LAYERS:
+        raise ValueError(f"head_stem_layers must be one of {list(HEAD_STEM_LAYERS)}, got {layers!r}")
+    return stem, layers
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A YOLO26 detector: base config, scale and one :class:`StageChoice` per stage."""
+    """A YOLO26 detector: base config, scale, one :class:`StageChoice` per stage and the head's stems.
+
+    ``head_stem``: the Detect head's per-scale cls and reg stems, ``"stock"`` (YOLO26's convs) or
+    ``"repconv"`` (``head_stem_layers`` RepConv blocks each, then the stock prediction conv).
+    """
 
     base: str = "yolo26.yaml"
     scale: str = "n"
     stages: tuple[tuple[str, StageChoice], ...] = field(default_factory=lambda: _canonical_stages({}))
+    head_stem: str = "stock"
+    head_stem_layers: int = DEFAULT_HEAD_STEM_LAYERS
 
     @classmethod
     def create(cls, stages: dict[str, StageChoice] | None = None, base: str = "yolo26.yaml",
-               scale: str = "n") -> Architecture:
+               scale: str = "n", head_stem: str = "stock",
+               head_stem_layers: int = DEFAULT_HEAD_STEM_LAYERS) -> Architecture:
         """Build a canonical architecture; stages not given are the stock C3k2 with a plain Conv."""
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
-        return cls(base=base, scale=scale, stages=_canonical_stages(stages or {}, scale))
+        stem, layers = canonical_head_stem(head_stem, head_stem_layers)
+        return cls(base=base, scale=scale, stages=_canonical_stages(stages or {}, scale), head_stem=stem,
+                   head_stem_layers=layers)
 
     @classmethod
     def baseline(cls, base: str = "yolo26.yaml", scale: str = "n") -> Architecture:
@@ -172,8 +196,12 @@ class Architecture:
         return self == Architecture.baseline(self.base, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data: base, scale and the applicable choices of each stage."""
-        return {"base": self.base, "scale": self.scale, "stages": {n: s.to_dict() for n, s in self.stages}}
+        """Plain JSON data: base, scale, the applicable choices of each stage, and the head stem where not stock."""
+        out: dict[str, Any] = {"base": self.base, "scale": self.scale,
+                               "stages": {n: s.to_dict() for n, s in self.stages}}
+        if self.head_stem != "stock":
+            out.update(head_stem=self.head_stem, head_stem_layers=self.head_stem_layers)
+        return out
 
     @property
     def hash(self) -> str:
@@ -188,7 +216,9 @@ class Architecture:
         A ``hash`` key, when present, must match the rebuilt architecture.
         """
         stages = {n: StageChoice.from_dict(s) for n, s in (data.get("stages") or {}).items()}
-        arch = cls.create(stages, base=data.get("base", "yolo26.yaml"), scale=data.get("scale", "n"))
+        arch = cls.create(stages, base=data.get("base", "yolo26.yaml"), scale=data.get("scale", "n"),
+                          head_stem=data.get("head_stem", "stock"),
+                          head_stem_layers=data.get("head_stem_layers", DEFAULT_HEAD_STEM_LAYERS))
         if "hash" in data and data["hash"] != arch.hash:
             raise ValueError(f"hash does not match the choices: file says {data['hash']!r}, got {arch.hash!r}")
         return arch
@@ -202,9 +232,19 @@ class Architecture:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
+    def head_label(self) -> str:
+        """The head stem in words where it is not stock (``repconv head, 2 layers``), else an empty string."""
+        if self.head_stem == "stock":
+            return ""
+        return f"{self.head_stem} head, {self.head_stem_layers} layer{'s' if self.head_stem_layers > 1 else ''}"
+
     def blocks_summary(self) -> str:
-        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``."""
-        return "/".join(s.label() for _, s in self.stages)
+        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``, then the head stem.
+
+        A head stem that is not stock follows after `` + ``: ``C3k2/.../C3k2 + repconv head, 2 layers``.
+        """
+        stages = "/".join(s.label() for _, s in self.stages)
+        return f"{stages} + {self.head_label()}" if self.head_stem != "stock" else stages
 
 
 def read_architecture(path: Path, flag: str = "--arch") -> Architecture:

@@ -7,9 +7,10 @@ The YOLO26 model dict is given each stage's width and depth first
 (:func:`trainers.model.yolo26.resized_model_dict`: Ultralytics' own parser then sizes every later
 layer and the head to match), the model is built from it, then each stage's module is swapped
 for ours (the input/output channels and depth of the module it replaces, same layer
-attributes), then Ultralytics' ``initialize_weights`` is called again so swapped-in BatchNorms
-get its eps/momentum. With stock widths and depths the dict and the model are exactly stock.
-The architecture is recorded in ``model.yaml["architecture"]``, so a checkpoint that
+attributes), the Detect head's stems are swapped when the architecture's ``head_stem`` is not
+stock (:func:`trainers.model.yolo26.swap_head`), then Ultralytics' ``initialize_weights`` is called
+again so swapped-in BatchNorms get its eps/momentum. With stock widths, depths and head the dict and
+the model are exactly stock. The architecture is recorded in ``model.yaml["architecture"]``, so a checkpoint that
 Ultralytics saves rebuilds it through our trainer's ``get_model`` (:func:`model_from_yaml`).
 """
 
@@ -28,7 +29,7 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     from ultralytics.utils.torch_utils import initialize_weights
 
     from trainers.model.detection_model import RepDetectionModel
-    from trainers.model.yolo26 import resized_model_dict, swap_stages
+    from trainers.model.yolo26 import resized_model_dict, swap_head, swap_stages
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
@@ -37,6 +38,7 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     cfg["architecture_hash"] = arch.hash
     model: Any = RepDetectionModel(cfg, nc=nc, verbose=verbose)
     swap_stages(model, arch.stages)
+    swap_head(model, arch.head_stem, arch.head_stem_layers)
     initialize_weights(model)
     return model
 

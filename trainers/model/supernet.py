@@ -6,7 +6,10 @@ the YOLO26 model dict is sized at the supernet's widths and depths
 C3k2 and every stride-2 conv before a stage becomes a :class:`ChoiceModule` whose candidates are
 made by the same stage builders (:func:`trainers.model.yolo26.build_stage`,
 :func:`trainers.model.yolo26.build_downsample`), each from its own copy of the stock module, so each
-candidate has its own weights. Stem, SPPF, C2PSA, the concats and the head are shared by every path.
+candidate has its own weights. Stem, SPPF, C2PSA, the concats and the head are shared by every path,
+except, when the spec lists head stems other than the stock one, every per-scale branch of the Detect
+head (box and class, one-to-many and one-to-one): each becomes a :class:`ChoiceModule` of its head stem
+candidates (:func:`trainers.model.yolo26.build_head_branch`), all switched together by the path.
 For ``spaces/yolo26.yaml`` at yolo26n's stock shape: 8 stages x 53 block candidates and 6 stride-2
 convs x 3 candidates, 67.8 M parameters at ``nc=3`` (a path: about 2.5 M); about 3 s to build on one CPU core.
 
@@ -32,10 +35,11 @@ from torch import Tensor, nn
 from trainers.model.architecture import Architecture
 from trainers.model.detection_model import RepDetectionModel
 from trainers.model.layout import STAGE_LAYERS
-from trainers.model.supernet_spec import SupernetSpec, choice_key
-from trainers.model.yolo26 import adopt_layer_attrs, build_downsample, build_stage
+from trainers.model.supernet_spec import STOCK_HEAD, SupernetSpec, choice_key, head_key
+from trainers.model.yolo26 import HEAD_BRANCHES, adopt_layer_attrs, build_downsample, build_head_branch, build_stage
 
-__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
+__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules", "set_path",
+           "supernet_from_yaml"]
 
 
 class ChoiceModule(nn.Module):
@@ -100,7 +104,18 @@ class SupernetModel(RepDetectionModel):
                 conv = layers[ds]
                 convs = {d: build_downsample(copy.deepcopy(conv), d) for d in stage.downsamples}
                 layers[ds] = adopt_layer_attrs(ChoiceModule(convs), conv)
+        if spec.head_stems != STOCK_HEAD:
+            self._head_choices(layers[-1])
         initialize_weights(self)
+
+    def _head_choices(self, detect: Any) -> None:
+        """Make every per-scale branch of the Detect head a :class:`ChoiceModule` of the spec's head stems."""
+        for name in HEAD_BRANCHES:
+            branches: Any = getattr(detect, name, None) or []
+            for i, branch in enumerate(branches):
+                branches[i] = ChoiceModule({head_key(stem, n): build_head_branch(copy.deepcopy(branch), stem, n)
+                                            for stem, n in self._spec.head_stems})
+        adopt_layer_attrs(detect, detect)
 
     @property
     def layers(self) -> nn.Sequential:
@@ -150,6 +165,11 @@ def choice_modules(supernet: SupernetModel) -> dict[int, ChoiceModule]:
     return {i: m for i, m in enumerate(supernet.layers) if isinstance(m, ChoiceModule)}
 
 
+def head_choice_modules(supernet: SupernetModel) -> list[ChoiceModule]:
+    """The head stem choice modules inside the Detect head (none when the supernet holds the stock head only)."""
+    return [m for m in supernet.layers[-1].modules() if isinstance(m, ChoiceModule)]
+
+
 def path_keys(arch: Architecture) -> dict[int, str]:
     """Layer index -> the candidate key ``arch`` selects there."""
     keys: dict[int, str] = {}
@@ -167,3 +187,5 @@ def set_path(supernet: SupernetModel, arch: Architecture) -> None:
     modules = choice_modules(supernet)
     for idx, key in path_keys(arch).items():
         modules[idx].select(key)
+    for module in head_choice_modules(supernet):
+        module.select(head_key(arch.head_stem, arch.head_stem_layers))

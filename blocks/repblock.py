@@ -17,7 +17,7 @@ YOLO26 and of Ultralytics' ``RepConv``, and take any activation (``tests/blocks/
 checks the ReLU form against the official code).
 
 The same stack is the stem of a RepVGG-branch detection head (``head_stem: repconv``): see
-:func:`trainers.model.yolo26.build_head_branch`.
+:mod:`trainers.model.head_stem`.
 """
 
 from __future__ import annotations
@@ -54,21 +54,6 @@ class RepBlock(Reparameterizable):
         check_positive(n, "n")
         self.c1, self.c2 = c1, c2
         self.m = nn.Sequential(*(RepConv(c1 if i == 0 else c2, c2, 3, 1, act=_own(act)) for i in range(n)))
-
-    @property
-    def conv(self) -> nn.Conv2d:
-        """The first block's 3x3 conv (its kxk branch, or its fused conv once fused).
-
-        Ultralytics' ``DetectionModel.load`` reads ``head.cv2[i][0].conv.in_channels`` of every box
-        branch to compare two heads' input widths; a RepVGG-branch head puts a ``RepBlock`` at
-        ``[0]``, so it answers like the stock ``Conv`` it replaces.
-        """
-        first = self.m[0]
-        assert isinstance(first, RepConv)
-        if first.fused is not None:
-            return first.fused
-        assert first.conv_kxk is not None
-        return first.conv_kxk.conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The blocks in order."""

@@ -25,6 +25,7 @@ from torch import nn
 from blocks import Reparameterizable, RepBlock
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import build_model
+from trainers.model.head_stem import HeadStem
 from trainers.model.heads import pin_head
 from trainers.model.yolo26 import HEAD_BRANCHES, build_head_branch
 
@@ -104,7 +105,8 @@ def test_every_branch_of_both_heads_is_a_repblock_and_the_stock_prediction_conv(
     for name in HEAD_BRANCHES:
         for branch, plain in zip(getattr(head, name), getattr(stock_head, name)):
             stem, pred = branch
-            assert isinstance(stem, RepBlock) and len(stem.m) == arch.head_stem_layers
+            assert isinstance(stem, HeadStem) and isinstance(stem, RepBlock) and len(stem.m) == arch.head_stem_layers
+            assert stem.conv is stem.m[0].conv_kxk.conv  # what Ultralytics' DetectionModel.load reads
             first = next(m for m in plain.modules() if isinstance(m, nn.Conv2d))
             assert (stem.c1, stem.c2) == (first.in_channels, plain[-1].in_channels)
             assert (pred.in_channels, pred.out_channels) == (plain[-1].in_channels, plain[-1].out_channels)
@@ -136,6 +138,9 @@ def test_ultralytics_load_continues_a_repconv_head_model() -> None:
     model.load(source, verbose=False)
     theirs = source.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in model.state_dict().items())
+    fused = copy.deepcopy(model).eval().fuse(verbose=False)
+    stem = fused.model[-1].cv2[0][0]
+    assert isinstance(stem, HeadStem) and stem.conv is stem.m[0].fused  # still answers once fused
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

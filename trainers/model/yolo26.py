@@ -168,8 +168,9 @@ def build_head_branch(stock: Any, stem: str, layers: int) -> nn.Module:
     """One per-scale branch of the Detect head (an element of ``cv2``/``cv3``/``one2one_*``) for a head stem.
 
     ``stock``: the stock branch, an ``nn.Sequential`` of stem convs ending in the 1x1 prediction conv.
-    ``"stock"`` returns it unchanged; ``"repconv"`` returns ``Sequential(RepBlock(c_in, c_mid, layers),
-    prediction conv)``: ``layers`` 3x3 RepConv blocks from the branch's input width to the width the
+    ``"stock"`` returns it unchanged; ``"repconv"`` returns ``Sequential(HeadStem(c_in, c_mid, layers),
+    prediction conv)``: a RepBlock of ``layers`` 3x3 RepConv blocks (:class:`trainers.model.head_stem.HeadStem`)
+    from the branch's input width to the width the
     stock prediction conv reads (YOLO26's ``c2`` for boxes, ``c3`` for classes), then that same
     prediction conv (same module, so Ultralytics' bias initialisation is kept and ``branch[-1]`` is
     still the prediction conv). Box regression stays DFL-free (``reg_max`` 1) and the one-to-one
@@ -179,11 +180,11 @@ def build_head_branch(stock: Any, stem: str, layers: int) -> nn.Module:
         return stock
     from torch import nn
 
-    from blocks.repblock import RepBlock
+    from trainers.model.head_stem import HeadStem
 
     first = next(m for m in stock.modules() if isinstance(m, nn.Conv2d))
     pred = stock[-1]
-    return nn.Sequential(RepBlock(first.in_channels, pred.in_channels, layers), pred)
+    return nn.Sequential(HeadStem(first.in_channels, pred.in_channels, layers), pred)
 
 
 def swap_head(model: Any, stem: str, layers: int) -> None:

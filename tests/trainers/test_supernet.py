@@ -247,6 +247,23 @@ def test_a_supernet_at_another_shape_extracts_pickles_and_rebuilds() -> None:
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+def test_ultralytics_load_reads_a_supernet_with_head_stems() -> None:
+    """``DetectionModel.load`` (a resumed supernet run) indexes the head's branches: the choice modules answer."""
+    spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
+    assert spec.head_keys() == ("stock", "repconv1")
+    torch.manual_seed(0)
+    net, source = build_supernet(spec, nc=NC), build_supernet(spec, nc=NC)
+    head = head_choice_modules(net)[0]
+    assert head[-1] is head.candidates["stock"][-1]
+    head.select("repconv1")
+    assert head[-1] is head.candidates["repconv1"][-1] and head[0] is head.candidates["repconv1"][0]
+    assert head[0].conv.out_channels == head[-1].in_channels  # the HeadStem's first 3x3 conv, as Ultralytics reads it
+    head.select("stock")
+    net.load(source, verbose=False)
+    theirs = source.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+
+
 def test_a_training_step_reaches_only_the_path() -> None:
     """Ultralytics' detection loss on the supernet: the path's candidates get gradients, the others none."""
     from ultralytics.cfg import get_cfg

@@ -77,6 +77,16 @@ class ChoiceModule(nn.Module):
         """The current candidate's output."""
         return self.active()(x)
 
+    def __getitem__(self, index: int) -> nn.Module:
+        """The current candidate's layer ``index``, for a choice that stands where a ``Sequential`` stood.
+
+        Ultralytics indexes the Detect head's branches (``head.cv2[i][0].conv`` in ``DetectionModel.load``,
+        which resuming a run calls; ``branch[-1]`` for the prediction conv), and a head stem choice module
+        stands in such a branch.
+        """
+        candidate: Any = self.active()
+        return candidate[index]
+
     def extra_repr(self) -> str:
         return f"current={self.current!r}, {len(self.candidates)} candidates"
 

@@ -252,7 +252,11 @@ def test_ultralytics_load_reads_a_supernet_with_head_stems() -> None:
     spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
     assert spec.head_keys() == ("stock", "repconv1")
     torch.manual_seed(0)
-    net, source = build_supernet(spec, nc=NC), build_supernet(spec, nc=NC)
+    net = build_supernet(spec, nc=NC)
+    source = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01)
     head = head_choice_modules(net)[0]
     assert head[-1] is head.candidates["stock"][-1]
     head.select("repconv1")

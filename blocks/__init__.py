@@ -1,4 +1,4 @@
-"""Re-parameterizable blocks for YOLO26 search: RepVGG / RepConv, RepViT, OREPA and SE.
+"""Re-parameterizable blocks for YOLO26 search: RepVGG / RepConv / RepBlock, RepViT, OREPA and SE.
 
 Every block with a training form and a fused inference form subclasses
 :class:`Reparameterizable` and implements ``reparameterize()``; one walker,
@@ -28,6 +28,7 @@ _WHERE = {
     "C3k2_RVB_SE": "blocks.repvit",
     "OREPAConv": "blocks.orepa",
     "QARepConv": "blocks.qarepvgg",
+    "RepBlock": "blocks.repblock",
     "RepViTNet": "blocks.repvit_backbone",
 }
 

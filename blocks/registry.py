@@ -1,5 +1,7 @@
 """The one list of blocks a search space may name, and what each block can be combined with.
 
+Also the head stems a space may name (``HEAD_STEMS``) and their layer counts.
+
 Pure data (no torch import), so a space file can be validated before heavy imports. How a
 block enters a YOLO26 model is not known here: ``trainers.model.yolo26.STAGE_BUILDERS`` maps each
 name to its stage builder, so adding a block to the search is one entry here plus its builder there.
@@ -16,6 +18,10 @@ SE_PLACEMENTS: tuple[str, ...] = ("none", "after_concat", "in_blocks")
 SE_KINDS: tuple[str, ...] = ("fixed", "dynamic")
 DOWNSAMPLES: tuple[str, ...] = ("Conv", "RepConv", "OREPA", "QARepConv")
 DEPTHWISE_KERNELS: tuple[int, ...] = (3, 5, 7, 9, 11)
+# The per-scale cls/reg stems of the Detect head: YOLO26's own convs, or RepConv blocks (a RepVGG-branch head).
+HEAD_STEMS: tuple[str, ...] = ("stock", "repconv")
+HEAD_STEM_LAYERS: tuple[int, ...] = (1, 2)  # RepConv layers per stem (the stock stems have 2 convs)
+DEFAULT_HEAD_STEM_LAYERS = 2
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ STAGE_BLOCKS: dict[str, StageBlock] = {
         StageBlock("RepViT", ("none", "in_blocks"), True),
         StageBlock("C3k2_RVB_SE", SE_PLACEMENTS, True),
         StageBlock("OREPA", ("none",), False),
+        StageBlock("RepBlock", ("none",), False),
     )
 }
 

@@ -178,6 +178,8 @@ def _markdown(card: dict[str, Any]) -> str:
              *([f"Blocks: `{card['blocks']}` (per stage; `x` width, `d` depth where not stock)", ""]
                if card.get("blocks") else []),
              f"Head: `{card.get('head', 'unpinned')}` (validated, measured and exported)", "",
+             *([f"Head stem: `{arch['head_stem']}`, {arch['head_stem_layers']} RepConv layer(s) in each class and box "
+                "branch of both heads (fused to plain 3x3 convs)", ""] if "head_stem" in arch else []),
              "## Architecture", "", "| stage | block | width | depth | SE | kernels | downsample |",
              "|---|---|---|---|---|---|---|"]
     for name, st in arch["stages"].items():

@@ -2,10 +2,10 @@
 
 A *corner* answers every choice of :meth:`SearchSpace.suggest` by rule (:class:`Corner`): for each block
 the space lists, the fast corner (narrowest, fewest blocks, no SE, the smallest kernel set, the plain
-Conv downsample where listed) and the slow one (widest, deepest, SE where the block takes it, dynamic SE
-where listed, the largest kernel set), on the ``yolo26`` backbone where the space lists it; and for each
-RepViT backbone the space lists, its fast and slow corner (the neck stages' ends). Corners are
-architectures of the space and nothing else.
+Conv downsample where listed, the stock head stem) and the slow one (widest, deepest, SE where the block
+takes it, dynamic SE where listed, the largest kernel set, a RepConv head stem with the most layers), on
+the ``yolo26`` backbone where the space lists it; and for each RepViT backbone the space lists, its fast
+and slow corner (the neck stages' ends). Corners are architectures of the space and nothing else.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Corner:
             return self.backbone if self.backbone in items else items[0]
         if what == "block":
             return self.block if self.block in items else items[0]
-        if what in ("width", "depth"):
+        if what in ("width", "depth", "head_stem_layers"):
             return max(items) if self.slow else min(items)
         if what == "se":
             order = SE_SLOW_FIRST if self.slow else tuple(reversed(SE_SLOW_FIRST))
@@ -43,6 +43,9 @@ class Corner:
             return "dynamic" if self.slow and "dynamic" in items else items[0]
         if what == "downsample":
             return "Conv" if "Conv" in items and not self.slow else items[-1]
+        if what == "head_stem":  # the stock stem is the fast end, a RepConv stem (full 3x3 convs) the slow one
+            others = [s for s in items if s != "stock"]
+            return others[-1] if self.slow and others else "stock" if "stock" in items else items[0]
         return items[-1] if self.slow else items[0]  # se_reduction / se_ratios: the ends of the lists
 
 

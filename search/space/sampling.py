@@ -2,8 +2,9 @@
 
 The space is conditional: SE options are suggested only when the chosen block takes SE and
 SE is on, kernels only for RepViT-based blocks, the downsample only where the stage has a
-stride-2 conv; width and depth apply to every block. Parameter names carry the condition where
-the choices differ (``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as
+stride-2 conv; width and depth apply to every block. The head stem is asked after the stages
+(``head_stem``), its layer count (``head_stem_layers``) only for a non-stock stem. Parameter names
+carry the condition where the choices differ (``p3_backbone.RepViT.se``), so every name keeps one fixed distribution, as
 Optuna requires.
 A list with a single choice is not suggested at all (it is not a dimension).
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from blocks.registry import DEFAULT_BACKBONE, stage_block
+from blocks.registry import DEFAULT_BACKBONE, DEFAULT_HEAD_STEM_LAYERS, stage_block
 from search.space.schema import SpaceFile, StageSpace, load_space
 from trainers.model.architecture import Architecture, StageChoice, stages_of_backbone
 from trainers.model.layout import STAGE_LAYERS, stock_depth
@@ -69,7 +70,17 @@ class SearchSpace:
         for name, st in self.spec.stages:
             if st.tie is not None and name in built:
                 choices[name] = choices.get(st.tie, StageChoice())  # tied to a stage a RepViT backbone replaces
-        return Architecture.create(choices, base=self.spec.base, scale=self.spec.scale, backbone=backbone)
+        stem, layers = self._suggest_head_stem(trial)
+        return Architecture.create(choices, base=self.spec.base, scale=self.spec.scale, backbone=backbone,
+                                   head_stem=stem, head_stem_layers=layers)
+
+    def _suggest_head_stem(self, trial: TrialLike) -> tuple[str, int]:
+        """``(head_stem, head_stem_layers)``: asked where the space lists more than one (layers: non-stock only)."""
+        stems, layers = self.spec.head_stems, self.spec.head_stem_layers
+        stem = stems[0] if len(stems) == 1 else trial.suggest_categorical("head_stem", list(stems))
+        if stem == "stock":
+            return stem, DEFAULT_HEAD_STEM_LAYERS
+        return stem, layers[0] if len(layers) == 1 else trial.suggest_categorical("head_stem_layers", list(layers))
 
     def _suggest_stage(self, trial: TrialLike, name: str, st: StageSpace, backbone: str) -> StageChoice:
         def pick(param: str, options: Sequence[Any]) -> Any:
@@ -110,6 +121,8 @@ class SearchSpace:
                 params[f"{name}.width"] = 1.0
             if st.tie is None and len(st.depths) > 1 and stock_depth(self.spec.scale, name) in st.depths:
                 params[f"{name}.depth"] = stock_depth(self.spec.scale, name)
+        if len(self.spec.head_stems) > 1 and "stock" in self.spec.head_stems:
+            params["head_stem"] = "stock"
         return params
 
     def stage_size(self, name: str, st: StageSpace, backbone: str = DEFAULT_BACKBONE) -> int:
@@ -126,8 +139,13 @@ class SearchSpace:
             total += ds * kernels * se_count
         return total * shape
 
+    def head_stem_size(self) -> int:
+        """Number of distinct head stems: the stock one once, every other stem once per layer count."""
+        stems = self.spec.head_stems
+        return ("stock" in stems) + sum(len(self.spec.head_stem_layers) for s in stems if s != "stock")
+
     def size(self) -> int:
-        """Number of distinct architectures in the space (summed over its backbones)."""
+        """Number of distinct architectures in the space (summed over its backbones, times its head stems)."""
         total = 0
         for backbone in self.spec.backbones:
             n, built = 1, stages_of_backbone(backbone)
@@ -135,7 +153,7 @@ class SearchSpace:
                 if st.tie is None and name in built:
                     n *= self.stage_size(name, st, backbone)
             total += n
-        return total
+        return total * self.head_stem_size()
 
     def dimensions(self) -> int:
         """Number of categorical parameters trials can suggest (conditional ones included, unreachable ones not)."""
@@ -157,4 +175,7 @@ class SearchSpace:
             count += any(stage_block(b).uses_kernels for b in st.blocks) and len(st.kernels) > 1
             count += any(self._has_downsample(name, b) for b in self.spec.backbones) and len(st.downsamples) > 1
             count += (len(st.widths) > 1) + (len(st.depths) > 1)
+        stems = self.spec.head_stems
+        count += len(stems) > 1
+        count += any(s != "stock" for s in stems) and len(self.spec.head_stem_layers) > 1
         return count

@@ -17,8 +17,11 @@ import yaml
 from blocks.registry import (
     BACKBONES,
     DEFAULT_BACKBONE,
+    DEFAULT_HEAD_STEM_LAYERS,
     DEPTHWISE_KERNELS,
     DOWNSAMPLES,
+    HEAD_STEM_LAYERS,
+    HEAD_STEMS,
     SE_KINDS,
     SE_PLACEMENTS,
     STAGE_BLOCKS,
@@ -43,8 +46,8 @@ METRICS: dict[str, str] = {
 INT8_METRICS = ("map50_95_int8", "int8_drop")
 DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
-TOP_KEYS = ("base", "scale", "backbone", "head", "stages", "objectives", "constraints", "latency", "train", "oneshot",
-            "presets")
+TOP_KEYS = ("base", "scale", "backbone", "head", "head_stem", "head_stem_layers", "stages", "objectives",
+            "constraints", "latency", "train", "oneshot", "presets")
 STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
 SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
@@ -131,7 +134,11 @@ class OneShotSettings:
 
 @dataclass(frozen=True)
 class SpaceFile:
-    """A validated search-space file."""
+    """A validated search-space file.
+
+    ``head_stems``: the Detect head stems a trial may pick (:data:`blocks.registry.HEAD_STEMS`);
+    ``head_stem_layers``: the RepConv layer counts of a non-stock stem.
+    """
 
     source: str
     base: str
@@ -144,6 +151,8 @@ class SpaceFile:
     train: TrainSettings
     oneshot: OneShotSettings = OneShotSettings()
     backbones: tuple[str, ...] = (DEFAULT_BACKBONE,)
+    head_stems: tuple[str, ...] = ("stock",)
+    head_stem_layers: tuple[int, ...] = (DEFAULT_HEAD_STEM_LAYERS,)
     presets: tuple[str, ...] = ()
 
 
@@ -188,8 +197,12 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     backbones = r.choices(d.get("backbone", DEFAULT_BACKBONE), "backbone", lambda v, f: r.choice(v, f, BACKBONES))
     stages = _parse_stages(r, d["stages"])
     _check_backbone_stages(r, stages, backbones)
+    head_stems = r.choices(d.get("head_stem", "stock"), "head_stem", lambda v, f: r.choice(v, f, HEAD_STEMS))
+    head_stem_layers = r.choices(d.get("head_stem_layers", DEFAULT_HEAD_STEM_LAYERS), "head_stem_layers",
+                                 lambda v, f: r.choice(v, f, HEAD_STEM_LAYERS))
     space = SpaceFile(
         source=source, base=base, scale=scale, head=head, stages=stages, backbones=backbones,
+        head_stems=head_stems, head_stem_layers=head_stem_layers,
         objectives=_parse_objectives(r, d.get("objectives")),
         constraints=_parse_constraints(r, d.get("constraints")),
         latency=_parse_latency(r, d.get("latency"), head),

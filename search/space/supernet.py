@@ -6,12 +6,14 @@ allows them, else the first option); tied stages follow their target. A stage's 
 are every canonical choice the space allows with that shape: per block, its SE options (placement
 x kind x reduction or ratio bounds, ``none`` once) times its kernel sets. For ``spaces/yolo26.yaml``:
 C3k2 1 + OREPA 1 + RepViT 6 SE x 3 kernel sets + C3k2_RVB_SE 11 SE x 3 = 53 per stage, times 3
-downsample candidates, a separate choice module, where the stage has a stride-2 conv.
+downsample candidates, a separate choice module, where the stage has a stride-2 conv. The space's
+head stems (stock once, every other stem once per layer count) are the head's candidates.
 
 :func:`sample_path` is the SPOS mutator: each untied stage draws its block family uniformly, then
 one of that family's candidates uniformly (as the space's sampler draws the block first, then its
 options; a family with 33 SE and kernel variants is not drawn 33 times as often as C3k2), and its
-downsample candidate uniformly (seedable); tied stages repeat their target.
+downsample candidate uniformly (seedable); tied stages repeat their target; then the head stem is
+drawn uniformly where the supernet holds more than one.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from dataclasses import replace
 
 from blocks.registry import DEFAULT_BACKBONE, stage_block
 from search.space.schema import SpaceFile, StageSpace
-from trainers.model.architecture import Architecture, StageChoice
+from trainers.model.architecture import Architecture, StageChoice, canonical_head_stem
 from trainers.model.layout import STAGE_LAYERS, stock_depth
-from trainers.model.supernet_spec import StageCandidates, SupernetSpec
+from trainers.model.supernet_spec import HeadStem, StageCandidates, SupernetSpec
 
-__all__ = ["block_candidates", "sample_path", "supernet_spec"]
+__all__ = ["block_candidates", "head_candidates", "sample_path", "supernet_spec"]
 
 Shape = tuple[float, int | None]
 """A stage's (width, depth); depth ``None``: the scale's stock depth."""
@@ -49,6 +51,15 @@ def block_candidates(st: StageSpace) -> tuple[StageChoice, ...]:
             for choice in se:
                 for kernels in kernel_sets:
                     out[replace(choice, kernels=kernels).canonical(False, 1)] = None
+    return tuple(out)
+
+
+def head_candidates(space: SpaceFile) -> tuple[HeadStem, ...]:
+    """Every canonical ``(head_stem, head_stem_layers)`` the space allows, in order (stock once)."""
+    out: dict[HeadStem, None] = {}
+    for stem in space.head_stems:
+        for layers in space.head_stem_layers:
+            out[canonical_head_stem(stem, layers)] = None
     return tuple(out)
 
 
@@ -93,11 +104,12 @@ def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) ->
         tie = spaces[name].tie if name in spaces else None
         own = untied.get(tie or name, StageCandidates())
         stages.append((name, replace(own, downsamples=own.downsamples if ds is not None else (), tie=tie)))
-    return SupernetSpec(space.base, space.scale, tuple(stages))
+    return SupernetSpec(space.base, space.scale, tuple(stages), head_candidates(space))
 
 
 def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
-    """A path of the supernet: per untied stage a family, one of its candidates, a downsample, each uniform.
+    """A path of the supernet: per untied stage a family, one of its candidates, a downsample, each uniform; then
+    the head stem (only where there are several: a stock-head supernet draws what it drew before head stems).
 
     ``rng``: a ``random.Random`` (advanced) or an int seed (the same seed gives the same path).
     """
@@ -114,4 +126,5 @@ def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
             choice = replace(choice, downsample=rng.choice(downsamples))
         picked[name] = replace(choice, width=s.width, depth=s.depth)
     stages = {n: picked[s.tie or n] for n, s in spec.stages}
-    return Architecture.create(stages, base=spec.base, scale=spec.scale)
+    stem, layers = spec.head_stems[0] if len(spec.head_stems) == 1 else rng.choice(spec.head_stems)
+    return Architecture.create(stages, base=spec.base, scale=spec.scale, head_stem=stem, head_stem_layers=layers)

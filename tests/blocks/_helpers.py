@@ -21,6 +21,7 @@ from blocks import (
     OREPAConv,
     QARepConv,
     Reparameterizable,
+    RepBlock,
     RepConv,
     RepVGGDW,
     RepViTBlock,
@@ -60,6 +61,7 @@ EVERY_BLOCK: dict[str, tuple[Callable[[], Reparameterizable], int]] = {
     "C3k2_RVB_SE-none": (lambda: C3k2_RVB_SE(6, 8, 2, "none", kernels=(3, 5)), 6),
     "C3k2_RVB_SE-after_concat": (lambda: C3k2_RVB_SE(6, 8, 2, "after_concat", 2, kernels=(3,)), 6),
     "C3k2_RVB_SE-in_blocks": (lambda: C3k2_RVB_SE(6, 8, 2, "in_blocks", kernels=(3,), se_module=_DYNAMIC_SE), 6),
+    "RepBlock": (lambda: RepBlock(6, 8, 3), 6),
 }
 """Every re-parameterizable block (and its SE variants): name -> (factory, input channels)."""
 

@@ -1,4 +1,4 @@
-"""The model card names the shipped architecture's blocks with their widths and depths."""
+"""The model card names the shipped architecture's blocks with their widths and depths, and its head stem."""
 
 from __future__ import annotations
 
@@ -22,6 +22,19 @@ def test_the_card_shows_blocks_with_width_and_depth(tmp_path: Path) -> None:
     md, js = write_model_card(tmp_path, card)
     assert f"Blocks: `{LABEL}` (per stage; `x` width, `d` depth where not stock)" in md.read_text().splitlines()
     assert json.loads(js.read_text())["blocks"] == LABEL
+
+
+def test_the_card_names_a_repconv_head_stem_and_not_a_stock_one(tmp_path: Path) -> None:
+    rep = Architecture.create(dict(ARCH.stages), head_stem="repconv", head_stem_layers=1)
+    lines = []
+    for arch in (ARCH, rep):
+        card = {"hash": arch.hash, "architecture": arch.to_dict(), "blocks": arch.blocks_summary(), "chosen": "knee",
+                "metrics": {}, "checks": {}}
+        lines.append(write_model_card(tmp_path, card)[0].read_text().splitlines())
+    assert not [line for line in lines[0] if line.startswith("Head stem")]
+    assert ("Head stem: `repconv`, 1 RepConv layer(s) in each class and box branch of both heads (fused to plain 3x3 "
+            "convs)") in lines[1]
+    assert f"Blocks: `{LABEL} + repconv head, 1 layer` (per stage; `x` width, `d` depth where not stock)" in lines[1]
 
 
 def test_a_card_written_without_blocks_still_renders(tmp_path: Path) -> None:

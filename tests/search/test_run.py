@@ -133,6 +133,19 @@ def test_bad_space_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1 and "stages.p3_backbone.block[0]" in r.stderr
 
 
+@pytest.mark.parametrize(("space", "needle"), [
+    ("head_stem: [stock, rep]\nstages: {p3_backbone: {block: RepBlock}}",
+     "head_stem[1]: must be one of ['stock', 'repconv'], got 'rep'"),
+    ("head_stem: repconv\nhead_stem_layers: 3\nstages: {p3_backbone: {block: RepBlock}}",
+     "head_stem_layers[0]: must be one of [1, 2], got 3"),
+], ids=["stem", "layers"])
+def test_bad_head_stem_is_one_line_and_exit_2(tmp_path: Path, space: str, needle: str) -> None:
+    r = run_search(tmp_path, space, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(needle), lines
+
+
 def test_a_latency_backend_that_cannot_run_stops_before_training(tmp_path: Path, data: Path) -> None:
     space = FIXED_SPACE.replace("device: cpu}", "device: cpu, dtype: float16}")
     r = run_search(tmp_path, space, "--data", str(data), "--trials", "1", "--latency-backend", "onnxruntime")

@@ -139,18 +139,20 @@ def test_wide_space_is_the_previous_default() -> None:
     stages = dict(spec.stages)
     for name in ("p2_backbone", "p3_backbone", "p4_backbone", "p5_backbone"):
         st = stages[name]
-        assert st.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA")
+        assert st.blocks == ("C3k2", "RepViT", "C3k2_RVB_SE", "OREPA", "RepBlock")
         assert st.kernels == ((3,), (3, 5), (3, 5, 7)) and st.ratio_bounds == ((4, 8), (4, 16))
         assert st.widths == (0.5, 0.75, 1.0, 1.25) and st.depths == (1, 2)
+    assert spec.head_stems == ("stock", "repconv") and spec.head_stem_layers == (1, 2)
     assert spec.train == load_space(DEFAULT).train and spec.latency == load_space(DEFAULT).latency
     # Per backbone stage (all four have a stride-2 conv, 3 downsample choices):
-    #   C3k2 3 + OREPA 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio pairs))
-    #   + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 54 + 99 = 159 blocks and options,
-    #   times 4 widths * 2 depths; the neck/out stages are tied.
+    #   C3k2 3 + OREPA 3 + RepBlock 3 + RepViT 3 ds * 3 kernel sets * (1 off + in_blocks * (3 reductions + 2 ratio
+    #   pairs)) + C3k2_RVB_SE 3 * 3 * (1 off + 2 placements * 5) = 3 + 3 + 3 + 54 + 99 = 162 blocks and options,
+    #   times 4 widths * 2 depths; the neck/out stages are tied. Head stems: stock, repconv with 1 or 2 layers.
     space = SearchSpace(spec)
-    assert space.size() == (159 * 4 * 2) ** 4
-    # Per stage: block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample, width, depth.
-    assert space.dimensions() == 4 * 10
+    assert space.size() == (162 * 4 * 2) ** 4 * 3
+    # Per stage: block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample, width, depth;
+    # then head_stem and head_stem_layers.
+    assert space.dimensions() == 4 * 10 + 2
 
 
 # ---------------------------------------------------------------------------------------------- bad data in-process
@@ -161,7 +163,7 @@ def test_wide_space_is_the_previous_default() -> None:
     (["stages"], "", "must be a mapping, got list"),
     ({"scale": "n"}, "stages", "missing required key"),
     ({"stages": {"p3_backbone": {"block": "RepVGG"}}}, "stages.p3_backbone.block[0]",
-     r"must be one of \['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'\], got 'RepVGG'"),
+     r"must be one of \['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'\], got 'RepVGG'"),
     ({"stages": {"p3_backbone": {"block": "RepViT", "kernels": [[3, 6]]}}}, "stages.p3_backbone.kernels[0][1]",
      r"must be one of \[3, 5, 7, 9, 11\], got 6"),
     ({"stages": {"p4_backbone": {"block": "RepViT", "se": {"placement": "in_blocks", "reduction": 0}}}},
@@ -301,6 +303,27 @@ def test_baseline_params_enqueued_give_the_baseline() -> None:
     assert trial.params == params
 
 
+def test_head_stem_is_sampled_where_listed_and_replays() -> None:
+    """The wide space asks ``head_stem``, and ``head_stem_layers`` for the RepConv stem only; params replay the arch."""
+    space = SearchSpace.load(WIDE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        seen.add((arch.head_stem, arch.head_stem_layers))
+        heads = {k: v for k, v in trial.params.items() if k.startswith("head_stem")}
+        if arch.head_stem == "stock":
+            assert heads == {"head_stem": "stock"} and "head_stem" not in arch.to_dict()
+        else:
+            assert heads == {"head_stem": "repconv", "head_stem_layers": arch.head_stem_layers}
+            assert arch.to_dict()["head_stem_layers"] == arch.head_stem_layers
+        assert space.suggest(optuna.trial.FixedTrial(trial.params)) == arch
+    assert seen == {("stock", 2), ("repconv", 1), ("repconv", 2)}
+    assert space.baseline_params()["head_stem"] == "stock"
+    assert SearchSpace.load(DEFAULT).spec.head_stems == ("stock",)  # the default space does not list it
+
+
 # ---------------------------------------------------------------------------------------------- size, dimensions
 
 
@@ -331,7 +354,26 @@ def test_tiny_space_size_and_dimensions_by_hand() -> None:
                                                  max_ratio: [4, 8]}}
       p2_backbone: {block: C3k2_RVB_SE, kernels: [[3], [3, 5, 7, 9, 11]]}
     """,
-], ids=["tiny", "neck-tied-to-out", "dynamic-only"])
+    """
+    head_stem: [stock, repconv]
+    head_stem_layers: [1, 2]
+    stages:
+      p3_backbone: {block: [C3k2, RepBlock], downsample: [Conv, RepConv], depth: [1, 2]}
+      p3_out: {tie: p3_backbone}
+    """,
+    """
+    head_stem: repconv
+    head_stem_layers: [2, 1]
+    stages:
+      p4_neck: {block: [RepBlock, OREPA]}
+    """,
+    """
+    head_stem: [repconv, stock]
+    head_stem_layers: 1
+    stages:
+      p4_neck: {block: RepBlock}
+    """,
+], ids=["tiny", "neck-tied-to-out", "dynamic-only", "repblock-head-stems", "repconv-head-only", "one-layer-count"])
 def test_size_and_dimensions_match_a_walk_of_every_choice(text: str) -> None:
     space = space_of(text)
     paths = every_path(space)
@@ -347,7 +389,10 @@ def test_size_and_dimensions_match_a_walk_of_every_choice(text: str) -> None:
     ("{block: RepViT, se: {placement: [none, after_concat], kind: [fixed, dynamic], reduction: [4, 8]}}", set()),
     ("{block: RepViT, se: {placement: in_blocks, kind: fixed, max_ratio: [8, 16]}}", set()),
     ("{block: RepViT, se: {placement: in_blocks, kind: dynamic, reduction: [4, 8]}}", set()),
-], ids=["no-block-takes-se-or-kernels", "placement-not-for-this-block", "ratios-but-fixed", "reductions-but-dynamic"])
+    ("{block: [RepBlock, C3k2], se: {placement: [none, in_blocks]}, kernels: [[3], [5]]}\nhead_stem: stock\n"
+     "head_stem_layers: [1, 2]", {"p3_backbone.block"}),
+], ids=["no-block-takes-se-or-kernels", "placement-not-for-this-block", "ratios-but-fixed", "reductions-but-dynamic",
+        "repblock-and-stock-head"])
 def test_dimensions_count_only_parameters_that_can_be_suggested(stage: str, expected: set[str]) -> None:
     """``dimensions()`` is the number of distinct parameter names ``suggest`` can ask for.
 

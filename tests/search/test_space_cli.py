@@ -60,12 +60,13 @@ def test_check_accepts_every_shipped_space(path: Path) -> None:
 # (file name, content as text or bytes or None for no file, what the one stderr line must contain after the file name)
 BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
     ("wrong-type-block", "stages:\n  p3_backbone: {block: 3}\n",
-     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got 3"),
+     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got 3"),
     ("wrong-type-stage", "stages:\n  p4_backbone: [RepViT]\n", "stages.p4_backbone: must be a mapping, got list"),
     ("wrong-type-reduction", "stages:\n  p4_backbone: {block: RepViT, se: {placement: in_blocks, reduction: '8'}}\n",
      "stages.p4_backbone.se.reduction[0]: must be an integer in [1, 64], got '8'"),
     ("unknown-block", "stages:\n  p3_backbone: {block: [C3k2, MobileOne]}\n",
-     "stages.p3_backbone.block[1]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got 'MobileOne'"),
+     "stages.p3_backbone.block[1]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got "
+     "'MobileOne'"),
     ("even-kernel", "stages:\n  p3_backbone: {block: RepViT, kernels: [[3], [3, 4]]}\n",
      "stages.p3_backbone.kernels[1][1]: must be one of [3, 5, 7, 9, 11], got 4"),
     ("min-ratio-above-max-dynamic",
@@ -85,13 +86,19 @@ BAD_FILES: list[tuple[str, str | bytes | None, str]] = [
     ("missing-file", None, "file not found"),
     ("garbage-bytes", bytes(range(128, 256)) * 8, "not UTF-8 text (byte 0)"),
     ("unicode-junk", "stages:\n  p3_backbone: {block: \"R\u00e9pViT \u2603\U0001f4a5\"}\n",
-     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA'], got "
+     "stages.p3_backbone.block[0]: must be one of ['C3k2', 'RepViT', 'C3k2_RVB_SE', 'OREPA', 'RepBlock'], got "
      "'R\u00e9pViT \u2603\U0001f4a5'"),
     ("unicode-key", "st\u00e4ges:\n  p3_backbone: {block: C3k2}\n",
-     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'backbone', 'head', 'stages', 'objectives', 'constraints', "
-     "'latency', 'train', 'oneshot', 'presets'] (did you mean 'stages'?)"),
+     "st\u00e4ges: unknown key, allowed: ['base', 'scale', 'backbone', 'head', 'head_stem', 'head_stem_layers', "
+     "'stages', 'objectives', 'constraints', 'latency', 'train', 'oneshot', 'presets'] (did you mean 'stages'?)"),
     ("negative-epochs", GOOD_STAGE + "train: {epochs: -3}\n", "train.epochs: must be an integer in [1, 10000], got -3"),
     ("bad-head", GOOD_STAGE + "head: nmsfree\n", "head: must be one of ['nms_free', 'nms'], got 'nmsfree'"),
+    ("bad-head-stem", GOOD_STAGE + "head_stem: [stock, repvgg]\n",
+     "head_stem[1]: must be one of ['stock', 'repconv'], got 'repvgg'"),
+    ("head-stem-layers-3", GOOD_STAGE + "head_stem: repconv\nhead_stem_layers: [2, 3]\n",
+     "head_stem_layers[1]: must be one of [1, 2], got 3"),
+    ("head-stem-layers-string", GOOD_STAGE + "head_stem: repconv\nhead_stem_layers: two\n",
+     "head_stem_layers[0]: must be one of [1, 2], got 'two'"),
     ("bad-backend", GOOD_STAGE + "latency: {backend: tensorrt}\n",
      "latency.backend: must be one of ['torch', 'onnxruntime', 'openvino'], got 'tensorrt'"),
     ("negative-se-cost", GOOD_STAGE + "train: {se_width_cost: -0.1}\n",

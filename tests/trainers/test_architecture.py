@@ -243,3 +243,44 @@ def test_create_rejects_bad_widths_and_depths(choice: StageChoice, match: str) -
     data = {"stages": {"p3_backbone": {"block": "C3k2", "width": choice.width, "depth": choice.depth}}}
     with pytest.raises(ValueError, match=match.split(": ", 1)[-1]):
         Architecture.from_dict(data)
+
+
+# ---------------------------------------------------------------------------------------------- head stem and RepBlock
+
+
+def test_a_stock_head_stem_leaves_the_hash_and_the_dict() -> None:
+    """Architectures recorded before head stems existed keep their hash: the stock stem writes nothing."""
+    for layers in (1, 2):
+        arch = Architecture.create(head_stem="stock", head_stem_layers=layers)  # layers do not apply to stock
+        assert arch == Architecture.baseline() and arch.hash == "4131aa0f85ac" and arch.is_baseline
+        assert set(arch.to_dict()) == {"base", "scale", "stages"}
+    assert Architecture.create(dict(REP.stages), scale="s", head_stem="stock").hash == REP.hash
+    assert REP.blocks_summary().endswith("C3k2") and "head" not in REP.blocks_summary()
+
+
+def test_a_repconv_head_stem_is_recorded_hashed_and_round_trips() -> None:
+    one = Architecture.create(dict(REP.stages), scale="s", head_stem="repconv", head_stem_layers=1)
+    two = Architecture.create(dict(REP.stages), scale="s", head_stem="repconv", head_stem_layers=2)
+    assert len({REP.hash, one.hash, two.hash}) == 3
+    assert {k: two.to_dict()[k] for k in ("head_stem", "head_stem_layers")} == {"head_stem": "repconv",
+                                                                                "head_stem_layers": 2}
+    for arch in (one, two):
+        assert Architecture.from_json(arch.to_json()) == arch and not arch.is_baseline
+    assert one.blocks_summary().endswith(" + repconv head, 1 layer")
+    assert two.blocks_summary() == REP.blocks_summary() + " + repconv head, 2 layers"
+    blocks = Architecture.create({"p4_backbone": StageChoice(block="RepBlock", se="in_blocks", kernels=(3, 5))})
+    assert blocks.to_dict()["stages"]["p4_backbone"] == {"block": "RepBlock", "downsample": "Conv"}  # no SE, kernels
+    assert blocks.hash != Architecture.baseline().hash
+
+
+@pytest.mark.parametrize("head, match", [
+    ({"head_stem": "repvgg"}, r"head_stem must be one of \['stock', 'repconv'\], got 'repvgg'"),
+    ({"head_stem": "repconv", "head_stem_layers": 3}, r"head_stem_layers must be one of \[1, 2\], got 3"),
+    ({"head_stem": "repconv", "head_stem_layers": 0}, r"head_stem_layers must be one of \[1, 2\], got 0"),
+    ({"head_stem": "repconv", "head_stem_layers": True}, r"head_stem_layers must be one of \[1, 2\], got True"),
+], ids=["unknown-stem", "layers-3", "layers-0", "layers-bool"])
+def test_bad_head_stems_name_the_field_and_the_allowed_values(head: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Architecture.create(**head)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=match):
+        Architecture.from_dict({"stages": {}, **head})

@@ -167,11 +167,12 @@ def test_thop_gflops_agree_with_torch_flop_counter(arch: Architecture) -> None:
 # ---------------------------------------------------------------------------------------------- training
 
 
-TRAIN_ARCH = Architecture.create({  # the checkpoint must also rebuild a stage's width and depth
+TRAIN_ARCH = Architecture.create({  # the checkpoint must also rebuild a stage's width and depth, and the head stem
     "p3_backbone": StageChoice(block="RepViT", se="in_blocks", se_reduction=4, kernels=(3, 5), width=0.75, depth=2),
     "p4_backbone": StageChoice(block="C3k2_RVB_SE", se="after_concat", se_reduction=8, kernels=(3,)),
     "p5_backbone": StageChoice(block="OREPA", downsample="RepConv"),
-})
+    "p5_out": StageChoice(block="RepBlock"),
+}, head_stem="repconv", head_stem_layers=1)
 
 
 def _overrides(data: Path, project: Path, name: str, **kw: Any) -> dict[str, Any]:
@@ -203,7 +204,7 @@ def test_rep_architecture_trains_one_epoch_and_continues_from_best_pt(
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     saved = ckpt.get("ema") or ckpt["model"]
     assert architecture_of(saved) == TRAIN_ARCH
-    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv"} <= module_types(saved)
+    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv", "RepBlock"} <= module_types(saved)
     loaded, _ = load_checkpoint(best)
     assert architecture_of(loaded) == TRAIN_ARCH and "RepViTBlock" in module_types(loaded)
     start = {k: v.clone() for k, v in loaded.state_dict().items()}
@@ -217,7 +218,7 @@ def test_rep_architecture_trains_one_epoch_and_continues_from_best_pt(
     assert again.architecture is None
     continued: Any = again.model
     assert architecture_of(continued) == TRAIN_ARCH
-    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv"} <= module_types(continued)
+    assert {"RepViTBlock", "C3k2_RVB_SE", "OREPAConv", "RepConv", "RepBlock"} <= module_types(continued)
     assert count_params(continued) == count_params(loaded) != 2_572_280
     assert list(at_start) == list(start)
     assert all(torch.equal(at_start[k].float(), v.float()) for k, v in start.items()), "weights not loaded"

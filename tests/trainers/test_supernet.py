@@ -1,5 +1,5 @@
-"""The supernet of spaces/yolo26_wide.yaml (every choice): a path extracted is ``build_model(arch)`` with the
-path's weights.
+"""The supernet of spaces/yolo26_wide.yaml (every choice, RepBlock stages and RepConv head stems included): a path
+extracted is ``build_model(arch)`` with the path's weights.
 
 For the stock architecture and 20 sampled paths (BatchNorm statistics randomized on the path
 first): the supernet's forward, its extracted subnet and a fresh ``build_model(arch)`` loaded with
@@ -31,7 +31,14 @@ from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import architecture_of, build_model
 from trainers.model.extract import extract
 from trainers.model.layout import STAGE_LAYERS
-from trainers.model.supernet import ChoiceModule, SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet import (
+    ChoiceModule,
+    SupernetModel,
+    build_supernet,
+    head_choice_modules,
+    set_path,
+    supernet_from_yaml,
+)
 from trainers.model.supernet_spec import SupernetSpec
 
 SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26_wide.yaml"  # every family and option at every stage
@@ -73,12 +80,15 @@ def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused
 
 def test_candidates_match_the_space_count() -> None:
     space = SearchSpace.load(SPACE)
-    assert SPEC.candidate_counts() == {n: (53, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
+    assert SPEC.candidate_counts() == {n: (54, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
     for name, st in space.spec.stages:
         if st.tie is None:
             # the space counts every (block choice, downsample, width, depth); the supernet fixes width and depth
             assert len(block_candidates(st)) * 3 * len(st.widths) * len(st.depths) == space.stage_size(name, st)
-    assert SPEC.paths() == (53 * 3) ** 4
+            assert "RepBlock" in st.blocks and StageChoice("RepBlock", downsample=None) in block_candidates(st)
+    assert SPEC.head_stems == (("stock", 2), ("repconv", 1), ("repconv", 2)) == tuple(
+        (s, n) for s in space.spec.head_stems for n in ((2,) if s == "stock" else space.spec.head_stem_layers))
+    assert SPEC.paths() == (54 * 3) ** 4 * 3
     assert SupernetSpec.from_dict(SPEC.to_dict()) == SPEC
 
 
@@ -94,8 +104,14 @@ def test_candidates_share_weights_within_a_family_only(supernet: SupernetModel) 
         for a, b in itertools.combinations(stage, 2):
             if a.split("-")[0] != b.split("-")[0]:
                 assert not stage[a] & stage[b], (a, b)
+    heads = head_choice_modules(supernet)
+    assert len(heads) == 4 * 3  # box and class, one-to-many and one-to-one, at each of 3 scales
+    assert all(m.choices == ("stock", "repconv1", "repconv2") for m in heads)
+    by_stage += [{k: _tensor_ids(c) for k, c in m.candidates.items()} for m in heads]  # head stems: their own
     for a, b in itertools.combinations(by_stage, 2):
         assert not set().union(*a.values()) & set().union(*b.values())
+    for module in heads:
+        assert not any(x & y for x, y in itertools.combinations(_tensor_ids(c) for c in module.candidates.values()))
     for candidate in choices[-1].candidates.values():  # no two layers of one path are one tensor
         assert len(_tensor_ids(candidate)) == len(list(candidate.named_parameters(remove_duplicate=False)))
     stage = next(m for m in choices if "C3k2_RVB_SE-k3" in m.candidates).candidates
@@ -172,7 +188,7 @@ def test_supernet_fuse_is_a_no_op(supernet: SupernetModel) -> None:
                                                "got width 0.5 and depth 1"),
     ({"p5_backbone": StageChoice(depth=2), "p5_out": StageChoice(depth=2)}, "stage p5_backbone: .* depth 2"),
     ({"p2_backbone": StageChoice("RepViT", kernels=(3, 5, 7, 9))}, "stage p2_backbone: 'RepViT-k3\\+5\\+7\\+9' is "
-                                                                    "not one of its 53 candidates"),
+                                                                    "not one of its 54 candidates"),
     ({"p4_backbone": StageChoice("OREPA")}, "stage p4_neck is tied to p4_backbone"),
     ({"p5_backbone": StageChoice(downsample="OREPA")}, "stage p5_out is tied to p5_backbone: got 'C3k2 \\+ Conv'"),
 ])
@@ -191,9 +207,10 @@ def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
     draws = [sample_path(SPEC, rng) for _ in range(6000)]
     for arch in draws[:50]:
         SPEC.check(arch)
-    assert len({a.stage("p2_backbone") for a in draws}) == 53 * 3
+    assert len({a.stage("p2_backbone") for a in draws}) == 54 * 3
     families = collections.Counter(a.stage("p2_backbone").block for a in draws)
-    assert len(families) == 4 and min(families.values()) > 1350  # each family a quarter, whatever its variants
+    assert len(families) == 5 and min(families.values()) > 1050  # each family a fifth, whatever its variants
+    assert {(a.head_stem, a.head_stem_layers) for a in draws} == set(SPEC.head_stems)
     assert all(a.stage("p4_neck").block == a.stage("p4_backbone").block for a in draws)
 
 
@@ -210,7 +227,7 @@ def test_the_space_sampler_draws_supernet_paths() -> None:
         SPEC.check(space.suggest(Trial()))
 
 
-SMALL = {"stages": {
+SMALL = {"head_stem": ["stock", "repconv"], "head_stem_layers": [1], "stages": {
     "p3_backbone": {"block": ["C3k2", "RepViT"], "kernels": [[3], [3, 5]], "downsample": ["Conv", "OREPA"],
                     "width": [0.5, 1.0], "depth": [1, 2]},
     "p3_out": {"tie": "p3_backbone"},
@@ -248,6 +265,27 @@ def test_a_supernet_at_another_shape_extracts_pickles_and_rebuilds() -> None:
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+def test_ultralytics_load_reads_a_supernet_with_head_stems() -> None:
+    """``DetectionModel.load`` (a resumed supernet run) indexes the head's branches: the choice modules answer."""
+    spec = supernet_spec(parse_space(SMALL), {"p3_backbone": (0.5, 2)})
+    assert spec.head_keys() == ("stock", "repconv1")
+    torch.manual_seed(0)
+    net = build_supernet(spec, nc=NC)
+    source = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01)
+    head = head_choice_modules(net)[0]
+    assert head[-1] is head.candidates["stock"][-1]
+    head.select("repconv1")
+    assert head[-1] is head.candidates["repconv1"][-1] and head[0] is head.candidates["repconv1"][0]
+    assert head[0].conv.out_channels == head[-1].in_channels  # the HeadStem's first 3x3 conv, as Ultralytics reads it
+    head.select("stock")
+    net.load(source, verbose=False)
+    theirs = source.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in net.state_dict().items())
+
+
 def test_a_training_step_reaches_only_the_path() -> None:
     """Ultralytics' detection loss on the supernet: the path's candidates get gradients, the others none."""
     from ultralytics.cfg import get_cfg
@@ -264,7 +302,7 @@ def test_a_training_step_reaches_only_the_path() -> None:
              "cls": torch.tensor([[0.0], [1.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.4, 0.4, 0.3, 0.3]])}
     loss, _ = net.loss(batch)
     loss.sum().backward()
-    for module in choice_modules(net).values():
+    for module in [*choice_modules(net).values(), *head_choice_modules(net)]:
         for key, candidate in module.candidates.items():
             grads = [p.grad is not None for p in candidate.parameters()]
             assert all(grads) if key == module.current else not any(grads), key

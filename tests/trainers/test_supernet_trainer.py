@@ -1,7 +1,8 @@
 """SPOS training of the supernet and BatchNorm recalibration.
 
 The SPOS callback draws one path per batch from (seed, epoch, batch) and sets the same path on the
-model and its EMA copy; a supernet run interrupted after an epoch resumes from ``last.pt``; BatchNorm
+model and its EMA copy; a supernet run interrupted after an epoch resumes from ``last.pt`` (its supernet has
+RepBlock and RepConv head stem candidates: resuming loads them through Ultralytics' ``DetectionModel.load``); BatchNorm
 recalibration makes the running mean the calibration set's activation mean and leaves the weights alone.
 """
 
@@ -20,7 +21,7 @@ from search.space.schema import parse_space
 from search.space.supernet import sample_path, supernet_spec
 from tests.search.search_helpers import TINY_SPACE
 from trainers.model.recalibrate import calibration_images, recalibrate_bn
-from trainers.model.supernet import build_supernet, choice_modules
+from trainers.model.supernet import build_supernet, choice_modules, head_choice_modules
 from trainers.train.supernet_trainer import (
     SupernetSettings,
     SupernetTrainer,
@@ -32,7 +33,9 @@ from trainers.train.supernet_trainer import (
     trained_supernet,
 )
 
-SPEC = supernet_spec(parse_space(yaml.safe_load(TINY_SPACE)))
+TINY = yaml.safe_load(TINY_SPACE)
+TINY["stages"]["p3_backbone"]["block"].append("RepBlock")
+SPEC = supernet_spec(parse_space({**TINY, "head_stem": ["stock", "repconv"], "head_stem_layers": [1]}))
 
 
 def test_recalibration_gives_the_calibration_mean_and_keeps_weights() -> None:
@@ -61,6 +64,11 @@ def test_calibration_images_are_letterboxed_train_images(coco8_copy: Path) -> No
     assert torch.equal(images, calibration_images(coco8_copy, 64, 3))  # a fixed set
 
 
+def current(model: nn.Module) -> list[str]:
+    """The candidate each choice module of a supernet runs: stages and downsamples, then the head's branches."""
+    return [m.current for m in [*choice_modules(model).values(), *head_choice_modules(model)]]
+
+
 def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
     torch.manual_seed(0)
     model, ema = build_supernet(SPEC, nc=3), build_supernet(SPEC, nc=3)
@@ -75,14 +83,15 @@ def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
             cbs["on_train_epoch_start"](trainer)
             for _ in range(6):
                 cbs["on_train_batch_start"](trainer)
-                assert [m.current for m in choice_modules(model).values()] == \
-                       [m.current for m in choice_modules(ema).values()]
+                assert current(model) == current(ema)
+                assert current(model)[-1] == ("stock" if drawn[-1].head_stem == "stock" else "repconv1")
         return drawn
 
     drawn = run(0)
     assert drawn == run(0) and drawn != run(1)
     assert drawn[7] == sample(path_seed(0, 1, 1))
     assert len({a.hash for a in drawn}) > 1
+    assert {a.head_stem for a in drawn} == {"stock", "repconv"}
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -1,10 +1,12 @@
 """What a searched model is: one frozen, hashable, JSON-serialisable description.
 
-An :class:`Architecture` names the base config, the scale and, per stage of YOLO26, the
-block, its options, its width and its depth. Choices that do not apply to a stage's block (SE
+An :class:`Architecture` names the base config, the scale, per stage of YOLO26 the
+block, its options, its width and its depth, and the Detect head's cls/reg stems (``head_stem``:
+YOLO26's own convs, or ``head_stem_layers`` RepConv blocks). Choices that do not apply to a stage's block (SE
 options for stock C3k2, kernels for OREPA, SE ratios when SE is off) are dropped when it is
 built, so they never change its hash; neither do stock values (width 1.0, the scale's own
-depth), so architectures written before widths and depths existed keep their hash.
+depth, the stock head stem), so architectures written before widths, depths and head stems existed
+keep their hash.
 
 The backbone is YOLO26's own (``yolo26``, the default, not written into the architecture) or a RepViT
 configuration of the paper (``repvit_m0_6`` ...) in place of the whole YOLO26 backbone: then the four
@@ -20,7 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from blocks.registry import DEFAULT_BACKBONE, repvit_config_name, stage_block
+from blocks.registry import (
+    DEFAULT_BACKBONE,
+    DEFAULT_HEAD_STEM_LAYERS,
+    HEAD_STEM_LAYERS,
+    HEAD_STEMS,
+    repvit_config_name,
+    stage_block,
+)
 from trainers.model.layout import BACKBONE_STAGES, STAGE_LAYERS, stock_depth
 
 SCALES: tuple[str, ...] = ("n", "s", "m", "l", "x")
@@ -163,32 +172,53 @@ def _check_backbone_stages(stages: tuple[tuple[str, StageChoice], ...], backbone
                              f"{name} {choice.to_dict()}")
 
 
+def canonical_head_stem(stem: str, layers: int) -> tuple[str, int]:
+    """``(stem, layers)`` with the layer count reset to its default for the stock stem (where it does not apply).
+
+    ``ValueError`` naming the field and the allowed values for an unknown stem or a layer count out of range.
+    """
+    if stem not in HEAD_STEMS:
+        raise ValueError(f"head_stem must be one of {list(HEAD_STEMS)}, got {stem!r}")
+    if stem == "stock":
+        return stem, DEFAULT_HEAD_STEM_LAYERS
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers not in HEAD_STEM_LAYERS:
+        raise ValueError(f"head_stem_layers must be one of {list(HEAD_STEM_LAYERS)}, got {layers!r}")
+    return stem, layers
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A YOLO26 detector: base config, scale, one :class:`StageChoice` per stage and its backbone.
+    """A YOLO26 detector: base config, scale, one :class:`StageChoice` per stage, its backbone and the head's stems.
 
     With a RepViT ``backbone`` the backbone stages hold the stock choice and are not built.
+    ``head_stem``: the Detect head's per-scale cls and reg stems, ``"stock"`` (YOLO26's convs) or
+    ``"repconv"`` (``head_stem_layers`` RepConv blocks each, then the stock prediction conv).
     """
 
     base: str = "yolo26.yaml"
     scale: str = "n"
     stages: tuple[tuple[str, StageChoice], ...] = field(default_factory=lambda: _canonical_stages({}))
     backbone: str = DEFAULT_BACKBONE
+    head_stem: str = "stock"
+    head_stem_layers: int = DEFAULT_HEAD_STEM_LAYERS
 
     @classmethod
     def create(cls, stages: dict[str, StageChoice] | None = None, base: str = "yolo26.yaml",
-               scale: str = "n", backbone: str = DEFAULT_BACKBONE) -> Architecture:
+               scale: str = "n", backbone: str = DEFAULT_BACKBONE, head_stem: str = "stock",
+               head_stem_layers: int = DEFAULT_HEAD_STEM_LAYERS) -> Architecture:
         """Build a canonical architecture; stages not given are the stock C3k2 with a plain Conv.
 
-        ``ValueError`` for an unknown scale or backbone, or a backbone stage with a choice that is not
-        stock while the backbone is a RepViT one.
+        ``ValueError`` for an unknown scale, backbone or head stem, a head stem layer count out of range,
+        or a backbone stage with a choice that is not stock while the backbone is a RepViT one.
         """
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {list(SCALES)}, got {scale!r}")
         repvit_config_name(backbone)
         canonical = _canonical_stages(stages or {}, scale)
         _check_backbone_stages(canonical, backbone, scale)
-        return cls(base=base, scale=scale, stages=canonical, backbone=backbone)
+        stem, layers = canonical_head_stem(head_stem, head_stem_layers)
+        return cls(base=base, scale=scale, stages=canonical, backbone=backbone, head_stem=stem,
+                   head_stem_layers=layers)
 
     @classmethod
     def baseline(cls, base: str = "yolo26.yaml", scale: str = "n") -> Architecture:
@@ -205,11 +235,16 @@ class Architecture:
         return self == Architecture.baseline(self.base, self.scale)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data: base, scale, the applicable choices of each stage and a backbone that is not ``yolo26``."""
+        """Plain JSON data: base, scale, the applicable choices of each stage, a backbone that is not ``yolo26``
+        and the head stem where not stock."""
         built = stages_of_backbone(self.backbone)
-        out = {"base": self.base, "scale": self.scale,
-               "stages": {n: s.to_dict() for n, s in self.stages if n in built}}
-        return out if self.backbone == DEFAULT_BACKBONE else {**out, "backbone": self.backbone}
+        out: dict[str, Any] = {"base": self.base, "scale": self.scale,
+                               "stages": {n: s.to_dict() for n, s in self.stages if n in built}}
+        if self.backbone != DEFAULT_BACKBONE:
+            out["backbone"] = self.backbone
+        if self.head_stem != "stock":
+            out.update(head_stem=self.head_stem, head_stem_layers=self.head_stem_layers)
+        return out
 
     @property
     def hash(self) -> str:
@@ -225,7 +260,9 @@ class Architecture:
         """
         stages = {n: StageChoice.from_dict(s) for n, s in (data.get("stages") or {}).items()}
         arch = cls.create(stages, base=data.get("base", "yolo26.yaml"), scale=data.get("scale", "n"),
-                          backbone=data.get("backbone", DEFAULT_BACKBONE))
+                          backbone=data.get("backbone", DEFAULT_BACKBONE),
+                          head_stem=data.get("head_stem", "stock"),
+                          head_stem_layers=data.get("head_stem_layers", DEFAULT_HEAD_STEM_LAYERS))
         if "hash" in data and data["hash"] != arch.hash:
             raise ValueError(f"hash does not match the choices: file says {data['hash']!r}, got {arch.hash!r}")
         return arch
@@ -239,14 +276,22 @@ class Architecture:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(text))
 
+    def head_label(self) -> str:
+        """The head stem in words where it is not stock (``repconv head, 2 layers``), else an empty string."""
+        if self.head_stem == "stock":
+            return ""
+        return f"{self.head_stem} head, {self.head_stem_layers} layer{'s' if self.head_stem_layers > 1 else ''}"
+
     def blocks_summary(self) -> str:
-        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``.
+        """Per-stage :meth:`StageChoice.label` in stage order, e.g. ``C3k2/RepViT x0.75 d2/...``, then the head stem.
 
         With a RepViT backbone, its name takes the place of the backbone stages: ``repvit_m0_6/C3k2/...``.
+        A head stem that is not stock follows after `` + ``: ``C3k2/.../C3k2 + repconv head, 2 layers``.
         """
         built = stages_of_backbone(self.backbone)
         labels = [s.label() for n, s in self.stages if n in built]
-        return "/".join(labels if self.backbone == DEFAULT_BACKBONE else [self.backbone, *labels])
+        stages = "/".join(labels if self.backbone == DEFAULT_BACKBONE else [self.backbone, *labels])
+        return f"{stages} + {self.head_label()}" if self.head_stem != "stock" else stages
 
 
 def read_architecture(path: Path, flag: str = "--arch") -> Architecture:

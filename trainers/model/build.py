@@ -7,8 +7,10 @@ The YOLO26 model dict is given each stage's width and depth first
 (:func:`trainers.model.yolo26.resized_model_dict`: Ultralytics' own parser then sizes every later
 layer and the head to match), the model is built from it, then each stage's module is swapped
 for ours (the input/output channels and depth of the module it replaces, same layer
-attributes), then Ultralytics' ``initialize_weights`` is called again so swapped-in BatchNorms
-get its eps/momentum. With stock widths and depths the dict and the model are exactly stock.
+attributes), the Detect head's stems are swapped when the architecture's ``head_stem`` is not
+stock (:func:`trainers.model.yolo26.swap_head`), then Ultralytics' ``initialize_weights`` is called
+again so swapped-in BatchNorms get its eps/momentum. With stock widths, depths and head the dict and
+the model are exactly stock.
 
 With a RepViT backbone, layers 0-8 of the dict are placeholders of the RepViT modules' widths
 (:func:`trainers.model.yolo26.backbone_model_dict`), so the neck is parsed on RepViT's P3/P4/P5, and the
@@ -34,7 +36,14 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
 
     from trainers.model.architecture import stages_of_backbone
     from trainers.model.detection_model import RepDetectionModel
-    from trainers.model.yolo26 import backbone_model_dict, repvit_net, resized_model_dict, swap_backbone, swap_stages
+    from trainers.model.yolo26 import (
+        backbone_model_dict,
+        repvit_net,
+        resized_model_dict,
+        swap_backbone,
+        swap_head,
+        swap_stages,
+    )
 
     stem = arch.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
@@ -49,6 +58,7 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
     swap_stages(model, tuple((n, c) for n, c in arch.stages if n in built))
     if net is not None:
         swap_backbone(model, net)
+    swap_head(model, arch.head_stem, arch.head_stem_layers)
     initialize_weights(model)
     return model
 

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from trainers.model.architecture import Architecture
 from trainers.model.supernet import SupernetModel, choice_modules, path_keys
+from trainers.model.supernet_spec import head_key
 
-__all__ = ["extract", "path_state_dict"]
+__all__ = ["extract", "path_state_dict", "selected_candidates"]
 
 
 def path_state_dict(supernet: SupernetModel, arch: Architecture) -> dict[str, Tensor]:
@@ -27,10 +28,29 @@ def path_state_dict(supernet: SupernetModel, arch: Architecture) -> dict[str, Te
     supernet.spec.check(arch)
     keys = path_keys(arch)
     choices = choice_modules(supernet)
+    head = head_key(arch.head_stem, arch.head_stem_layers)
     out: dict[str, Tensor] = {}
     for i, layer in enumerate(supernet.layers):
         module = choices[i].candidates[keys[i]] if i in choices else layer
-        out.update({f"model.{i}.{k}": v for k, v in module.state_dict().items()})
+        out.update({f"model.{i}.{k}": v for k, v in selected_candidates(module.state_dict(), head).items()})
+    return out
+
+
+def selected_candidates(state: dict[str, Tensor], key: str) -> dict[str, Tensor]:
+    """A state dict with every ``ChoiceModule`` inside it reduced to its candidate ``key``.
+
+    ``cv2.0.candidates.repconv2.0.m.0.conv_kxk.conv.weight`` becomes ``cv2.0.0.m.0.conv_kxk.conv.weight``;
+    the tensors of the other candidates are dropped, keys without a choice module are kept as they are.
+    """
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        before, sep, after = name.partition(".candidates.")
+        if not sep:
+            out[name] = tensor
+            continue
+        candidate, _, rest = after.partition(".")
+        if candidate == key:
+            out[f"{before}.{rest}"] = tensor
     return out
 
 

@@ -10,7 +10,10 @@ candidates of one block family share the layers they have in common
 (:func:`trainers.model.weight_sharing.share_within_families`: the C3k2_RVB_SE trunk is one set of
 weights for all its SE and kernel options, each SE shape and each kernel branch its own). Families and
 downsample candidates keep their own weights. Stem, SPPF, C2PSA, the concats and the head are shared
-by every path.
+by every path, except, when the spec lists head stems other than the stock one, every per-scale branch
+of the Detect head (box and class, one-to-many and one-to-one): each becomes a :class:`ChoiceModule` of
+its head stem candidates (:func:`trainers.model.yolo26.build_head_branch`, each its own weights), all
+switched together by the path.
 
 As in mmrazor's ``OneShotMutableOP``, a choice module knows its candidates and which one runs
 (``current``), not how it is picked: :func:`set_path` selects an :class:`Architecture`'s path
@@ -34,11 +37,12 @@ from torch import Tensor, nn
 from trainers.model.architecture import Architecture
 from trainers.model.detection_model import RepDetectionModel
 from trainers.model.layout import STAGE_LAYERS
-from trainers.model.supernet_spec import SupernetSpec, choice_key
+from trainers.model.supernet_spec import STOCK_HEAD, SupernetSpec, choice_key, head_key
 from trainers.model.weight_sharing import share_within_families
-from trainers.model.yolo26 import adopt_layer_attrs, build_downsample, build_stage
+from trainers.model.yolo26 import HEAD_BRANCHES, adopt_layer_attrs, build_downsample, build_head_branch, build_stage
 
-__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "set_path", "supernet_from_yaml"]
+__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules", "set_path",
+           "supernet_from_yaml"]
 
 
 class ChoiceModule(nn.Module):
@@ -76,6 +80,16 @@ class ChoiceModule(nn.Module):
         """The current candidate's output."""
         return self.active()(x)
 
+    def __getitem__(self, index: int) -> nn.Module:
+        """The current candidate's layer ``index``, for a choice that stands where a ``Sequential`` stood.
+
+        Ultralytics indexes the Detect head's branches (``head.cv2[i][0].conv`` in ``DetectionModel.load``,
+        which resuming a run calls; ``branch[-1]`` for the prediction conv), and a head stem choice module
+        stands in such a branch.
+        """
+        candidate: Any = self.active()
+        return candidate[index]
+
     def extra_repr(self) -> str:
         return f"current={self.current!r}, {len(self.candidates)} candidates"
 
@@ -104,7 +118,18 @@ class SupernetModel(RepDetectionModel):
                 conv = layers[ds]
                 convs = {d: build_downsample(copy.deepcopy(conv), d) for d in stage.downsamples}
                 layers[ds] = adopt_layer_attrs(ChoiceModule(convs), conv)
+        if spec.head_stems != STOCK_HEAD:
+            self._head_choices(layers[-1])
         initialize_weights(self)
+
+    def _head_choices(self, detect: Any) -> None:
+        """Make every per-scale branch of the Detect head a :class:`ChoiceModule` of the spec's head stems."""
+        for name in HEAD_BRANCHES:
+            branches: Any = getattr(detect, name, None) or []
+            for i, branch in enumerate(branches):
+                branches[i] = ChoiceModule({head_key(stem, n): build_head_branch(copy.deepcopy(branch), stem, n)
+                                            for stem, n in self._spec.head_stems})
+        adopt_layer_attrs(detect, detect)
 
     @property
     def layers(self) -> nn.Sequential:
@@ -154,6 +179,11 @@ def choice_modules(supernet: SupernetModel) -> dict[int, ChoiceModule]:
     return {i: m for i, m in enumerate(supernet.layers) if isinstance(m, ChoiceModule)}
 
 
+def head_choice_modules(supernet: SupernetModel) -> list[ChoiceModule]:
+    """The head stem choice modules inside the Detect head (none when the supernet holds the stock head only)."""
+    return [m for m in supernet.layers[-1].modules() if isinstance(m, ChoiceModule)]
+
+
 def path_keys(arch: Architecture) -> dict[int, str]:
     """Layer index -> the candidate key ``arch`` selects there."""
     keys: dict[int, str] = {}
@@ -171,3 +201,5 @@ def set_path(supernet: SupernetModel, arch: Architecture) -> None:
     modules = choice_modules(supernet)
     for idx, key in path_keys(arch).items():
         modules[idx].select(key)
+    for module in head_choice_modules(supernet):
+        module.select(head_key(arch.head_stem, arch.head_stem_layers))

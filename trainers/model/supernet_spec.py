@@ -1,4 +1,5 @@
-"""What a supernet holds: per stage, its block candidates, its downsample candidates and its one shape.
+"""What a supernet holds: per stage, its block candidates, its downsample candidates and its one shape;
+and the head stem candidates.
 
 Pure data (no torch import), the supernet's counterpart of :class:`~trainers.model.architecture.Architecture`:
 a :class:`SupernetSpec` is recorded in the supernet's ``model.yaml["supernet"]`` so a checkpoint
@@ -9,7 +10,9 @@ candidates enumerate the other choices only (block, SE placement/kind/reduction/
 set; the stride-2 downsample conv is a separate choice, so the two factorize). Every stage,
 tied ones included, holds its own weights (within a stage, one family's candidates share the layers
 they have in common: :mod:`trainers.model.weight_sharing`); a tied stage's candidates are its target's and its
-path must repeat its target's choice, as the space's sampler does.
+path must repeat its target's choice, as the space's sampler does. The head stem is one more choice
+shared by every per-scale branch of the Detect head (:func:`head_key`): ``(("stock", 2),)``, the
+default, holds the stock head only.
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from blocks.registry import DEFAULT_HEAD_STEM_LAYERS
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.layout import STAGE_LAYERS, stock_depth
+
+HeadStem = tuple[str, int]
+"""A canonical ``(head_stem, head_stem_layers)`` pair (:func:`trainers.model.architecture.canonical_head_stem`)."""
+STOCK_HEAD: tuple[HeadStem, ...] = (("stock", DEFAULT_HEAD_STEM_LAYERS),)
+
+
+def head_key(stem: str, layers: int) -> str:
+    """The candidate key of a canonical head stem: ``stock``, ``repconv1``, ``repconv2``."""
+    return stem if stem == "stock" else f"{stem}{layers}"
 
 
 def choice_key(choice: StageChoice) -> str:
@@ -75,11 +88,17 @@ class StageCandidates:
 
 @dataclass(frozen=True)
 class SupernetSpec:
-    """Base config, scale and the :class:`StageCandidates` of every YOLO26 stage (in ``STAGE_LAYERS`` order)."""
+    """Base config, scale, the :class:`StageCandidates` of every YOLO26 stage (in ``STAGE_LAYERS`` order) and
+    the head stem candidates (canonical ``(stem, layers)`` pairs)."""
 
     base: str
     scale: str
     stages: tuple[tuple[str, StageCandidates], ...]
+    head_stems: tuple[HeadStem, ...] = STOCK_HEAD
+
+    def head_keys(self) -> tuple[str, ...]:
+        """The candidate keys of :attr:`head_stems`, in order."""
+        return tuple(head_key(*h) for h in self.head_stems)
 
     def stage(self, name: str) -> StageCandidates:
         """The candidates of stage ``name``."""
@@ -101,12 +120,15 @@ class SupernetSpec:
             if s.tie is None:
                 ds = max([len(s.downsamples)] + [len(t.downsamples) for _, t in self.stages if t.tie == name])
                 total *= len(s.blocks) * max(ds, 1)
-        return total
+        return total * len(self.head_stems)
 
     def check(self, arch: Architecture) -> None:
         """``ValueError`` naming the stage if ``arch`` is not a path of this supernet (shape, candidate, tie)."""
         if (arch.base, arch.scale) != (self.base, self.scale):
             raise ValueError(f"the supernet is {self.base} scale {self.scale!r}, got {arch.base} scale {arch.scale!r}")
+        if (arch.head_stem, arch.head_stem_layers) not in self.head_stems:
+            raise ValueError(f"head stem must be one of the supernet's {list(self.head_keys())}, got "
+                             f"{head_key(arch.head_stem, arch.head_stem_layers)!r}")
         for name, s in self.stages:
             c = arch.stage(name)
             if (c.width, c.depth) != (s.width, s.depth):
@@ -126,8 +148,12 @@ class SupernetSpec:
                     raise ValueError(f"stage {name} is tied to {s.tie}: got {mine!r}, {s.tie} has {theirs!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (what ``model.yaml["supernet"]`` records)."""
-        return {"base": self.base, "scale": self.scale, "stages": {n: s.to_dict() for n, s in self.stages}}
+        """Plain JSON data (what ``model.yaml["supernet"]`` records); ``head_stems`` only when not the stock head."""
+        out: dict[str, Any] = {"base": self.base, "scale": self.scale,
+                               "stages": {n: s.to_dict() for n, s in self.stages}}
+        if self.head_stems != STOCK_HEAD:
+            out["head_stems"] = [list(h) for h in self.head_stems]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SupernetSpec:
@@ -135,8 +161,10 @@ class SupernetSpec:
         names = list(data["stages"])
         if names != list(STAGE_LAYERS):
             raise ValueError(f"a supernet spec names every stage {list(STAGE_LAYERS)} in order, got {names}")
+        heads = tuple((str(stem), int(layers)) for stem, layers in data.get("head_stems", STOCK_HEAD))
         return cls(base=data["base"], scale=data["scale"],
-                   stages=tuple((n, StageCandidates.from_dict(s)) for n, s in data["stages"].items()))
+                   stages=tuple((n, StageCandidates.from_dict(s)) for n, s in data["stages"].items()),
+                   head_stems=heads)
 
     @classmethod
     def stock(cls, base: str = "yolo26.yaml", scale: str = "n") -> SupernetSpec:

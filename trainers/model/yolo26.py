@@ -143,11 +143,24 @@ def build_orepa_stage(stock: Any, choice: StageChoice) -> nn.Module:
     return stock
 
 
+def build_repblock_stage(stock: Any, choice: StageChoice) -> nn.Module:
+    """A RepBlock (a RepVGG stage: ``depth`` stacked 3x3 RepConv blocks) with the stock stage's channels.
+
+    The stage's depth is its number of RepConv blocks; the stock C3k2's hidden split is not kept
+    (every block runs at the stage's full output width, as in YOLOv6's EfficientRep). No SE.
+    """
+    from blocks.repblock import RepBlock
+
+    c1, c2, n = stock_channels(stock)
+    return RepBlock(c1, c2, n)
+
+
 STAGE_BUILDERS: dict[str, Callable[[Any, StageChoice], nn.Module]] = {
     "C3k2": build_c3k2_stage,
     "RepViT": build_repvit_stage,
     "C3k2_RVB_SE": build_c3k2_rvb_se_stage,
     "OREPA": build_orepa_stage,
+    "RepBlock": build_repblock_stage,
 }
 """Block name (every name of :data:`blocks.registry.STAGE_BLOCKS`) -> its stage builder."""
 
@@ -169,6 +182,43 @@ def build_downsample(stock: Any, name: str) -> nn.Module:
     c = stock.conv
     cls = {"RepConv": RepConv, "OREPA": OREPAConv, "QARepConv": QARepConv}[name]
     return cls(c.in_channels, c.out_channels, k=c.kernel_size[0], s=c.stride[0])
+
+
+HEAD_BRANCHES: tuple[str, ...] = ("cv2", "cv3", "one2one_cv2", "one2one_cv3")
+"""The Detect head's per-scale branch lists: box (``cv2``) and class (``cv3``), one-to-many and one-to-one."""
+
+
+def build_head_branch(stock: Any, stem: str, layers: int) -> nn.Module:
+    """One per-scale branch of the Detect head (an element of ``cv2``/``cv3``/``one2one_*``) for a head stem.
+
+    ``stock``: the stock branch, an ``nn.Sequential`` of stem convs ending in the 1x1 prediction conv.
+    ``"stock"`` returns it unchanged; ``"repconv"`` returns ``Sequential(HeadStem(c_in, c_mid, layers),
+    prediction conv)``: a RepBlock of ``layers`` 3x3 RepConv blocks (:class:`trainers.model.head_stem.HeadStem`)
+    from the branch's input width to the width the
+    stock prediction conv reads (YOLO26's ``c2`` for boxes, ``c3`` for classes), then that same
+    prediction conv (same module, so Ultralytics' bias initialisation is kept and ``branch[-1]`` is
+    still the prediction conv). Box regression stays DFL-free (``reg_max`` 1) and the one-to-one
+    branches get their own stems, so both YOLO26 heads and the NMS-free path are unchanged.
+    """
+    if stem == "stock":
+        return stock
+    from torch import nn
+
+    from trainers.model.head_stem import HeadStem
+
+    first = next(m for m in stock.modules() if isinstance(m, nn.Conv2d))
+    pred = stock[-1]
+    return nn.Sequential(HeadStem(first.in_channels, pred.in_channels, layers), pred)
+
+
+def swap_head(model: Any, stem: str, layers: int) -> None:
+    """Give every per-scale branch of an Ultralytics ``DetectionModel``'s Detect head the stem ``stem``."""
+    detect = model.model[-1]
+    for name in HEAD_BRANCHES:
+        branches: Any = getattr(detect, name, None) or []
+        for i, branch in enumerate(branches):
+            branches[i] = build_head_branch(branch, stem, layers)
+    adopt_layer_attrs(detect, detect)
 
 
 def adopt_layer_attrs(new: Any, old: Any) -> Any:

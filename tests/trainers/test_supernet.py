@@ -111,7 +111,8 @@ def test_candidates_share_weights_within_a_family_only(supernet: SupernetModel) 
     for a, b in itertools.combinations(by_stage, 2):
         assert not set().union(*a.values()) & set().union(*b.values())
     for module in heads:
-        assert not any(x & y for x, y in itertools.combinations(_tensor_ids(c) for c in module.candidates.values()))
+        ids = [_tensor_ids(c) for c in module.candidates.values()]
+        assert not any(x & y for x, y in itertools.combinations(ids, 2))
     for candidate in choices[-1].candidates.values():  # no two layers of one path are one tensor
         assert len(_tensor_ids(candidate)) == len(list(candidate.named_parameters(remove_duplicate=False)))
     stage = next(m for m in choices if "C3k2_RVB_SE-k3" in m.candidates).candidates

@@ -91,7 +91,7 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
                                                for i in front_intervals):
             if _key(t) not in chosen:
                 near.setdefault(_key(t), t)
-    presets = [t for t in preset_trials(study) if is_feasible(t, constraints) and _key(t) not in chosen]
+    presets = [t for t in preset_trials(study) if _key(t) not in chosen]  # feasible or not: the report places them
     near = {k: t for k, t in near.items() if k not in {_key(p) for p in presets}}
     kept = list(chosen.values()) + presets + _least_dominated(list(near.values()), objectives, latency)
     if limit is not None and len(kept) > limit:

@@ -189,6 +189,8 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
         return failed_outcome(trial, TrialFailure(FailKind.BUILD, f"{type(e).__name__}: {e}"[:500], arch.hash))
     metrics = pre.metrics
     set_constraints(trial, cfg.constraints, metrics)
+    if trial.user_attrs.get("preset"):  # asked for by name: trained even when infeasible, to show where it lands
+        return _train(study, trial, arch, pre, cfg, prefix)
     if over := over_budget(cfg, pre):
         return pruned_outcome(trial, metrics, f"{over}: not trained")
     if broken := broken_constraints(cfg.constraints, metrics):

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.pareto.dominance import dominates
 from search.pareto.front import minimized_values, trial_metrics
+from search.space import Constraint
 from trainers.latency.report import LatencyReport
 
 __all__ = ["format_presets", "preset_rows", "preset_trials"]
@@ -30,11 +31,12 @@ def preset_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def preset_rows(study: optuna.Study, front: Sequence[FrozenTrial], baseline: FrozenTrial | None,
-                objectives: Sequence[tuple[str, str]],
+                objectives: Sequence[tuple[str, str]], constraints: Sequence[Constraint] = (),
                 latency: Mapping[int, LatencyReport] | None = None) -> list[dict[str, Any]]:
     """One dict per preset: name, reference, trial, mAP, latency, ratio to stock, params, on_front, dominated_by.
 
-    ``dominated_by``: the front trials whose objective values dominate the preset's (exact comparison).
+    ``dominated_by``: the front trials whose objective values dominate the preset's (exact comparison);
+    ``breaks``: the constraints it breaks (a preset is trained even then, and never on the front).
     """
     base = trial_metrics(baseline, latency) if baseline is not None else {}
     on_front = {t.number for t in front}
@@ -49,6 +51,7 @@ def preset_rows(study: optuna.Study, front: Sequence[FrozenTrial], baseline: Fro
             "latency_ratio": (m["latency_ms"] / base["latency_ms"]) if base and "latency_ms" in m else None,
             "d_map_points": 100 * (m["map50_95"] - base["map50_95"]) if base and "map50_95" in m else None,
             "on_front": t.number in on_front,
+            "breaks": [str(c) for c in constraints if c.metric in m and c.violation(m[c.metric]) > 0],
             "dominated_by": [f.number for f in front
                              if f.number != t.number and dominates(minimized_values(f, objectives, latency), mine)],
         })
@@ -62,6 +65,8 @@ def format_presets(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         where = "on the front" if r["on_front"] else (
             f"dominated by trials {r['dominated_by']}" if r["dominated_by"] else "off the front (within noise)")
+        if r.get("breaks"):
+            where = f"infeasible (breaks {', '.join(r['breaks'])}); " + where
         d_map = f"{r['d_map_points']:+7.2f}" if r["d_map_points"] is not None else f"{'-':>7}"
         ratio = f"{r['latency_ratio']:7.2f}" if r["latency_ratio"] is not None else f"{'-':>7}"
         lines.append(f"{r['preset']:<20} {r['trial']:>5} {r['map50_95']:>8.4f} {d_map} {r['latency_ms']:>10.2f} "

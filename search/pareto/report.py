@@ -251,7 +251,7 @@ def write_report(study: optuna.Study, cfg: RunConfig,
     hv = front_hypervolume(front, baseline, latency, map_metric)
     plots = write_plots(plot_data(study, cfg.objectives, cfg.constraints, front, header, latency, alone), folder)
     retrained = standalone_rows(study, alone, baseline.number if baseline else None, latency)
-    presets = preset_rows(study, front, baseline, cfg.objectives, latency)
+    presets = preset_rows(study, front, baseline, cfg.objectives, cfg.constraints, latency)
     summary = {"header": header.to_dict(), "study": study.study_name, "front": rows, "hypervolume": hv,
                "baseline_trial": baseline.number if baseline else None,
                "latency_replaced": sorted(latency) if latency else [], "plots": plots, "retrained": retrained,

@@ -38,9 +38,9 @@ def test_bad_presets_fail_in_one_line(tmp_path: Path) -> None:
 
 
 def test_a_run_evaluates_presets_beside_the_search_and_reports_them(tmp_path: Path, data: Path) -> None:
-    name = preset_names()[0]
-    r = run_search(tmp_path, FIXED_SPACE, "--include-presets", name, "--trials", "2", "--data", str(data),
-                   "--rungs", "")
+    name = "orepa_everywhere"  # about 4.2 M parameters in training form: breaks the constraint stock keeps
+    space = FIXED_SPACE + "constraints: ['params_m <= 3.5']\n"
+    r = run_search(tmp_path, space, "--include-presets", name, "--trials", "2", "--data", str(data), "--rungs", "")
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(tmp_path, "space")
     trials = study.get_trials()
@@ -51,8 +51,8 @@ def test_a_run_evaluates_presets_beside_the_search_and_reports_them(tmp_path: Pa
     summary = json.loads((tmp_path / "studies" / "space" / "pareto.json").read_text())
     (row,) = summary["presets"]
     assert row["preset"] == name and row["trial"] == preset[0].number and row["latency_ratio"] > 0
+    assert row["breaks"] == ["params_m <= 3.5"] and not row["on_front"]  # trained all the same, shown as infeasible
     assert {0, preset[0].number} <= set(summary["latency_replaced"])  # re-measured with stock
     assert f"{name:<20}" in r.stdout and study.user_attrs["run_config"]["presets"] == [name]
-    again = run_search(tmp_path, FIXED_SPACE, "--include-presets", name, "--trials", "2", "--data", str(data),
-                       "--rungs", "")
+    again = run_search(tmp_path, space, "--include-presets", name, "--trials", "2", "--data", str(data), "--rungs", "")
     assert again.returncode == 0 and len(load(tmp_path, "space").get_trials()) == 2  # enqueued once per study

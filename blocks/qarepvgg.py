@@ -16,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blocks._fuse import ConvBN, OneConvReparameterizable, check_conv_args, fold_bn, identity_kernel, pad_kernel
-from blocks.repvgg import resolve_act
+from blocks._fuse import ConvBN, check_conv_args, fold_bn, identity_kernel, pad_kernel
+from blocks.repvgg import KxkBranchConv, resolve_act
 
 __all__ = ["QARepConv"]
 
 
-class QARepConv(OneConvReparameterizable):
+class QARepConv(KxkBranchConv):
     """``act(bn(kxk_bn(x) + conv_1x1(x) + x))``: BN after the sum, none on the 1x1 and identity branches.
 
     Training form: a kxk conv+BN (padding ``k // 2``), a 1x1 conv without BN or bias (omitted when
@@ -71,15 +71,6 @@ class QARepConv(OneConvReparameterizable):
         if self.identity:
             w = w + identity_kernel(self.c1, self.g, self.k, device=w.device)
         return fold_bn(w, b, self.bn)
-
-    def fused_stride_groups(self) -> tuple[int, int]:
-        """The kxk conv's stride and groups."""
-        return self.s, self.g
-
-    def branch_dtype(self) -> torch.dtype:
-        """The kxk conv's dtype."""
-        assert self.conv_kxk is not None
-        return self.conv_kxk.conv.weight.dtype
 
     def drop_branches(self) -> None:
         """Drop the branches and the post-sum BatchNorm (folded into the fused conv)."""

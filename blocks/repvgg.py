@@ -32,7 +32,7 @@ from blocks._fuse import (
     pad_kernel,
 )
 
-__all__ = ["MultiScaleRepVGGDW", "RepConv", "RepVGGDW", "resolve_act"]
+__all__ = ["KxkBranchConv", "MultiScaleRepVGGDW", "RepConv", "RepVGGDW", "resolve_act"]
 
 
 def resolve_act(act: bool | nn.Module | None) -> nn.Module:
@@ -50,7 +50,25 @@ def resolve_act(act: bool | nn.Module | None) -> nn.Module:
     raise ValueError(f"act must be a bool, None or an nn.Module, got {act!r}")
 
 
-class RepConv(OneConvReparameterizable):
+class KxkBranchConv(OneConvReparameterizable):
+    """Base of the blocks whose fused conv is their kxk branch's shape (``RepConv``, ``QARepConv``): its stride,
+    groups and dtype. Subclasses set ``s``, ``g`` and ``conv_kxk``."""
+
+    s: int
+    g: int
+    conv_kxk: ConvBN | None
+
+    def fused_stride_groups(self) -> tuple[int, int]:
+        """The kxk conv's stride and groups."""
+        return self.s, self.g
+
+    def branch_dtype(self) -> torch.dtype:
+        """The kxk conv's dtype."""
+        assert self.conv_kxk is not None
+        return self.conv_kxk.conv.weight.dtype
+
+
+class RepConv(KxkBranchConv):
     """RepVGG / YOLOv6-v7 re-parameterizable conv: ``act(kxk_bn(x) + 1x1_bn(x) + bn(x))``.
 
     Training form: a kxk conv+BN (padding ``k // 2``), a 1x1 conv+BN (padding 0, same stride so
@@ -102,15 +120,6 @@ class RepConv(OneConvReparameterizable):
             wi, bi = fold_bn(wid, None, self.bn_identity)
             w, b = w + wi, b + bi
         return w, b
-
-    def fused_stride_groups(self) -> tuple[int, int]:
-        """The kxk conv's stride and groups."""
-        return self.s, self.g
-
-    def branch_dtype(self) -> torch.dtype:
-        """The kxk conv's dtype."""
-        assert self.conv_kxk is not None
-        return self.conv_kxk.conv.weight.dtype
 
     def drop_branches(self) -> None:
         """Drop the kxk, 1x1 and identity branches."""

@@ -71,10 +71,11 @@ def ensure_baseline(study: optuna.Study, space: SearchSpace) -> None:
 
 
 def ensure_presets(study: optuna.Study, names: Sequence[str]) -> None:
-    """Enqueue each preset architecture (``spaces/presets``) as a trial, once per study (user attr ``preset``)."""
+    """Enqueue each preset architecture (``spaces/presets``) as a trial, once per study (user attr ``preset``); a
+    preset whose trials all failed is enqueued again (a rerun retries it, as it resumes everything else)."""
     from search.space.presets import load_preset
 
-    have = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False)}
+    have = {t.user_attrs.get("preset") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     for name in names:
         if name not in have:
             preset = load_preset(name)

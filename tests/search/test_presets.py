@@ -56,3 +56,21 @@ def test_a_run_evaluates_presets_beside_the_search_and_reports_them(tmp_path: Pa
     assert f"{name:<20}" in r.stdout and study.user_attrs["run_config"]["presets"] == [name]
     again = run_search(tmp_path, space, "--include-presets", name, "--trials", "2", "--data", str(data), "--rungs", "")
     assert again.returncode == 0 and len(load(tmp_path, "space").get_trials()) == 2  # enqueued once per study
+
+
+def test_a_failed_preset_is_enqueued_again_an_enqueued_one_is_not() -> None:
+    import optuna
+
+    from search.engine.optuna_driver import ensure_presets
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    name = preset_names()[0]
+    ensure_presets(study, [name])
+    ensure_presets(study, [name])
+    assert len(study.get_trials()) == 1  # waiting: not twice
+    trial = study.ask()
+    assert trial.user_attrs["preset"] == name
+    study.tell(trial, state=TrialState.FAIL)
+    ensure_presets(study, [name])
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["preset"] == name

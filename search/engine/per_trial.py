@@ -100,6 +100,12 @@ def reusable_trial(study: optuna.Study, arch_hash: str, number: int, prefix: str
     return earlier_trial(study, arch_hash, number)
 
 
+def reuses(trial: optuna.Trial, prev: FrozenTrial) -> bool:
+    """Whether ``trial`` takes the result of ``prev`` (same architecture): always, except a preset trial that a
+    rerun enqueued again after ``prev`` failed, which is tried again."""
+    return not (prev.state == TrialState.FAIL and trial.user_attrs.get("preset"))
+
+
 def broken_constraints(constraints: tuple[Constraint, ...], metrics: dict[str, float]) -> list[str]:
     """The constraints whose metric is known and that do not hold."""
     return [str(c) for c in constraints if c.metric in metrics and c.violation(metrics[c.metric]) > 0]
@@ -181,7 +187,7 @@ def run_objective(study: optuna.Study, trial: optuna.Trial, space: SearchSpace, 
             return sampled
         arch = sampled
     prev = reusable_trial(study, arch.hash, trial.number, prefix)
-    if prev is not None:
+    if prev is not None and reuses(trial, prev):
         return reuse_result(trial, prev, cfg)
     try:
         pre = _pre_training(trial, arch, cfg)

@@ -74,3 +74,20 @@ def test_a_failed_preset_is_enqueued_again_an_enqueued_one_is_not() -> None:
     ensure_presets(study, [name])
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].user_attrs["preset"] == name
+
+
+def test_a_preset_tries_again_where_a_search_trial_reuses_a_failure() -> None:
+    import optuna
+
+    from search.engine.per_trial import reuses
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)
+    done = study.ask()
+    study.tell(done, [0.1, 1.0])
+    search_trial, preset_trial = study.ask(), study.ask()
+    preset_trial.set_user_attr("preset", preset_names()[0])
+    frozen_fail, frozen_done = study.trials[0], study.trials[1]
+    assert reuses(search_trial, frozen_fail) and reuses(search_trial, frozen_done)
+    assert not reuses(preset_trial, frozen_fail) and reuses(preset_trial, frozen_done)

@@ -395,10 +395,13 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
     spec, t, one = supernet_spec(space.spec), cfg.trial, cfg.oneshot
     assert one is not None, "validate() resolves the oneshot settings of --mode oneshot"
     folder = supernet_of_study(cfg, spec)
+    bounds = [c.value for c in cfg.constraints if c.metric == "params_m" and c.op == "<="]
+    max_params = int(min(bounds) * 1e6) if bounds else None
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
-                                batch=t.batch, device=train_device(t.device), seed=cfg.seed, head=t.head)
+                                batch=t.batch, device=train_device(t.device), seed=cfg.seed, head=t.head,
+                                max_params=max_params)
     log(f"supernet: {spec.paths()} paths, {one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per "
-        f"batch of {t.batch}) in {folder}")
+        f"batch of {t.batch}{f'; paths over params_m <= {min(bounds):g} drawn again' if bounds else ''}) in {folder}")
     t0 = time.time()
     weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
     calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "no recalibration"

@@ -113,3 +113,38 @@ def test_an_interrupted_supernet_run_resumes_from_last(coco8_copy: Path, tmp_pat
     assert trained_supernet(settings.out) == (last, True)
     assert supernet_spec_of(last) == SPEC
     assert train_supernet(SPEC, settings, sample) == last  # finished: found, not trained again
+
+
+def test_paths_over_the_parameter_bound_are_drawn_again() -> None:
+    from trainers.deploy.inference import count_params
+    from trainers.model.build import build_model
+    from trainers.model.supernet import PathParams
+
+    torch.manual_seed(0)
+    model = build_supernet(SPEC, nc=3)
+    count = PathParams(model)
+    sample = functools.partial(sample_path, SPEC)
+    free = [sample(path_seed(0, 0, b)) for b in range(12)]
+    for arch in free[:3]:
+        assert count(arch) == count_params(build_model(arch, nc=3))  # what the search's params_m counts
+    bound = sorted(count(a) for a in free)[len(free) // 2]  # about half the free draws are over it
+
+    trainer = SimpleNamespace(epoch=0, epochs=1, model=model, ema=None)
+    drawn: list[object] = []
+    cbs = spos_callbacks(sample, 0, paths=drawn, max_params=bound)
+    cbs["on_pretrain_routine_end"](trainer)
+    cbs["on_train_epoch_start"](trainer)
+    for _ in range(12):
+        cbs["on_train_batch_start"](trainer)
+    assert all(count(a) <= bound for a in drawn) and any(count(a) > bound for a in free)
+    assert drawn[0] == next(a for a in _draws(sample, 0) if count(a) <= bound)  # the same generator, drawn on
+
+    tight = spos_callbacks(sample, 0, max_params=1)
+    tight["on_pretrain_routine_end"](trainer)
+    with pytest.raises(ValueError, match="no path within 1 parameters in 100 draws"):
+        tight["on_train_batch_start"](trainer)
+
+
+def _draws(sample: object, seed: int) -> list[object]:
+    rng = path_seed(seed, 0, 0)
+    return [sample(rng) for _ in range(100)]  # type: ignore[operator]

@@ -41,8 +41,8 @@ from trainers.model.supernet_spec import STOCK_HEAD, SupernetSpec, choice_key, h
 from trainers.model.weight_sharing import share_within_families
 from trainers.model.yolo26 import HEAD_BRANCHES, adopt_layer_attrs, build_downsample, build_head_branch, build_stage
 
-__all__ = ["ChoiceModule", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules", "set_path",
-           "supernet_from_yaml"]
+__all__ = ["ChoiceModule", "PathParams", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules",
+           "set_path", "supernet_from_yaml"]
 
 
 class ChoiceModule(nn.Module):
@@ -193,6 +193,32 @@ def path_keys(arch: Architecture) -> dict[int, str]:
         if ds is not None:
             keys[ds] = choice.downsample or "Conv"
     return keys
+
+
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class PathParams:
+    """The parameter count of a path, as ``build_model(arch)`` counts it, from per-candidate counts (nothing built).
+
+    The supernet's layers that hold no choice count once; each choice module adds its selected candidate's
+    parameters (a candidate's shared layers counted as in the path's own model).
+    """
+
+    def __init__(self, supernet: SupernetModel):
+        choices, heads = choice_modules(supernet), head_choice_modules(supernet)
+        in_heads = {id(p) for m in heads for p in m.parameters()}
+        self._fixed = sum(p.numel() for i, layer in enumerate(supernet.layers) if i not in choices
+                          for p in layer.parameters() if id(p) not in in_heads)
+        self._layers = {i: {k: _numel(c) for k, c in m.candidates.items()} for i, m in choices.items()}
+        self._heads = [{k: _numel(c) for k, c in m.candidates.items()} for m in heads]
+
+    def __call__(self, arch: Architecture) -> int:
+        """Parameters of ``arch``'s path (an architecture of this supernet's spec)."""
+        keys, head = path_keys(arch), head_key(arch.head_stem, arch.head_stem_layers)
+        return (self._fixed + sum(counts[keys[i]] for i, counts in self._layers.items())
+                + sum(counts[head] for counts in self._heads))
 
 
 def set_path(supernet: SupernetModel, arch: Architecture) -> None:

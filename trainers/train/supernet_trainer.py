@@ -16,7 +16,9 @@ bound to the spec): this layer knows the supernet, not how paths are picked. Val
 training is off (``val=False``): a supernet is scored per subnet, after BN recalibration
 (:mod:`trainers.model.recalibrate`). Ultralytics still validates the final epoch, on the current
 path of the EMA copy, and ``fuse()`` of the supernet is a no-op, so that leaves it intact.
-Not done: DDP (every rank would draw the same path from the same seed; DDP would need
+A path over ``SupernetSettings.max_params`` (the space's ``params_m <= x``, a constraint known before training)
+is drawn again from the same generator (:class:`~trainers.model.supernet.PathParams` counts it without building
+it), so no step trains a path the search would prune. Not done: DDP (every rank would draw the same path from the same seed; DDP would need
 ``find_unused_parameters=True``).
 """
 
@@ -35,7 +37,7 @@ from ultralytics.utils import callbacks as ul_callbacks
 
 from trainers.model.architecture import Architecture
 from trainers.model.heads import DEFAULT_HEAD
-from trainers.model.supernet import SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet import PathParams, SupernetModel, build_supernet, set_path, supernet_from_yaml
 from trainers.model.supernet_spec import SupernetSpec
 from trainers.model.weight_sharing import SharedWeightsEMA
 
@@ -58,6 +60,8 @@ class SupernetSettings:
         seed: the run seed; paths are drawn from (seed, epoch, batch index).
         head: the head trained for (``nms_free`` or ``nms``).
         lr0: AdamW's initial learning rate.
+        max_params: a path with more parameters (as ``build_model`` counts them) is drawn again: a constraint known
+            before training (``params_m <= x``), so no step trains a path the search would prune. ``None``: any path.
     """
 
     data: str
@@ -69,6 +73,10 @@ class SupernetSettings:
     seed: int = 0
     head: str = DEFAULT_HEAD
     lr0: float = 0.003
+    max_params: int | None = None
+
+
+MAX_DRAWS = 100  # draws of one step's path before giving up on the parameter bound
 
 
 class SupernetTrainer(DetectionTrainer):
@@ -102,24 +110,36 @@ def path_seed(seed: int, epoch: int, batch: int) -> random.Random:
 
 
 def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | None = None,
-                   label: str = "supernet ") -> dict[str, Callable[[Any], None]]:
+                   label: str = "supernet ", max_params: int | None = None) -> dict[str, Callable[[Any], None]]:
     """Ultralytics callbacks: a path per batch on the model and its EMA copy, a progress line per epoch, and
     the EMA swapped for :class:`~trainers.model.weight_sharing.SharedWeightsEMA` (shared tensors averaged once).
 
-    ``paths``: when given, receives every path drawn (tests, statistics).
+    ``paths``: when given, receives every path drawn (tests, statistics). ``max_params``: a path above it is drawn
+    again from the same generator (at most :data:`MAX_DRAWS` times; then ``ValueError``).
     """
-    state = {"batch": 0}
+    state: dict[str, Any] = {"batch": 0, "redrawn": 0, "count": None}
     t0 = time.time()
 
     def on_pretrain_routine_end(trainer: Any) -> None:
         if getattr(trainer, "ema", None) is not None:  # created (and resumed) by now: average shared tensors once
             trainer.ema = SharedWeightsEMA.adopt(trainer.ema)
+        if max_params is not None:
+            state["count"] = PathParams(getattr(trainer.model, "module", trainer.model))
+
+    def draw(rng: random.Random) -> Architecture:
+        for _ in range(MAX_DRAWS):
+            arch = sample(rng)
+            if state["count"] is None or state["count"](arch) <= max_params:
+                return arch
+            state["redrawn"] += 1
+        raise ValueError(f"no path within {max_params} parameters in {MAX_DRAWS} draws: the params_m constraint "
+                         "leaves (almost) no path of this supernet")
 
     def on_train_epoch_start(trainer: Any) -> None:
         state["batch"] = 0
 
     def on_train_batch_start(trainer: Any) -> None:
-        arch = sample(path_seed(seed, int(trainer.epoch), state["batch"]))
+        arch = draw(path_seed(seed, int(trainer.epoch), state["batch"]))
         state["batch"] += 1
         for model in (trainer.model, getattr(getattr(trainer, "ema", None), "ema", None)):
             if model is not None:
@@ -130,8 +150,9 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
     def on_fit_epoch_end(trainer: Any) -> None:
         if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event
             return
+        redrawn = f", {state['redrawn']} drawn again over {max_params} parameters" if state["redrawn"] else ""
         sys.stderr.write(f"{label}epoch {trainer.epoch + 1}/{trainer.epochs}: {state['batch']} paths trained "
-                         f"({time.time() - t0:.0f} s)\n")
+                         f"({time.time() - t0:.0f} s){redrawn}\n")
         sys.stderr.flush()
 
     return {"on_pretrain_routine_end": on_pretrain_routine_end,
@@ -179,7 +200,7 @@ def train_supernet(spec: SupernetSpec, settings: SupernetSettings, sample: PathS
     if last.is_file():
         overrides["resume"] = str(last)
     trainer = SupernetTrainer(overrides=overrides, spec=spec)
-    for event, fn in spos_callbacks(sample, settings.seed).items():
+    for event, fn in spos_callbacks(sample, settings.seed, max_params=settings.max_params).items():
         trainer.add_callback(event, fn)
     trainer.train()
     return Path(trainer.last)

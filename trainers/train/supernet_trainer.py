@@ -18,8 +18,8 @@ training is off (``val=False``): a supernet is scored per subnet, after BN recal
 path of the EMA copy, and ``fuse()`` of the supernet is a no-op, so that leaves it intact.
 A path over ``SupernetSettings.max_params`` (the space's ``params_m <= x``, a constraint known before training)
 is drawn again from the same generator (:class:`~trainers.model.supernet.PathParams` counts it without building
-it), so no step trains a path the search would prune. Not done: DDP (every rank would draw the same path from the same seed; DDP would need
-``find_unused_parameters=True``).
+it), so no step trains a path the search would prune. Not done: DDP (every rank would draw the same path
+from the same seed; DDP would need ``find_unused_parameters=True``).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
     def on_fit_epoch_end(trainer: Any) -> None:
         if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event
             return
-        redrawn = f", {state['redrawn']} drawn again over {max_params} parameters" if state["redrawn"] else ""
+        redrawn = f", {state['redrawn']} drawn again so far (over {max_params} parameters)" if state["redrawn"] else ""
         sys.stderr.write(f"{label}epoch {trainer.epoch + 1}/{trainer.epochs}: {state['batch']} paths trained "
                          f"({time.time() - t0:.0f} s){redrawn}\n")
         sys.stderr.flush()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blocks._fuse import ConvBN, check_conv_args, fold_bn, identity_kernel, pad_kernel
-from blocks.repvgg import KxkBranchConv, resolve_act
+from blocks._fuse import fold_bn, identity_kernel, pad_kernel
+from blocks.repvgg import KxkBranchConv
 
 __all__ = ["QARepConv"]
 
@@ -40,15 +40,10 @@ class QARepConv(KxkBranchConv):
     """
 
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, g: int = 1, act: bool | nn.Module = True):
-        super().__init__()
-        check_conv_args(c1, c2, k, s, g)
-        self.c1, self.c2, self.k, self.s, self.g = c1, c2, k, s, g
-        self.conv_kxk: ConvBN | None = ConvBN(c1, c2, k, s, g)
+        super().__init__(c1, c2, k, s, g, act)
         self.conv_1x1: nn.Conv2d | None = nn.Conv2d(c1, c2, 1, s, 0, groups=g, bias=False) if k > 1 else None
         self.identity = c1 == c2 and s == 1
         self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2)
-        self.act = resolve_act(act)
-        self.fused: nn.Conv2d | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fused conv if present, else BN of the branches' sum; then the activation."""

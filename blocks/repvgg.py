@@ -51,12 +51,16 @@ def resolve_act(act: bool | nn.Module | None) -> nn.Module:
 
 
 class KxkBranchConv(OneConvReparameterizable):
-    """Base of the blocks whose fused conv is their kxk branch's shape (``RepConv``, ``QARepConv``): its stride,
-    groups and dtype. Subclasses set ``s``, ``g`` and ``conv_kxk``."""
+    """Base of the blocks whose fused conv is their kxk branch's shape (``RepConv``, ``QARepConv``): the kxk
+    conv+BN branch, the activation, and the fused conv's stride, groups and dtype. Subclasses add their branches."""
 
-    s: int
-    g: int
-    conv_kxk: ConvBN | None
+    def __init__(self, c1: int, c2: int, k: int, s: int, g: int, act: bool | nn.Module):
+        super().__init__()
+        check_conv_args(c1, c2, k, s, g)
+        self.c1, self.c2, self.k, self.s, self.g = c1, c2, k, s, g
+        self.conv_kxk: ConvBN | None = ConvBN(c1, c2, k, s, g)
+        self.act = resolve_act(act)
+        self.fused: nn.Conv2d | None = None
 
     def fused_stride_groups(self) -> tuple[int, int]:
         """The kxk conv's stride and groups."""
@@ -87,14 +91,9 @@ class RepConv(KxkBranchConv):
     """
 
     def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, g: int = 1, act: bool | nn.Module = True):
-        super().__init__()
-        check_conv_args(c1, c2, k, s, g)
-        self.c1, self.c2, self.k, self.s, self.g = c1, c2, k, s, g
-        self.conv_kxk: ConvBN | None = ConvBN(c1, c2, k, s, g)
+        super().__init__(c1, c2, k, s, g, act)
         self.conv_1x1: ConvBN | None = ConvBN(c1, c2, 1, s, g) if k > 1 else None
         self.bn_identity: nn.BatchNorm2d | None = nn.BatchNorm2d(c1) if c1 == c2 and s == 1 else None
-        self.act = resolve_act(act)
-        self.fused: nn.Conv2d | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fused conv if present, else the sum of the branches; then the activation."""

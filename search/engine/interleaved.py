@@ -85,14 +85,13 @@ def remeasure_candidates(study: optuna.Study, objectives: Sequence[tuple[str, st
     chosen: dict[str, FrozenTrial] = {_key(base): base} if base is not None else {}
     for t in front:
         chosen.setdefault(_key(t), t)
+    presets = [t for t in preset_trials(study) if _key(t) not in chosen]  # feasible or not: the report places them
+    taken = set(chosen) | {_key(t) for t in presets}
     near: dict[str, FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if is_feasible(t, constraints) and any(intervals_overlap(latency_interval(t, latency), i)
-                                               for i in front_intervals):
-            if _key(t) not in chosen:
-                near.setdefault(_key(t), t)
-    presets = [t for t in preset_trials(study) if _key(t) not in chosen]  # feasible or not: the report places them
-    near = {k: t for k, t in near.items() if k not in {_key(p) for p in presets}}
+        if _key(t) not in taken and is_feasible(t, constraints) and any(
+                intervals_overlap(latency_interval(t, latency), i) for i in front_intervals):
+            near.setdefault(_key(t), t)
     kept = list(chosen.values()) + presets + _least_dominated(list(near.values()), objectives, latency)
     if limit is not None and len(kept) > limit:
         kept = _thin(kept, len(chosen), limit, base is not None)

@@ -204,14 +204,12 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
 
 def _presets(args: argparse.Namespace, space: SearchSpace) -> tuple[str, ...]:
     """The preset names to evaluate: ``--include-presets`` (``all`` or names) over the space's ``presets``."""
-    from search.space.presets import preset_names, resolve_presets
+    from search.space.presets import presets_flag
 
     if args.include_presets is None:
         return space.spec.presets
-    names = preset_names() if args.include_presets == "all" else tuple(
-        n.strip() for n in args.include_presets.split(",") if n.strip())
     try:
-        return tuple(p.name for p in resolve_presets(list(names)))
+        return presets_flag(args.include_presets)
     except SpaceError as e:
         fail(str(e))
 
@@ -299,53 +297,6 @@ def check_latency_backend(cfg: RunConfig) -> None:
         fail(f"--latency-backend {setting.backend}: cannot run here: {why}")
 
 
-def resolve_latency_model(cfg: RunConfig) -> RunConfig:
-    """With a predicted latency source: the target's cost model (checked against this target, validated) and the
-    budget margin its validation gives; exit 2 with one line when it is missing, stale or for another target.
-
-    ``auto`` becomes ``predicted+confirm`` when the target's model is there, fits this target and its
-    validation meets the goal (:func:`search.predict.store.meets_goal`), else ``measured``; one line says which.
-    """
-    t = cfg.trial
-    if t.latency_source == "auto":
-        cfg = cfg.with_trial(latency_source=_auto_source(cfg))
-        t = cfg.trial
-    if t.latency_source == "measured":
-        return cfg
-    from search.predict.store import budget_margin_pct, model_path
-    from trainers.latency.predictor import CostModel, TargetConditions
-
-    path = Path(t.latency_model) if t.latency_model else model_path(cfg.root, t.latency)
-    try:
-        CostModel.load(path).check_target(TargetConditions.here(t.latency))
-        margin = budget_margin_pct(path)
-    except ValueError as e:
-        fail(f"--latency-source {t.latency_source}: {e}")
-    return replace(cfg.with_trial(latency_model=str(path.resolve())), latency_margin_pct=margin)
-
-
-def _auto_source(cfg: RunConfig) -> str:
-    """``predicted+confirm`` or ``measured`` for ``--latency-source auto``, logged with the reason."""
-    from search.predict.store import meets_goal, model_path
-    from trainers.latency.predictor import CostModel, TargetConditions
-
-    t = cfg.trial
-    path = Path(t.latency_model) if t.latency_model else model_path(cfg.root, t.latency)
-    if not path.is_file():
-        log(f"latency: measured (no latency model for this target at {path}; python -m search.latency_model fit "
-            "and validate make one)")
-        return "measured"
-    try:
-        CostModel.load(path).check_target(TargetConditions.here(t.latency))
-        good, why = meets_goal(path)
-    except ValueError as e:
-        log(f"latency: measured (latency model {path.name} not usable here: {e})")
-        return "measured"
-    log(f"latency: {'predicted, the front confirmed by measurement' if good else 'measured'} (latency model "
-        f"{path.name}: {why})")
-    return "predicted+confirm" if good else "measured"
-
-
 def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
     """The storage URL and the absolute studies folder, or exit 2 naming the flag whose path cannot be used."""
     from search.study.storage import absolute_sqlite_url, default_storage_url
@@ -431,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
 
     quiet_ultralytics()
     check_latency_backend(cfg)
+    from search.predict.source import resolve_latency_model
+
     cfg = resolve_latency_model(cfg)
     from search.engine.optuna_driver import run_search
     from search.engine.per_trial import PerTrialObjective

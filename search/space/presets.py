@@ -28,7 +28,7 @@ from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader
 from trainers.model.architecture import Architecture
 
-__all__ = ["PRESETS_DIR", "Preset", "load_preset", "preset_names", "resolve_presets"]
+__all__ = ["PRESETS_DIR", "Preset", "load_preset", "preset_names", "presets_flag", "resolve_presets"]
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "spaces" / "presets"
 PRESET_KEYS = ("reference", "architecture")
@@ -81,3 +81,9 @@ def resolve_presets(asked: bool | list[str] | tuple[str, ...], folder: Path = PR
     else:
         names = tuple(asked)
     return tuple(load_preset(n, folder) for n in names)
+
+
+def presets_flag(text: str, folder: Path = PRESETS_DIR) -> tuple[str, ...]:
+    """The names ``--include-presets`` asks for: ``all`` or a comma-separated list, each checked (``SpaceError``)."""
+    asked: bool | list[str] = True if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    return tuple(p.name for p in resolve_presets(asked, folder))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from search.predict.fit import error_stats
+from search.predict.source import resolve_latency_model
 from search.predict.store import budget_margin_pct, model_path, validation_path
-from search.run import resolve_latency_model, validate
+from search.run import validate
 from trainers.latency.features import graph_features
 from trainers.latency.predictor import CostModel, TargetConditions
 from trainers.model.architecture import Architecture, StageChoice

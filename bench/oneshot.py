@@ -64,7 +64,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bootstrap", type=positive_int("--bootstrap", 100, 10**6), default=2000)
     p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 2), default=0)
-    p.add_argument("--root", help="working folder (default: a temp dir); a rerun reuses its supernet")
+    p.add_argument("--root", help="working folder (default: a temp dir); a rerun reuses its supernet and "
+                   "every finished stand-alone training of the same schedule")
     args = p.parse_args()
     if args.data and not Path(args.data).is_file():
         fail(f"--data: no such file {args.data!r}")
@@ -91,8 +92,20 @@ def sample_architectures(spec: Any, count: int, seed: int) -> list[Any]:
 
 
 def train_alone(arch: Any, out: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    """One stand-alone training (``python -m trainers.train.trial``); its result line (``ok: false`` on failure)."""
+    """One stand-alone training (``python -m trainers.train.trial``); its result line (``ok: false`` on failure).
+
+    A finished training is kept as ``out/result.json`` with its schedule and reused by a rerun with the same
+    schedule, so a study grows across runs: ``--archs 29`` after ``--archs 9`` (same seed and root) draws the
+    same 9 first and trains only the 20 new ones.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    schedule = {"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch, "seed": seed,
+                "device": args.device, "data": str(args.data)}
+    kept = out / "result.json"
+    if kept.is_file():
+        saved = json.loads(kept.read_text())
+        if saved.get("schedule") == schedule and saved.get("result", {}).get("ok"):
+            return {**saved["result"], "reused": True}
     arch_file = out / "architecture.json"
     arch_file.write_text(arch.to_json())
     cmd = [sys.executable, "-m", "trainers.train.trial", "--arch", str(arch_file), "--data", args.data, "--epochs",
@@ -101,9 +114,12 @@ def train_alone(arch: Any, out: Path, args: argparse.Namespace, seed: int) -> di
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "YOLO_OFFLINE": "1", "REPNAS_LOCK_DIR": str(out.parent / "locks")})
     try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
+        result = json.loads(r.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         return {"ok": False, "reason": " ".join(r.stderr.strip().splitlines()[-2:])}
+    if result.get("ok"):
+        kept.write_text(json.dumps({"schedule": schedule, "result": result}))
+    return result
 
 
 def bootstrap_interval(stat: Callable[[Sequence[float], Sequence[float]], float], a: Sequence[float],
@@ -245,7 +261,8 @@ def main() -> None:
             runs.append(train_alone(arch, root / f"alone_s{seed}" / arch.hash, args, seed))
             r = runs[-1]
             log(f"alone seed {seed} [{i}/{len(archs)}] {arch.hash}: "
-                + (f"mAP50-95 {r['map50_95']:.4f}" if r.get("ok") else f"FAILED {r.get('reason')}"))
+                + (f"mAP50-95 {r['map50_95']:.4f}" if r.get("ok") else f"FAILED {r.get('reason')}")
+                + (" (reused)" if r.get("reused") else ""))
         alone.append(runs)
     print(f"# {len(archs)} architectures ({args.archs} paths drawn uniformly, seed {args.seed}, + stock) of "
           f"{args.space} ({spec.paths()} paths); supernet {args.supernet_epochs} epochs, alone {args.epochs} epochs, "

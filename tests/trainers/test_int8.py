@@ -48,11 +48,32 @@ def _quantized_ops(path: Path) -> dict[str, int]:
             "int8_tensors": xml.count('element_type="i8"') + xml.count('element_type="u8"')}
 
 
+def _graph_structure(path: Path) -> list[tuple[Any, ...]]:
+    """What a runtime's kernels are chosen by: every node's type and wiring (ONNX), every layer's type and port
+    precisions (OpenVINO IR); not the constants' values."""
+    if path.suffix == ".onnx":
+        return [(n.op_type, tuple(n.input), tuple(n.output)) for n in onnx.load(str(path)).graph.node]
+    import xml.etree.ElementTree as ET
+
+    layers = ET.parse(next(path.glob("*.xml"))).getroot().find("layers")
+    return [(la.get("type"), tuple(p.get("precision") or p.get("element_type") or "" for p in la.iter("port")))
+            for la in layers]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_int8_latency_reports_int8(backend: str, coco8_copy: Path) -> None:
+def test_int8_latency_reports_int8(backend: str, coco8_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import trainers.deploy.quantize as quantize
+    import trainers.latency.onnx_backends as onnx_backends
+
+    asked: list[int] = []
+    real = quantize.quantized_export
+    monkeypatch.setattr(quantize, "quantized_export",
+                        lambda model, folder, b, s: asked.append(s.calib_images) or real(model, folder, b, s))
+    monkeypatch.setattr(onnx_backends, "LATENCY_CALIB_IMAGES", 2)
     model = build_model(Architecture.baseline(), nc=NC)
     setting = _int8(backend, coco8_copy)
     report = measure_latency(model, setting, **FAST)
+    assert asked == [2]  # the timed model is calibrated on the probe's few images, not the setting's 4
     assert report.dtype == "int8" and report.backend == backend
     assert report.n >= 3 and report.median_ms > 0
     assert "/int8/" in report.target and report.target == setting.target
@@ -74,6 +95,9 @@ def test_quantized_export_holds_quantized_ops(backend: str, coco8_copy: Path, tm
     assert len(listed) == 3 and all("train" in line for line in listed)
     ops = _quantized_ops(path)
     assert ops["qdq"] > 50 and ops["int8_tensors"] > 50, ops
+    # what the latency probe relies on: fewer calibration images change constants, never the graph timed
+    fewer, _ = quantized_export(model, tmp_path / "one", backend, _int8(backend, coco8_copy, calib_images=1))
+    assert len(_graph_structure(path)) > 100 and _graph_structure(fewer) == _graph_structure(path)
     log = (tmp_path / "exporter.log").read_text()  # the quantizer's own lines are kept there, not printed
     assert all(line in log for line in QUANTIZER_LINES[backend]), log[:2000]
     leaked = [r.getMessage() for r in caplog.records if "onnxruntime" in r.pathname or r.name == "nncf"]

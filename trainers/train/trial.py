@@ -158,13 +158,16 @@ def run_trial(arch: Architecture, settings: TrialSettings,
 
 def int8_of_trial(weights: Path, settings: TrialSettings, folder: Path) -> dict[str, Any]:
     """The trained checkpoint quantized as the INT8 target asks and validated at the trial's validation size:
-    :meth:`trainers.deploy.quantize.Int8Accuracy.to_dict` (float and INT8 export of the same runtime)."""
+    :meth:`trainers.deploy.quantize.Int8Accuracy.to_dict` (float and INT8 export of the same runtime), with the
+    ``seconds`` it took (both exports and both validations: what an INT8 target adds to a trial)."""
     from ultralytics.nn.tasks import load_checkpoint
 
     from trainers.deploy.quantize import int8_accuracy
 
+    t0 = time.time()
     model, _ = load_checkpoint(str(weights), device="cpu")
-    return int8_accuracy(model, replace(settings.latency, imgsz=settings.imgsz), settings.data, folder).to_dict()
+    acc = int8_accuracy(model, replace(settings.latency, imgsz=settings.imgsz), settings.data, folder)
+    return {**acc.to_dict(), "seconds": round(time.time() - t0, 1)}
 
 
 def checkpoints_of(model: Any, settings: TrialSettings, nc: int) -> tuple[Any, Any, Any]:

@@ -124,6 +124,16 @@ def test_rung_points_take_finished_and_running_trials_one_per_architecture() -> 
     assert [p.number for p in rung_points(trials, OBJECTIVES, 3, number=0)] == [0]
 
 
+def test_an_int8_objective_is_judged_at_a_rung_on_the_float_map_of_that_epoch() -> None:
+    int8 = (("map50_95_int8", "maximize"), ("latency_ms", "minimize"))
+    trials = [frozen(0, TrialState.COMPLETE, [0.1, 0.2, 0.3], 5.0), frozen(1, TrialState.RUNNING, [0.02, 0.05], 4.0),
+              frozen(2, TrialState.RUNNING, [0.01, 0.04], 6.0)]  # only trained trials will have an INT8 mAP
+    at2 = rung_points(trials, int8, 2, number=2)
+    assert [(p.number, p.values) for p in at2] == [(2, (-0.04, 6.0)), (0, (-0.2, 5.0)), (1, (-0.05, 4.0))]
+    decision = decide(at2, 2, 3, 2, accuracy=[0])
+    assert not decision.go_on and decision.dominated_by == (0, 1)  # a running INT8 trial can be stopped
+
+
 def config(tmp_path: Path, rungs: tuple[int, ...], eta: int) -> RunConfig:
     return RunConfig(study="s", storage="", root=str(tmp_path), space_file="", rungs=rungs, eta=eta,
                      trial=TrialSettings(data="", out=str(tmp_path), epochs=4))

@@ -23,7 +23,7 @@ to ``<root>/oneshot_bench.json``. The defaults (the small bench space, 5 + stock
 can be read. The issue's evidence needs ``--archs 30`` and a longer schedule (a GPU: ``--device 0``).
 
     python3 bench/oneshot.py [--space S.yaml] [--data D.yaml] [--archs 5] [--supernet-epochs 12] [--epochs 6]
-        [--imgsz 128] [--batch 8] [--calib-images 64] [--latency-imgsz 640] [--device cpu] [--root DIR]
+        [--imgsz 128] [--batch 8] [--calib-images 64] [--latency-imgsz 640] [--device cpu] [--root DIR] [--stock-only]
 """
 
 from __future__ import annotations
@@ -64,6 +64,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bootstrap", type=positive_int("--bootstrap", 100, 10**6), default=2000)
     p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--seed", type=positive_int("--seed", 0, 2**31 - 2), default=0)
+    p.add_argument("--stock-only", action="store_true",
+                   help="sanity check: train the supernet on the stock path only and score stock alone beside it "
+                        "(the supernet's estimate should equal training it alone)")
     p.add_argument("--root", help="working folder (default: a temp dir); a rerun reuses its supernet and "
                    "every finished stand-alone training of the same schedule")
     args = p.parse_args()
@@ -148,11 +151,18 @@ def train_the_supernet(spec: Any, args: argparse.Namespace, root: Path) -> tuple
     from search.space.supernet import sample_path
     from trainers.train.supernet_trainer import SupernetSettings, train_supernet, trained_supernet
 
-    settings = SupernetSettings(data=args.data, out=str(root / "supernet"), epochs=args.supernet_epochs,
+    folder = root / ("supernet_stock_only" if args.stock_only else "supernet")  # never reused by the other
+    settings = SupernetSettings(data=args.data, out=str(folder), epochs=args.supernet_epochs,
                                 imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed)
     done = trained_supernet(settings.out)[1]
     t0 = time.time()
-    weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
+    if args.stock_only:  # the sanity check: every step trains the stock path
+        from trainers.model.architecture import Architecture
+
+        stock = Architecture.baseline(spec.base, spec.scale)
+        weights = train_supernet(spec, settings, lambda rng: stock)
+    else:
+        weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
     return weights, None if done else (time.time() - t0) / args.supernet_epochs
 
 
@@ -247,7 +257,7 @@ def main() -> None:
 
     spec = supernet_spec(SearchSpace.load(args.space).spec)
     try:
-        archs = sample_architectures(spec, args.archs, args.seed)
+        archs = sample_architectures(spec, args.archs, args.seed)[:1 if args.stock_only else None]
     except ValueError as e:
         fail(str(e))
     t0 = time.time()

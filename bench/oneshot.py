@@ -149,6 +149,7 @@ def train_the_supernet(spec: Any, args: argparse.Namespace, root: Path) -> tuple
     import functools
 
     from search.space.supernet import sample_path
+    from trainers.model.architecture import Architecture
     from trainers.train.supernet_trainer import SupernetSettings, train_supernet, trained_supernet
 
     folder = root / ("supernet_stock_only" if args.stock_only else "supernet")  # never reused by the other
@@ -156,13 +157,9 @@ def train_the_supernet(spec: Any, args: argparse.Namespace, root: Path) -> tuple
                                 imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed)
     done = trained_supernet(settings.out)[1]
     t0 = time.time()
-    if args.stock_only:  # the sanity check: every step trains the stock path
-        from trainers.model.architecture import Architecture
-
-        stock = Architecture.baseline(spec.base, spec.scale)
-        weights = train_supernet(spec, settings, lambda rng: stock)
-    else:
-        weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
+    stock = Architecture.baseline(spec.base, spec.scale)
+    sample = (lambda rng: stock) if args.stock_only else functools.partial(sample_path, spec)  # stock only: a check
+    weights = train_supernet(spec, settings, sample)
     return weights, None if done else (time.time() - t0) / args.supernet_epochs
 
 

@@ -65,8 +65,8 @@ from trainers.cli import log
 from trainers.train.results import EpochProgress
 
 # accuracy objective -> its per-epoch record. An INT8 model's mAP exists only once the trained model is quantized,
-# so at a rung ``map50_95_int8`` is judged on the float mAP50-95 of that epoch (measured drops: about 1 point at
-# most, README "Does a block family survive PTQ?"); without it an INT8 search never stopped a trial at a rung.
+# so at a rung ``map50_95_int8`` is judged on the float mAP50-95 of that epoch (measured mean drops: at most 1.75
+# points, README "Does a block family survive PTQ?"); without it an INT8 search never stopped a trial at a rung.
 CURVES = {"map50_95": "epoch_map", "map50_95_int8": "epoch_map", "map50": "epoch_map50"}
 MIN_SIGNAL = 0.01  # mAP spread at a rung below which it carries no accuracy signal: nobody is stopped there
 AT_A_RUNG = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

@@ -10,6 +10,8 @@ operator features (:mod:`trainers.latency.predictor`) and saves it as
 (``--latency-model PATH`` names another file). ``validate`` measures architectures the fit never saw
 (another seed), and ``--twice`` of them a second time for the noise floor; it writes
 ``<model>.validation.json``, ``.txt`` (the table) and ``.png`` (predicted vs measured) beside the model.
+Both keep what they measured beside the model (:mod:`search.predict.samples`); ``--samples FILE`` fits or
+validates on those measurements again without measuring (a new feature set or model form, same data).
 Bad input: one line on stderr, exit 2.
 """
 
@@ -41,6 +43,8 @@ def _parser() -> OneLineParser:
     p.add_argument("--group", type=positive_int("--group", 1, 64), default=6, help="models per group, plus stock")
     p.add_argument("--studies-dir", default="studies")
     p.add_argument("--latency-model", help="the model file (default: found by its target in the studies folder)")
+    p.add_argument("--samples", help="reuse the measurements of an earlier fit or validate (its <model>.fit_samples"
+                                     ".json / .validation_samples.json) instead of measuring; features are recomputed")
     return p
 
 
@@ -57,25 +61,49 @@ def setting_of(args: Any) -> tuple[Any, LatencySetting]:
     return space, setting
 
 
+def _measured_or_reused(args: Any, archs: Any, setting: LatencySetting, twice: int) -> tuple[Any, tuple[float, ...]]:
+    """``(Measured, second-pass ratios)``: measured now (``archs()`` picks them), or read from ``--samples``."""
+    from search.predict.fit import Measured, Measurement, graphs_of, measure_ratios
+    from search.predict.samples import load_samples
+    from trainers.latency.predictor import TargetConditions
+
+    how = Measurement(rounds=args.rounds, group=args.group)
+    if args.samples:
+        try:
+            s = load_samples(args.samples, TargetConditions.here(setting))
+        except ValueError as e:
+            fail(str(e))
+        log(f"{args.command}: {len(s.archs)} architectures measured earlier ({args.samples}), features recomputed")
+        return Measured(s.archs, tuple(graphs_of(s.archs, setting, how.nc)), s.ratios, s.stock_ms), s.again
+    chosen = archs()
+    log(f"{args.command}: {len(chosen)} architectures at {setting.target}")
+    first = measure_ratios(chosen, setting, how, log)
+    again = measure_ratios(chosen[:twice], setting, how, log).ratios if twice else ()
+    return first, again
+
+
 def fit_command(args: Any, space: Any, setting: LatencySetting) -> int:
-    """Sample, measure, fit, save; print the fit's in-sample error."""
-    from search.predict.fit import Measurement, error_stats, measure_ratios, sample_architectures
+    """Sample (stock, corners, random draws), measure or reuse ``--samples``, fit, save; print the in-sample error."""
+    from search.predict.fit import error_stats, sample_architectures
+    from search.predict.samples import samples_path, save_samples
     from trainers.latency.predictor import TargetConditions, fit_cost_model
 
-    how, t0 = Measurement(rounds=args.rounds, group=args.group), time.perf_counter()
-    archs = sample_architectures(space, args.archs or 150, args.seed)
-    log(f"fit: {len(archs)} architectures (stock, corners, random seed {args.seed}) at {setting.target}")
-    measured = measure_ratios(archs, setting, how, log)
+    t0 = time.perf_counter()
+    measured, _ = _measured_or_reused(args, lambda: sample_architectures(space, args.archs or 150, args.seed),
+                                      setting, 0)
+    conditions = TargetConditions.here(setting)
     try:
-        model = fit_cost_model(list(measured.graphs), list(measured.ratios), TargetConditions.here(setting),
+        model = fit_cost_model(list(measured.graphs), list(measured.ratios), conditions,
                                measured.stock_ms, space=str(Path(args.space).resolve()))
     except ValueError as e:
         fail(str(e))
     predicted = [model.predict_ratio(g) for g in measured.graphs]
     stats = {"fit": dict(error_stats(predicted, list(measured.ratios))), "seconds": time.perf_counter() - t0,
-             "hashes": [a.hash for a in archs], "seed": args.seed, "rounds": args.rounds}
+             "hashes": [a.hash for a in measured.archs], "seed": args.seed, "rounds": args.rounds,
+             "samples": args.samples}
     model = replace(model, stats=stats)
     path = model.save(Path(args.latency_model) if args.latency_model else model_path(args.studies_dir, setting))
+    save_samples(samples_path(path, "fit"), measured, conditions)
     log(f"fit {model.model_id}: {len(model.features)} features, in-sample MAPE {stats['fit']['mape_pct']:.2f}% "
         f"in {stats['seconds']:.0f} s")
     print(path)
@@ -84,14 +112,8 @@ def fit_command(args: Any, space: Any, setting: LatencySetting) -> int:
 
 def validate_command(args: Any, space: Any, setting: LatencySetting) -> int:
     """Measure held-out architectures, compare with the model's predictions and with a second measurement."""
-    from search.predict.fit import (
-        Measurement,
-        error_stats,
-        measure_ratios,
-        sample_architectures,
-        scatter_png,
-        stats_table,
-    )
+    from search.predict.fit import error_stats, sample_architectures, scatter_png, stats_table
+    from search.predict.samples import samples_path, save_samples
     from trainers.latency.predictor import CostModel, TargetConditions
 
     path = Path(args.latency_model) if args.latency_model else model_path(args.studies_dir, setting)
@@ -100,21 +122,24 @@ def validate_command(args: Any, space: Any, setting: LatencySetting) -> int:
         model.check_target(TargetConditions.here(setting))
     except ValueError as e:
         fail(str(e))
-    how, t0 = Measurement(rounds=args.rounds, group=args.group), time.perf_counter()
-    held_out = sample_architectures(space, args.archs or 100, args.seed + 1000,
-                                    exclude=frozenset(model.stats.get("hashes", ())), with_corners=False)
-    log(f"validate {model.model_id}: {len(held_out)} architectures the fit never saw")
-    first = measure_ratios(held_out, setting, how, log)
+    t0 = time.perf_counter()
+    fitted = frozenset(model.stats.get("hashes", ()))
+    first, again = _measured_or_reused(args, lambda: sample_architectures(
+        space, args.archs or 100, args.seed + 1000, exclude=fitted, with_corners=False), setting, args.twice)
+    held_out = first.archs
+    if seen := [a.hash for a in held_out if a.hash in fitted]:
+        fail(f"--samples {args.samples}: {len(seen)} of its architectures are in the fit of model {model.model_id} "
+             f"(e.g. {seen[0]}): not held out")
     predicted = [model.predict_ratio(g) for g in first.graphs]
     rows = {"predictor": dict(error_stats(predicted, list(first.ratios)))}
-    if args.twice:
-        again = measure_ratios(held_out[: args.twice], setting, how, log)
-        rows["noise floor"] = dict(error_stats(list(again.ratios), list(first.ratios[: args.twice])))
+    if again:
+        rows["noise floor"] = dict(error_stats(list(again), list(first.ratios[: len(again)])))
     table = stats_table(rows)
     out = validation_path(path)
     report = {"model": model.model_id, "target": setting.target, "rows": rows, "seconds": time.perf_counter() - t0,
               "pairs": [[a.hash, p, m] for a, p, m in zip(held_out, predicted, first.ratios)]}
     out.write_text(json.dumps(report, indent=1))
+    save_samples(samples_path(path, "validation"), first, TargetConditions.here(setting), again)
     out.with_suffix(".txt").write_text(table + "\n")
     scatter_png(predicted, list(first.ratios), out.with_suffix(".png"), f"{setting.target} ({model.model_id})")
     print(table)

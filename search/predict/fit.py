@@ -20,12 +20,14 @@ from typing import Any
 from search.pareto.ranks import kendall_tau, spearman_rho
 from search.space import SearchSpace
 from search.space.corners import corners, samples
-from trainers.latency.features import GraphFeatures, graph_features
+from trainers.latency.feature_cache import shared_cache
+from trainers.latency.features import GraphFeatures
 from trainers.latency.report import LatencyReport
 from trainers.latency.setting import LatencySetting
 from trainers.model.architecture import Architecture
 
-__all__ = ["Measured", "Measurement", "error_stats", "measure_ratios", "sample_architectures", "stock_groups"]
+__all__ = ["Measured", "Measurement", "error_stats", "graphs_of", "measure_ratios", "sample_architectures",
+           "stock_groups"]
 
 Log = Callable[[str], None]
 
@@ -83,12 +85,21 @@ def stock_groups(archs: Sequence[Architecture], setting: LatencySetting, how: Me
 def measure_ratios(archs: Sequence[Architecture], setting: LatencySetting, how: Measurement,
                    log: Log) -> Measured:
     """Features and ratio to stock of each architecture, measured in interleaved groups that each hold stock."""
-    graphs, ratios, stocks = [], [], []
+    graphs: list[GraphFeatures] = []
+    ratios: list[float] = []
+    stocks: list[float] = []
     for models, reports, stock in stock_groups(archs, setting, how, log):
         stocks.append(stock)
         ratios += [r.median_ms / stock for r in reports]
-        graphs += [graph_features(m, setting.imgsz, setting.head) for m in models]
+        cache = shared_cache(setting.imgsz, setting.head, how.nc)
+        graphs += [cache.features(a, m) for a, m in zip(archs[len(graphs):], models)]
     return Measured(tuple(archs), tuple(graphs), tuple(ratios), statistics.median(stocks))
+
+
+def graphs_of(archs: Sequence[Architecture], setting: LatencySetting, nc: int = 80) -> list[GraphFeatures]:
+    """The fused-graph features of each architecture in ``setting`` (no measurement; layer-cached)."""
+    cache = shared_cache(setting.imgsz, setting.head, nc)
+    return [cache.features(a) for a in archs]
 
 
 def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> Mapping[str, float]:

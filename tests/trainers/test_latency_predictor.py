@@ -102,7 +102,7 @@ def test_a_fused_rep_block_is_seen_as_the_convolutions_it_became() -> None:
 @pytest.mark.parametrize("head", ["nms_free", "nms"])
 def test_shape_only_features_equal_the_computed_ones(head: str) -> None:
     from trainers.latency.backends import deployed_copy
-    from trainers.latency.features import count_operators
+    from trainers.latency.features import count_operators, merge
     from trainers.model.architecture import Architecture, StageChoice
     from trainers.model.build import build_model
     from trainers.model.heads import DeployedDetector
@@ -111,9 +111,9 @@ def test_shape_only_features_equal_the_computed_ones(head: str) -> None:
                                                            kernels=(3, 5, 7), downsample="OREPA")})
     for a in (Architecture.baseline(), arch):
         model = build_model(a, nc=3)
-        computed = count_operators(DeployedDetector(deployed_copy(model, head), head), 96, "cpu")
+        computed = merge(count_operators(DeployedDetector(deployed_copy(model, head), head), 96, "cpu"))
         assert graph_features(model, 96, head) == computed
         if head == "nms_free":  # the NMS head's nonzero() has no shape-only form: graph_features computes it
-            meta = count_operators(DeployedDetector(deployed_copy(model, head).to("meta"), head), 96, "meta")
+            meta = merge(count_operators(DeployedDetector(deployed_copy(model, head).to("meta"), head), 96, "meta"))
             assert meta == computed
         assert computed.as_dict()["conv_dense_k3_calls"] > 0

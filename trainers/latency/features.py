@@ -15,7 +15,9 @@ a test compares them), or computed on the CPU when an operator has no meta kerne
   matrix products: elements produced (millions) and calls.
 
 :attr:`GraphFeatures.ops` keeps the aten operator names seen, so a predictor can refuse an
-architecture that runs an operator its fit never saw.
+architecture that runs an operator its fit never saw. The counts are also kept per top-level layer
+(:func:`layer_features`): a layer's part depends only on that layer's configuration, so
+:mod:`trainers.latency.feature_cache` adds cached parts instead of tracing every architecture.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["GraphFeatures", "count_operators", "graph_features", "op_family"]
+__all__ = ["GraphFeatures", "count_operators", "graph_features", "layer_features", "merge", "op_family"]
 
 ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "sigmoid", "silu", "relu", "hardswish", "hardsigmoid",
                          "gelu", "clamp", "neg", "exp", "sqrt", "rsqrt", "pow", "tanh", "where", "maximum",
@@ -87,52 +89,102 @@ def _conv_features(args: tuple[Any, ...], out: torch.Tensor, add: Any) -> None:
     add("conv_traffic", (x.numel() + out.numel()) / 1e6)
 
 
-class _OpCounter(TorchDispatchMode):
-    """Counts every aten call of a forward into named features."""
+class _Tally:
+    """Features, operators seen and operators without a family, of one part of a forward."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.features: dict[str, float] = defaultdict(float)
         self.ops: set[str] = set()
         self.unknown: set[str] = set()
 
+    def graph(self) -> GraphFeatures:
+        return GraphFeatures(tuple(sorted(self.features.items())), frozenset(self.ops), frozenset(self.unknown))
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts every aten call of a forward into named features, per part (:attr:`part`: a layer index, or ``-1``
+    outside every layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tallies: dict[int, _Tally] = defaultdict(_Tally)
+        self.part = -1
+
     def add(self, name: str, value: float) -> None:
-        self.features[name] += value
+        self.tallies[self.part].features[name] += value
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         name = func.__name__ if hasattr(func, "__name__") else str(func)
+        tally = self.tallies[self.part]
         if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
-            self.ops.add(name)  # a scalar read from a shape-only tensor (the head's anchor strides): no op counted
+            tally.ops.add(name)  # a scalar read from a shape-only tensor (the head's anchor strides): no op counted
             return 1
         out = func(*args, **(kwargs or {}))
-        self.ops.add(name)
+        tally.ops.add(name)
         family = op_family(name)
         if family == "convolution":
             _conv_features(args, out, self.add)
         elif family is None:
-            self.unknown.add(name)
+            tally.unknown.add(name)
         elif family != "free":
             self.add(f"{family}_elems", _numel(out) / 1e6)
             self.add(f"{family}_calls", 1.0)
         return out
 
 
+def merge(parts: Any) -> GraphFeatures:
+    """The features of a graph made of ``parts`` (an iterable of :class:`GraphFeatures`): values summed, operators
+    united."""
+    total: dict[str, float] = defaultdict(float)
+    ops: set[str] = set()
+    unknown: set[str] = set()
+    for part in parts:
+        for k, v in part.values:
+            total[k] += v
+        ops |= part.ops
+        unknown |= part.unknown
+    return GraphFeatures(tuple(sorted(total.items())), frozenset(ops), frozenset(unknown))
+
+
 def graph_features(model: Any, imgsz: int, head: str) -> GraphFeatures:
     """The operator features of ``model``'s deployed form (fused copy, ``head`` pinned) at ``imgsz`` px, batch 1."""
+    return merge(layer_features(model, imgsz, head))
+
+
+def layer_features(model: Any, imgsz: int, head: str) -> list[GraphFeatures]:
+    """The operator features of each top-level layer of ``model``'s deployed form (``model.model[i]``), the
+    operators outside every layer (the head's post-processing) counted with the last one."""
     from trainers.latency.backends import deployed_copy
     from trainers.model.heads import DeployedDetector
 
     deployed = deployed_copy(model, head)
+    detect: Any = deployed.model[-1] if hasattr(deployed, "model") else None
+    if hasattr(detect, "shape"):  # a model that ran before keeps its anchors: count them as a fresh one computes them
+        detect.shape = None
     try:
         return count_operators(DeployedDetector(copy.deepcopy(deployed).to("meta"), head), imgsz, "meta")
     except (RuntimeError, NotImplementedError):  # an operator without a shape-only kernel: run it for real
         return count_operators(DeployedDetector(deployed, head), imgsz, "cpu")
 
 
-def count_operators(detector: Any, imgsz: int, device: str) -> GraphFeatures:
-    """The features of one batch-1 forward of ``detector`` (on ``device``: ``meta`` or where its weights are)."""
+def count_operators(detector: Any, imgsz: int, device: str) -> list[GraphFeatures]:
+    """The features of one batch-1 forward of ``detector`` (on ``device``: ``meta`` or where its weights are), per
+    top-level layer of its model (what runs outside every layer is counted with the last; a model without an
+    Ultralytics layer list is one part)."""
     x = torch.zeros(1, 3, imgsz, imgsz, device=device)
     counter = _OpCounter()
-    with torch.no_grad(), counter:
-        detector(x)
-    return GraphFeatures(tuple(sorted(counter.features.items())), frozenset(counter.ops), frozenset(counter.unknown))
+    layers = list(getattr(detector.model, "model", None) or [detector.model])
+    hooks = []
+    for i, layer in enumerate(layers):
+        hooks.append(layer.register_forward_pre_hook(lambda *_, i=i: setattr(counter, "part", i)))
+        hooks.append(layer.register_forward_hook(lambda *_: setattr(counter, "part", -1)))
+    try:
+        with torch.no_grad(), counter:
+            detector(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    parts = [counter.tallies[i].graph() if i in counter.tallies else GraphFeatures((), frozenset(), frozenset())
+             for i in range(len(layers))]
+    parts[-1] = merge([parts[-1], counter.tallies[-1].graph()])
+    return parts

@@ -184,7 +184,15 @@ def predicted_report(model: Any, setting: LatencySetting, cost_model: CostModel)
 
 
 def graph_from(model: Any, setting: LatencySetting) -> GraphFeatures:
-    """The operator features of ``model``'s deployed form in ``setting``."""
+    """The operator features of ``model``'s deployed form in ``setting``: from the layer cache when the model records
+    its architecture (:func:`trainers.model.build.build_model` models), else by tracing it."""
     from trainers.latency.features import graph_features
 
+    recorded = getattr(model, "yaml", None) or {}
+    if "architecture" in recorded:
+        from trainers.latency.feature_cache import shared_cache
+        from trainers.model.build import architecture_of
+
+        cache = shared_cache(setting.imgsz, setting.head, int(recorded["nc"]))
+        return cache.features(architecture_of(model), model)
     return graph_features(model, setting.imgsz, setting.head)

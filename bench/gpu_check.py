@@ -3,7 +3,7 @@
 For a machine with a CUDA GPU (the CPU-only machines this project is developed on cannot run
 it; without CUDA it says so in one line and exits 2). Run from the repository root::
 
-    python3 bench/gpu_check.py                          # a few minutes on one GPU, 8 at most
+    python3 bench/gpu_check.py                          # a few minutes on one GPU, 16 at most
     python3 bench/gpu_check.py --data DATA.yaml --device 1
 
 1. Latency repeatability: the stock YOLO26n and two rep architectures (RepViT, OREPA in every
@@ -20,6 +20,9 @@ it; without CUDA it says so in one line and exits 2). Run from the repository ro
    at 128 px, training and latency on the GPU, on ``--data`` or a small set made by
    ``trainers.train.data.generate_synth``; the study is read back (states, mAP, latency
    device/dtype/mode, training device and time).
+4. The CUDA latency model: ``python -m search.latency_model fit`` (``--predictor-archs``, 60) and
+   ``validate`` (40 held out, 10 measured twice) at the default space's target on this GPU; the
+   validation table (MAPE, tau against the re-measure noise floor) printed as is.
 
 Ends with one summary table. Exit 0 when every check passed, 1 when one failed, 2 without CUDA.
 Not a test: it prints numbers and the machine.
@@ -190,6 +193,30 @@ def search_trials(device: str, args: argparse.Namespace, tmp: Path, timeout: flo
     return results
 
 
+def latency_model_fit(args: argparse.Namespace, tmp: Path, timeout: float) -> list[Result]:
+    """``python -m search.latency_model fit`` then ``validate`` for the default space's CUDA target (fused fp16,
+    CUDA graph): ``--predictor-archs`` fit, two thirds of that held out, a quarter of those measured twice."""
+    n = args.predictor_archs
+    common = ["--space", str(REPO / "spaces" / "yolo26.yaml"), "--studies-dir", str(tmp / "studies")]
+    env = {**os.environ, "YOLO_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": args.device}
+    results: list[Result] = []
+    for command, extra in (("fit", ["--archs", str(n)]), ("validate", ["--archs", str(2 * n // 3),
+                                                                         "--twice", str(max(2, n // 6))])):
+        t0 = time.perf_counter()
+        try:
+            r = subprocess.run([sys.executable, "-m", "search.latency_model", command, *common, *extra],
+                               capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return results + [(f"latency model {command}", False, f"timed out after {timeout:.0f} s")]
+        print(f"\n## python -m search.latency_model {command} {' '.join(extra)}\n{r.stdout.rstrip()}")
+        tail = " ".join(r.stderr.strip().splitlines()[-2:])
+        results.append((f"latency model {command}", r.returncode == 0,
+                        f"rc {r.returncode}, {time.perf_counter() - t0:.0f} s; {tail}"))
+        if r.returncode != 0:
+            break
+    return results
+
+
 def print_summary(results: list[Result]) -> None:
     """The one summary table: check, ok, figures."""
     width = max(len(name) for name, _, _ in results)
@@ -207,7 +234,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=positive_int("--batch", 1, 1024), default=16, help="training batch")
     p.add_argument("--latency-repeats", type=positive_int("--latency-repeats", 2, 100), default=3)
     p.add_argument("--latency-imgsz", type=positive_int("--latency-imgsz", 32, 4096), default=640)
-    p.add_argument("--skip", nargs="+", choices=["latency", "blocks", "search"], default=[], help="checks to skip")
+    p.add_argument("--predictor-archs", type=positive_int("--predictor-archs", 30, 1000), default=60,
+                   help="architectures of the CUDA latency model's fit (validation: 2/3 of it)")
+    p.add_argument("--skip", nargs="+", choices=["latency", "blocks", "search", "predictor"], default=[],
+                   help="checks to skip")
     args = p.parse_args(argv)
     if not args.device.isdigit():
         fail(f"--device must be a CUDA device index (0, 1, ...), got {args.device!r}")
@@ -247,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(blocks_rows(device, timeout=150))
         if "search" not in args.skip:
             results += search_trials(device, args, Path(tmp), timeout=max(60.0, 420 - (time.perf_counter() - t0)))
+        if "predictor" not in args.skip:
+            results += latency_model_fit(args, Path(tmp), timeout=240)
     print_summary(results)
     print(f"# total {time.perf_counter() - t0:.0f} s")
     return 0 if all(ok for _, ok, _ in results) else 1

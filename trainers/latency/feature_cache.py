@@ -59,12 +59,10 @@ def _shapes(arch: Architecture) -> tuple[tuple[str, _Shape], ...]:
 
 
 def _model_dict(base: str, scale: str, backbone: str, shapes: tuple[tuple[str, _Shape], ...]) -> dict[str, Any]:
-    from trainers.model.yolo26 import backbone_model_dict, resized_model_dict
+    from trainers.model.yolo26 import architecture_model_dict
 
     yaml_name = f"{base.rsplit('.', 1)[0]}{scale}.yaml"
-    cfg = resized_model_dict(_base_dict(yaml_name), shapes)  # type: ignore[arg-type]
-    net = _repvit_net(backbone, yaml_name)
-    return cfg if net is None else backbone_model_dict(cfg, net)
+    return architecture_model_dict(_base_dict(yaml_name), shapes, _repvit_net(backbone, yaml_name))
 
 
 def layer_channels(cfg: dict[str, Any], nc: int) -> list[tuple[tuple[int, ...], int]]:

@@ -36,20 +36,11 @@ def build_model(arch: Architecture, nc: int = 80, verbose: bool = False) -> Any:
 
     from trainers.model.architecture import stages_of_backbone
     from trainers.model.detection_model import RepDetectionModel
-    from trainers.model.yolo26 import (
-        backbone_model_dict,
-        repvit_net,
-        resized_model_dict,
-        swap_backbone,
-        swap_head,
-        swap_stages,
-    )
+    from trainers.model.yolo26 import architecture_model_dict, repvit_net, swap_backbone, swap_head, swap_stages
 
-    stem = arch.base.rsplit(".", 1)[0]
-    cfg = resized_model_dict(yaml_model_load(f"{stem}{arch.scale}.yaml"), arch.stages)
-    net = repvit_net(arch.backbone, cfg)
-    if net is not None:
-        cfg = backbone_model_dict(cfg, net)
+    base = yaml_model_load(f"{arch.base.rsplit('.', 1)[0]}{arch.scale}.yaml")
+    net = repvit_net(arch.backbone, base)
+    cfg = architecture_model_dict(base, arch.stages, net)
     cfg["nc"] = nc  # the dict says the class count, so Ultralytics logs no "Overriding model.yaml nc=80" line
     cfg["architecture"] = arch.to_dict()
     cfg["architecture_hash"] = arch.hash

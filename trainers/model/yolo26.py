@@ -300,6 +300,14 @@ def backbone_model_dict(cfg: dict[str, Any], net: Any) -> dict[str, Any]:
     return _widest_max_channels(out, out["backbone"] + out["head"])
 
 
+def architecture_model_dict(cfg: dict[str, Any], stages: tuple[tuple[str, Any], ...], net: Any) -> dict[str, Any]:
+    """The model dict ``parse_model`` builds an architecture from: ``cfg`` (the scale's YOLO26 dict) with the
+    stages' widths and depths (:func:`resized_model_dict`) and, for a RepViT backbone ``net`` (``None``: YOLO26's
+    own), its placeholders (:func:`backbone_model_dict`)."""
+    cfg = resized_model_dict(cfg, stages)
+    return cfg if net is None else backbone_model_dict(cfg, net)
+
+
 def swap_backbone(model: Any, net: Any) -> None:
     """Put the modules of ``net`` (:func:`repvit_layers`) in place of :func:`backbone_model_dict`'s placeholders."""
     for i, (module, c) in enumerate(zip(repvit_layers(net), repvit_layer_channels(net))):

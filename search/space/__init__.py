@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from search.space.errors import SpaceError
 from search.space.sampling import SearchSpace
-from search.space.schema import Constraint, OneShotSettings, SpaceFile, StageSpace, TrainSettings, load_space
+from search.space.schema import Constraint, OneShotSettings, SpaceFile, TrainSettings, load_space
+from search.space.stages import StageSpace
 
 __all__ = [
     "Constraint",

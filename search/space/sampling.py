@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blocks.registry import DEFAULT_BACKBONE, DEFAULT_HEAD_STEM_LAYERS, stage_block
-from search.space.schema import SpaceFile, StageSpace, load_space
+from search.space.schema import SpaceFile, load_space
+from search.space.stages import StageSpace
 from trainers.model.architecture import Architecture, StageChoice, stages_of_backbone
 from trainers.model.layout import STAGE_LAYERS, stock_depth
 

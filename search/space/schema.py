@@ -18,20 +18,15 @@ from blocks.registry import (
     BACKBONES,
     DEFAULT_BACKBONE,
     DEFAULT_HEAD_STEM_LAYERS,
-    DEPTHWISE_KERNELS,
-    DOWNSAMPLES,
     HEAD_STEM_LAYERS,
     HEAD_STEMS,
-    SE_KINDS,
-    SE_PLACEMENTS,
-    STAGE_BLOCKS,
 )
 from search.space.errors import SpaceError
 from search.space.reader import Reader, UniqueKeyLoader, short
+from search.space.stages import StageSpace, parse_stages
 from trainers.latency.setting import BACKEND_NAMES, DEFAULT_CALIB_IMAGES, DTYPES, INT8_BACKENDS, LatencySetting
-from trainers.model.architecture import DEPTH_MAX, DEPTH_MIN, SCALES, WIDTH_RULE, is_width
+from trainers.model.architecture import SCALES
 from trainers.model.heads import DEFAULT_HEAD, HEADS
-from trainers.model.layout import BACKBONE_STAGES, STAGE_LAYERS
 from trainers.train.devices import DEVICE_ALLOWED, is_device
 
 METRICS: dict[str, str] = {
@@ -48,33 +43,10 @@ DIRECTIONS = ("maximize", "minimize")
 CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_0-9]+)\s*(<=|>=)\s*([-+0-9.eE]+)\s*$")
 TOP_KEYS = ("base", "scale", "backbone", "head", "head_stem", "head_stem_layers", "stages", "objectives",
             "constraints", "latency", "train", "oneshot", "presets")
-STAGE_KEYS = ("block", "se", "kernels", "downsample", "width", "depth", "tie")
-SE_KEYS = ("placement", "kind", "reduction", "min_ratio", "max_ratio")
 LATENCY_KEYS = ("imgsz", "device", "dtype", "backend", "threads", "calib_images")
 TRAIN_KEYS = ("data", "epochs", "imgsz", "batch", "rungs", "eta", "rung_min_signal", "se_width_cost",
               "distill_weight")
 ONESHOT_KEYS = ("supernet_epochs", "subnets", "calib_images", "retrain_top")
-MAX_RATIO = 64
-
-
-@dataclass(frozen=True)
-class StageSpace:
-    """The choices of one stage (tuples of allowed values), or a tie to another stage.
-
-    ``widths``: multipliers of the stage's stock output channels; ``depths``: numbers of blocks,
-    ``None`` standing for the scale's stock depth (the default when the file gives none).
-    """
-
-    blocks: tuple[str, ...] = ("C3k2",)
-    se_placements: tuple[str, ...] = ("none",)
-    se_kinds: tuple[str, ...] = ("fixed",)
-    reductions: tuple[int, ...] = (4,)
-    ratio_bounds: tuple[tuple[int, int], ...] = ((4, 16),)
-    kernels: tuple[tuple[int, ...], ...] = ((3,),)
-    downsamples: tuple[str, ...] = ("Conv",)
-    widths: tuple[float, ...] = (1.0,)
-    depths: tuple[int | None, ...] = (None,)
-    tie: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,8 +167,7 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     scale = r.choice(d.get("scale", "n"), "scale", SCALES)
     head = r.choice(d.get("head", DEFAULT_HEAD), "head", HEADS)
     backbones = r.choices(d.get("backbone", DEFAULT_BACKBONE), "backbone", lambda v, f: r.choice(v, f, BACKBONES))
-    stages = _parse_stages(r, d["stages"])
-    _check_backbone_stages(r, stages, backbones)
+    stages = parse_stages(r, d["stages"], backbones)
     head_stems = r.choices(d.get("head_stem", "stock"), "head_stem", lambda v, f: r.choice(v, f, HEAD_STEMS))
     head_stem_layers = r.choices(d.get("head_stem_layers", DEFAULT_HEAD_STEM_LAYERS), "head_stem_layers",
                                  lambda v, f: r.choice(v, f, HEAD_STEM_LAYERS))
@@ -214,17 +185,6 @@ def parse_space(data: Any, source: str = "<space>") -> SpaceFile:
     return space
 
 
-def _check_backbone_stages(r: Reader, stages: tuple[tuple[str, StageSpace], ...], backbones: tuple[str, ...]) -> None:
-    """A backbone stage is a choice of the ``yolo26`` backbone only: without it in ``backbone``, none may be listed."""
-    if DEFAULT_BACKBONE in backbones:
-        return
-    allowed = [n for n in STAGE_LAYERS if n not in BACKBONE_STAGES]
-    for name, _ in stages:
-        if name in BACKBONE_STAGES:
-            raise r.fail(f"stages.{name}", f"a backbone stage applies only with backbone {DEFAULT_BACKBONE!r}; with "
-                                           f"backbone {list(backbones)} the stages allowed are {allowed}, got {name!r}")
-
-
 def _check_int8_metrics(r: Reader, space: SpaceFile) -> None:
     """``map50_95_int8`` / ``int8_drop`` exist only for an INT8 latency target."""
     named = [(f"objectives.{m}", m) for m, _ in space.objectives]
@@ -233,73 +193,6 @@ def _check_int8_metrics(r: Reader, space: SpaceFile) -> None:
         if metric in INT8_METRICS and space.latency.dtype != "int8":
             raise r.fail(where, f"{metric} needs an INT8 target (latency.dtype: int8), got latency.dtype "
                                 f"{space.latency.dtype!r}")
-
-
-def _parse_stages(r: Reader, value: Any) -> tuple[tuple[str, StageSpace], ...]:
-    stages = r.mapping(value, "stages", tuple(STAGE_LAYERS))
-    if not stages:
-        raise r.fail("stages", f"must name at least one stage of {list(STAGE_LAYERS)}, got {{}}")
-    parsed = {name: _parse_stage(r, f"stages.{name}", spec) for name, spec in stages.items()}
-    for name, st in parsed.items():
-        if st.tie is None:
-            continue
-        if st.tie not in parsed or parsed[st.tie].tie is not None or st.tie == name:
-            untied = [n for n, s in parsed.items() if s.tie is None and n != name]
-            raise r.fail(f"stages.{name}.tie", f"must name an untied stage of this file {untied}, got {st.tie!r}")
-    return tuple((n, parsed[n]) for n in STAGE_LAYERS if n in parsed)
-
-
-def _parse_stage(r: Reader, field: str, value: Any) -> StageSpace:
-    d = r.mapping(value, field, STAGE_KEYS)
-    if "tie" in d:
-        if len(d) > 1:
-            raise r.fail(field, f"a tied stage takes no other keys, got {sorted(d)}")
-        tie = d["tie"]
-        if not isinstance(tie, str):
-            raise r.fail(f"{field}.tie", f"must be a stage name, got {short(tie)}")
-        return StageSpace(tie=tie)
-    blocks = r.choices(d.get("block", "C3k2"), f"{field}.block", lambda v, f: r.choice(v, f, tuple(STAGE_BLOCKS)))
-    se = _parse_se(r, f"{field}.se", d.get("se", {"placement": "none"}))
-    kernels = r.choices(d.get("kernels", [[3]]), f"{field}.kernels", lambda v, f: _kernel_set(r, v, f))
-    downsamples = r.choices(d.get("downsample", "Conv"), f"{field}.downsample",
-                            lambda v, f: r.choice(v, f, DOWNSAMPLES))
-    widths = r.choices(d.get("width", 1.0), f"{field}.width", lambda v, f: _width(r, v, f))
-    depths = (r.choices(d["depth"], f"{field}.depth", lambda v, f: r.integer(v, f, DEPTH_MIN, DEPTH_MAX))
-              if "depth" in d else (None,))
-    return StageSpace(blocks=blocks, kernels=kernels, downsamples=downsamples, widths=widths, depths=depths, **se)
-
-
-def _width(r: Reader, value: Any, field: str) -> float:
-    if not is_width(value):
-        raise r.fail(field, f"must be {WIDTH_RULE}, got {short(value)}")
-    return float(value)
-
-
-def _kernel_set(r: Reader, value: Any, field: str) -> tuple[int, ...]:
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise r.fail(field, "a kernel set must list at least one kernel, got []")
-    ks = tuple(r.choice(k, f"{field}[{i}]", DEPTHWISE_KERNELS) for i, k in enumerate(items))
-    if len(set(ks)) != len(ks):
-        raise r.fail(field, f"kernels in a set must be unique, got {short(value)}")
-    return tuple(sorted(ks))
-
-
-def _parse_se(r: Reader, field: str, value: Any) -> dict[str, Any]:
-    d = r.mapping(value, field, SE_KEYS)
-    placements = r.choices(d.get("placement", "none"), f"{field}.placement",
-                           lambda v, f: r.choice(v, f, SE_PLACEMENTS))
-    kinds = r.choices(d.get("kind", "fixed"), f"{field}.kind", lambda v, f: r.choice(v, f, SE_KINDS))
-    reductions = r.choices(d.get("reduction", 4), f"{field}.reduction",
-                           lambda v, f: r.integer(v, f, 1, MAX_RATIO))
-    mins = r.choices(d.get("min_ratio", 4), f"{field}.min_ratio", lambda v, f: r.integer(v, f, 1, MAX_RATIO))
-    maxs = r.choices(d.get("max_ratio", 16), f"{field}.max_ratio", lambda v, f: r.integer(v, f, 1, MAX_RATIO))
-    bounds = tuple((a, b) for a in mins for b in maxs if a < b)
-    if not bounds and "dynamic" in kinds:
-        raise r.fail(f"{field}.min_ratio", f"must be < max_ratio for at least one pair, got min_ratio "
-                     f"{list(mins)} and max_ratio {list(maxs)}")
-    return {"se_placements": placements, "se_kinds": kinds, "reductions": reductions,
-            "ratio_bounds": bounds or ((4, 16),)}
 
 
 def _parse_objectives(r: Reader, value: Any) -> tuple[tuple[str, str], ...]:

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from blocks.registry import DEFAULT_BACKBONE, stage_block
-from search.space.schema import SpaceFile, StageSpace
+from search.space.schema import SpaceFile
+from search.space.stages import StageSpace
 from trainers.model.architecture import Architecture, StageChoice, canonical_head_stem
 from trainers.model.layout import STAGE_LAYERS, stock_depth
 from trainers.model.supernet_spec import HeadStem, StageCandidates, SupernetSpec

@@ -24,25 +24,10 @@ from typing import Any
 from blocks.registry import DEFAULT_BACKBONE
 from search.space import OneShotSettings, SearchSpace, SpaceError
 from search.study.config import MODES, ONESHOT_FLAGS, RunConfig
-from trainers.cli import OneLineParser, device_arg, fail, log, positive_int
+from trainers.cli import OneLineParser, device_arg, fail, log, positive_float, positive_int
 from trainers.latency.setting import BACKEND_NAMES
 from trainers.train.results import TrialSettings
 from trainers.train.threads import AUTO, thread_count_arg
-
-
-def positive_float(name: str) -> Callable[[str], float]:
-    """argparse ``type=`` for a positive finite float."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
-        return value
-
-    return parse
 
 
 def rungs_arg(text: str) -> tuple[int, ...]:

@@ -77,6 +77,21 @@ def positive_int(name: str, lo: int = 1, hi: int = 1_000_000) -> Any:
     return parse
 
 
+def positive_float(name: str) -> Any:
+    """argparse ``type=`` for a finite float ``> 0`` with a message naming ``name``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
+        if not 0 < value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
 def non_negative_float(name: str) -> Any:
     """argparse ``type=`` for a finite float ``>= 0`` with a message naming ``name``."""
     import math

@@ -50,6 +50,8 @@ def main() -> None:
     p.add_argument("--model", help="a cost model file (default: unit weights)")
     p.add_argument("--check", type=int, default=20, help="summed predictions compared with a full trace")
     args = p.parse_args()
+    if args.archs < 1 or args.check < 0:
+        p.error(f"--archs must be >= 1 and --check >= 0, got {args.archs} and {args.check}")
     space = SearchSpace.load(args.space)
     setting = space.spec.latency
     archs = list(samples(space, args.archs, args.seed).values())
@@ -70,7 +72,7 @@ def main() -> None:
         model.predict_ms(cache.features(arch))
     warm = (time.perf_counter() - t0) / len(archs)
     mismatches = 0
-    checked = archs[-args.check:]
+    checked = archs[len(archs) - args.check:] if args.check else []
     for arch in checked:
         full = graph_features(build_model(arch, nc=80), setting.imgsz, setting.head)
         mismatches += abs(model.predict_ratio(full) - model.predict_ratio(cache.features(arch))) > 1e-9 * max(

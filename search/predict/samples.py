@@ -67,7 +67,7 @@ def load_samples(path: str | Path, conditions: TargetConditions) -> MeasuredSamp
         ratios = tuple(float(r) for r in data["ratios"])
         again = tuple(float(r) for r in data.get("again", ()))
         stock_ms = float(data["stock_ms"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
         raise ValueError(f"latency samples {str(path)!r} cannot be read: {e}") from e
     if len(archs) != len(ratios) or len(again) > len(archs):
         raise ValueError(f"latency samples {str(path)!r}: {len(archs)} architectures, {len(ratios)} ratios, "

@@ -64,3 +64,12 @@ def test_fit_and_validate_on_saved_samples_recompute_features_and_keep_the_measu
     with pytest.raises(SystemExit) as e:  # the fit's own architectures are not held out
         main(["validate", *common, "--samples", str(fit_file)])
     assert e.value.code == 2 and "not held out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["[]", '{"version": 1}', '{"version": 1, "conditions": {}, "archs": [1]}', "{"])
+def test_a_malformed_samples_file_is_one_value_error(tmp_path: Path, text: str) -> None:
+    space = SearchSpace.load(SPACE)
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_samples(path, TargetConditions.here(space.spec.latency))

@@ -60,9 +60,15 @@ def test_the_cached_sum_equals_a_full_trace_architecture_by_architecture() -> No
     for arch in archs:
         model = build_model(arch, nc=80)
         first = 0 if arch.backbone == "yolo26" else 9  # a RepViT backbone's layers are keyed by its name
-        assert layer_channels(model_dict(arch), 80)[first:] == _channels_of_built(model)[first:], arch.hash
+        assert layer_channels(model_dict(arch))[first:] == _channels_of_built(model)[first:], arch.hash
         assert _same(cache.features(arch), graph_features(model, IMGSZ, "nms_free")), arch.hash
     assert cache.summed >= 1 and cache.traced + cache.summed == len(archs)
+
+
+def test_channels_follow_parse_model_whatever_the_class_count_and_scale() -> None:
+    narrow = Architecture.create({"p2_backbone": StageChoice(width=0.25)})
+    for arch, nc in ((narrow, 64), (Architecture.baseline(scale="s"), 64), (Architecture.baseline(), 16)):
+        assert layer_channels(model_dict(arch)) == _channels_of_built(build_model(arch, nc=nc)), (arch.scale, nc)
 
 
 def test_a_layer_key_changes_with_everything_that_changes_the_layer() -> None:
@@ -81,6 +87,8 @@ def test_a_layer_key_changes_with_everything_that_changes_the_layer() -> None:
         if what != "width":
             assert differ == changed, what
     assert layer_keys(base, 3) != keys  # the class count shapes the head
+    m, large = (layer_keys(Architecture.baseline(scale=s), 80) for s in ("m", "l"))
+    assert all(a != b for a, b in zip(m, large))  # same widths and channel limit, other depth multiple
     stem = layer_keys(Architecture.create({}, head_stem="repconv"), 80)
     assert [i for i, (k, o) in enumerate(zip(keys, stem)) if k != o] == [len(keys) - 1]
 

@@ -65,9 +65,9 @@ def _model_dict(base: str, scale: str, backbone: str, shapes: tuple[tuple[str, _
     return architecture_model_dict(_base_dict(yaml_name), shapes, _repvit_net(backbone, yaml_name))
 
 
-def layer_channels(cfg: dict[str, Any], nc: int) -> list[tuple[tuple[int, ...], int]]:
+def layer_channels(cfg: dict[str, Any]) -> list[tuple[tuple[int, ...], int]]:
     """``(input channels, output channels)`` of every layer of a YOLO26 model dict, as Ultralytics' ``parse_model``
-    sizes them for ``nc`` classes (the Detect head's output is given as 0)."""
+    sizes them (the Detect head's output is given as 0)."""
     from ultralytics.utils.ops import make_divisible
 
     _, width, max_channels = cfg["scales"][cfg["scale"]]
@@ -76,7 +76,7 @@ def layer_channels(cfg: dict[str, Any], nc: int) -> list[tuple[tuple[int, ...], 
     for f, _, module, args in cfg["backbone"] + cfg["head"]:
         ins = tuple((ch[x] if ch else 3) for x in (f if isinstance(f, list) else [f]))
         if module in CHANNEL_MODULES:
-            c2 = args[0] if args[0] == nc else make_divisible(min(args[0], max_channels) * width, 8)
+            c2 = make_divisible(min(args[0], max_channels) * width, 8)
         elif module == "Concat":
             c2 = sum(ins)
         elif module == "Detect":
@@ -90,9 +90,10 @@ def layer_channels(cfg: dict[str, Any], nc: int) -> list[tuple[tuple[int, ...], 
 
 def layer_keys(arch: Architecture, nc: int) -> list[str]:
     """One key per top-level layer of ``arch``'s model: everything the layer's fused operators depend on besides
-    the deployment image size and head (module, repeats and arguments, input and output channels, the choice
-    that builds it, ``nc``), as text (a stage's choice by its ``repr``: a frozen dataclass of all its fields)."""
-    layers = _layout(arch.base, arch.scale, arch.backbone, _shapes(arch), nc)
+    the deployment image size and head (module, repeats and arguments, input and output channels, the base
+    config and its scale's depth, width and channel limit, the dict's model-level fields, the choice that builds
+    it, ``nc`` for the head), as text (a stage's choice by its ``repr``: a frozen dataclass of all its fields)."""
+    layers = _layout(arch.base, arch.scale, arch.backbone, _shapes(arch))
     built = stages_of_backbone(arch.backbone)
     owner: dict[int, Any] = {}
     for name, choice in arch.stages:
@@ -108,12 +109,14 @@ def layer_keys(arch: Architecture, nc: int) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _layout(base: str, scale: str, backbone: str, shapes: tuple[tuple[str, _Shape], ...], nc: int) -> tuple[str, ...]:
-    """Per layer of the model dict: its repeats, module and arguments, and its channels, as text (they depend on
-    the stages' widths and depths only, so they are cached by them)."""
+def _layout(base: str, scale: str, backbone: str, shapes: tuple[tuple[str, _Shape], ...]) -> tuple[str, ...]:
+    """Per layer of the model dict: its repeats, module and arguments, its channels and what the whole dict sets
+    (base, scale multiples, model-level fields), as text; cached by the stages' widths and depths."""
     cfg = _model_dict(base, scale, backbone, shapes)
-    return tuple(repr((layer[1:], channels)) for layer, channels in
-                 zip(cfg["backbone"] + cfg["head"], layer_channels(cfg, nc)))
+    model_level = {k: v for k, v in cfg.items() if k not in ("backbone", "head", "scales")}  # scale, reg_max, ...
+    common = (base, cfg["scales"][cfg["scale"]], sorted(model_level.items(), key=str))
+    return tuple(repr((layer[1:], channels, common)) for layer, channels in
+                 zip(cfg["backbone"] + cfg["head"], layer_channels(cfg)))
 
 
 class LayerFeatureCache:

@@ -185,7 +185,9 @@ def predicted_report(model: Any, setting: LatencySetting, cost_model: CostModel)
 
 def graph_from(model: Any, setting: LatencySetting) -> GraphFeatures:
     """The operator features of ``model``'s deployed form in ``setting``: from the layer cache when the model records
-    its architecture (:func:`trainers.model.build.build_model` models), else by tracing it."""
+    its architecture (:func:`trainers.model.build.build_model` models; a layer not cached yet is traced on a model
+    built afresh from that architecture, so a checkpoint never puts its own modules into the shared cache), else
+    by tracing the model itself."""
     from trainers.latency.features import graph_features
 
     recorded = getattr(model, "yaml", None) or {}
@@ -194,5 +196,5 @@ def graph_from(model: Any, setting: LatencySetting) -> GraphFeatures:
         from trainers.model.build import architecture_of
 
         cache = shared_cache(setting.imgsz, setting.head, int(recorded["nc"]))
-        return cache.features(architecture_of(model), model)
+        return cache.features(architecture_of(model))
     return graph_features(model, setting.imgsz, setting.head)

@@ -61,16 +61,17 @@ def setting_of(args: Any) -> tuple[Any, LatencySetting]:
     return space, setting
 
 
-def _measured_or_reused(args: Any, archs: Any, setting: LatencySetting, twice: int) -> tuple[Any, tuple[float, ...]]:
-    """``(Measured, second-pass ratios)``: measured now (``archs()`` picks them), or read from ``--samples``."""
+def _measured_or_reused(args: Any, archs: Any, setting: LatencySetting, conditions: Any,
+                        twice: int) -> tuple[Any, tuple[float, ...]]:
+    """``(Measured, second-pass ratios)``: measured now (``archs()`` picks them), or read from ``--samples`` (which
+    must have been measured at ``conditions``)."""
     from search.predict.fit import Measured, Measurement, graphs_of, measure_ratios
     from search.predict.samples import load_samples
-    from trainers.latency.predictor import TargetConditions
 
     how = Measurement(rounds=args.rounds, group=args.group)
     if args.samples:
         try:
-            s = load_samples(args.samples, TargetConditions.here(setting))
+            s = load_samples(args.samples, conditions)
         except ValueError as e:
             fail(str(e))
         log(f"{args.command}: {len(s.archs)} architectures measured earlier ({args.samples}), features recomputed")
@@ -88,10 +89,9 @@ def fit_command(args: Any, space: Any, setting: LatencySetting) -> int:
     from search.predict.samples import samples_path, save_samples
     from trainers.latency.predictor import TargetConditions, fit_cost_model
 
-    t0 = time.perf_counter()
+    t0, conditions = time.perf_counter(), TargetConditions.here(setting)
     measured, _ = _measured_or_reused(args, lambda: sample_architectures(space, args.archs or 150, args.seed),
-                                      setting, 0)
-    conditions = TargetConditions.here(setting)
+                                      setting, conditions, 0)
     try:
         model = fit_cost_model(list(measured.graphs), list(measured.ratios), conditions,
                                measured.stock_ms, space=str(Path(args.space).resolve()))
@@ -117,15 +117,17 @@ def validate_command(args: Any, space: Any, setting: LatencySetting) -> int:
     from trainers.latency.predictor import CostModel, TargetConditions
 
     path = Path(args.latency_model) if args.latency_model else model_path(args.studies_dir, setting)
+    conditions = TargetConditions.here(setting)
     try:
         model = CostModel.load(path)
-        model.check_target(TargetConditions.here(setting))
+        model.check_target(conditions)
     except ValueError as e:
         fail(str(e))
     t0 = time.perf_counter()
     fitted = frozenset(model.stats.get("hashes", ()))
     first, again = _measured_or_reused(args, lambda: sample_architectures(
-        space, args.archs or 100, args.seed + 1000, exclude=fitted, with_corners=False), setting, args.twice)
+        space, args.archs or 100, args.seed + 1000, exclude=fitted, with_corners=False), setting, conditions,
+        args.twice)
     held_out = first.archs
     if seen := [a.hash for a in held_out if a.hash in fitted]:
         fail(f"--samples {args.samples}: {len(seen)} of its architectures are in the fit of model {model.model_id} "
@@ -139,7 +141,7 @@ def validate_command(args: Any, space: Any, setting: LatencySetting) -> int:
     report = {"model": model.model_id, "target": setting.target, "rows": rows, "seconds": time.perf_counter() - t0,
               "pairs": [[a.hash, p, m] for a, p, m in zip(held_out, predicted, first.ratios)]}
     out.write_text(json.dumps(report, indent=1))
-    save_samples(samples_path(path, "validation"), first, TargetConditions.here(setting), again)
+    save_samples(samples_path(path, "validation"), first, conditions, again)
     out.with_suffix(".txt").write_text(table + "\n")
     scatter_png(predicted, list(first.ratios), out.with_suffix(".png"), f"{setting.target} ({model.model_id})")
     print(table)

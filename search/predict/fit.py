@@ -88,10 +88,10 @@ def measure_ratios(archs: Sequence[Architecture], setting: LatencySetting, how: 
     graphs: list[GraphFeatures] = []
     ratios: list[float] = []
     stocks: list[float] = []
+    cache = shared_cache(setting.imgsz, setting.head, how.nc)
     for models, reports, stock in stock_groups(archs, setting, how, log):
         stocks.append(stock)
         ratios += [r.median_ms / stock for r in reports]
-        cache = shared_cache(setting.imgsz, setting.head, how.nc)
         graphs += [cache.features(a, m) for a, m in zip(archs[len(graphs):], models)]
     return Measured(tuple(archs), tuple(graphs), tuple(ratios), statistics.median(stocks))
 

@@ -184,7 +184,6 @@ def count_operators(detector: Any, imgsz: int, device: str) -> list[GraphFeature
     finally:
         for h in hooks:
             h.remove()
-    parts = [counter.tallies[i].graph() if i in counter.tallies else GraphFeatures((), frozenset(), frozenset())
-             for i in range(len(layers))]
+    parts = [counter.tallies[i].graph() for i in range(len(layers))]  # a layer that ran no operator: empty
     parts[-1] = merge([parts[-1], counter.tallies[-1].graph()])
     return parts

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -29,6 +30,18 @@ stages:
 latency: {imgsz: 64, device: cpu}
 train: {epochs: 1, imgsz: 64, batch: 4}
 """
+
+
+def space_of(text: str) -> Any:
+    """A :class:`~search.space.SearchSpace` from YAML text (dedented), named ``test.yaml``."""
+    import textwrap
+
+    import yaml
+
+    from search.space import SearchSpace
+    from search.space.schema import parse_space
+
+    return SearchSpace(parse_space(yaml.safe_load(textwrap.dedent(text)), "test.yaml"))
 
 
 def run_search(tmp: Path, space_text: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:

@@ -1,20 +1,15 @@
 """Search spaces in-process: the shipped files validate, bad data raises ``SpaceError`` naming the field,
 and sampling through Optuna is conditional (only applicable parameters, ties follow their target).
-
-``size()`` and ``dimensions()`` are checked against a brute-force walk of every path through
-``SearchSpace.suggest`` (a scripted trial that tries every choice of every call it receives).
+``size()`` and ``dimensions()``: ``test_space_size.py``.
 """
 
 from __future__ import annotations
 
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from blocks.registry import stage_block
 from search.space import SearchSpace, SpaceError, load_space
@@ -27,57 +22,7 @@ SHIPPED = sorted((REPO / "spaces").glob("*.yaml"))
 DEFAULT = REPO / "spaces" / "yolo26.yaml"
 WIDE = REPO / "spaces" / "yolo26_wide.yaml"  # the previous default, centred above stock
 
-# Computed by hand below (test_tiny_space_size_and_dimensions_by_hand).
-TINY = """
-stages:
-  p3_backbone:
-    block: [C3k2, RepViT, C3k2_RVB_SE, OREPA]
-    se: {placement: [none, after_concat, in_blocks], kind: [fixed, dynamic], reduction: [4, 8],
-         min_ratio: [4], max_ratio: [8, 16]}
-    kernels: [[3], [3, 5]]
-    downsample: [Conv, RepConv]
-  p4_neck:
-    block: [C3k2, OREPA]
-  p3_out: {tie: p3_backbone}
-"""
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def space_of(text: str) -> SearchSpace:
-    return SearchSpace(parse_space(yaml.safe_load(textwrap.dedent(text)), "test.yaml"))
-
-
-class ScriptedTrial:
-    """A ``TrialLike`` that answers call ``i`` with choice ``script[i]`` (0 past the script) and records the calls."""
-
-    def __init__(self, script: Sequence[int]):
-        self.script = list(script)
-        self.calls: list[tuple[str, int]] = []
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        i = len(self.calls)
-        pick = self.script[i] if i < len(self.script) else 0
-        assert name not in self.params, f"{name} suggested twice in one trial"
-        self.calls.append((name, len(choices)))
-        self.params[name] = choices[pick]
-        return choices[pick]
-
-
-def every_path(space: SearchSpace) -> list[tuple[Architecture, dict[str, Any]]]:
-    """Every (architecture, params) ``suggest`` can produce: a depth-first walk over the choices of every call."""
-    out: list[tuple[Architecture, dict[str, Any]]] = []
-    todo: list[list[int]] = [[]]
-    while todo:
-        script = todo.pop()
-        trial = ScriptedTrial(script)
-        arch = space.suggest(trial)
-        taken = script + [0] * (len(trial.calls) - len(script))
-        for depth in range(len(script), len(trial.calls)):
-            todo.extend(taken[:depth] + [alt] for alt in range(1, trial.calls[depth][1]))
-        out.append((arch, trial.params))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- shipped files
@@ -322,87 +267,3 @@ def test_head_stem_is_sampled_where_listed_and_replays() -> None:
     assert seen == {("stock", 2), ("repconv", 1), ("repconv", 2)}
     assert space.baseline_params()["head_stem"] == "stock"
     assert SearchSpace.load(DEFAULT).spec.head_stems == ("stock",)  # the default space does not list it
-
-
-# ---------------------------------------------------------------------------------------------- size, dimensions
-
-
-def test_tiny_space_size_and_dimensions_by_hand() -> None:
-    space = space_of(TINY)
-    # p3_backbone (downsample: 2 choices):
-    #   C3k2 2 + OREPA 2
-    #   RepViT      2 ds * 2 kernel sets * (1 off + in_blocks * (2 reductions + 2 ratio pairs))     = 20
-    #   C3k2_RVB_SE 2 ds * 2 kernel sets * (1 off + 2 placements * (2 reductions + 2 ratio pairs)) = 36
-    # p4_neck: C3k2 or OREPA (no stride-2 conv before it) = 2; p3_out is tied to p3_backbone.
-    assert space.size() == (2 + 2 + 20 + 36) * 2 == 120
-    # p3_backbone.{block, RepViT.se, C3k2_RVB_SE.se, se_kind, se_reduction, se_ratios, kernels, downsample}
-    # and p4_neck.block.
-    assert space.dimensions() == 9
-
-
-@pytest.mark.parametrize("text", [
-    TINY,
-    """
-    stages:
-      p4_neck: {block: [RepViT, C3k2_RVB_SE], se: {placement: [after_concat, in_blocks], reduction: [4, 16]},
-                kernels: [[3], [5], [3, 7]], downsample: [Conv, RepConv, OREPA]}
-      p4_out: {tie: p4_neck}
-    """,
-    """
-    stages:
-      p5_backbone: {block: [RepViT, OREPA], se: {placement: [in_blocks], kind: dynamic, min_ratio: [2, 4],
-                                                 max_ratio: [4, 8]}}
-      p2_backbone: {block: C3k2_RVB_SE, kernels: [[3], [3, 5, 7, 9, 11]]}
-    """,
-    """
-    head_stem: [stock, repconv]
-    head_stem_layers: [1, 2]
-    stages:
-      p3_backbone: {block: [C3k2, RepBlock], downsample: [Conv, RepConv], depth: [1, 2]}
-      p3_out: {tie: p3_backbone}
-    """,
-    """
-    head_stem: repconv
-    head_stem_layers: [2, 1]
-    stages:
-      p4_neck: {block: [RepBlock, OREPA]}
-    """,
-    """
-    head_stem: [repconv, stock]
-    head_stem_layers: 1
-    stages:
-      p4_neck: {block: RepBlock}
-    """,
-], ids=["tiny", "neck-tied-to-out", "dynamic-only", "repblock-head-stems", "repconv-head-only", "one-layer-count"])
-def test_size_and_dimensions_match_a_walk_of_every_choice(text: str) -> None:
-    space = space_of(text)
-    paths = every_path(space)
-    hashes = {a.hash for a, _ in paths}
-    assert len(hashes) == len(paths), "two different choice paths gave the same architecture"
-    assert space.size() == len(paths)
-    assert space.dimensions() == len({k for _, p in paths for k in p})
-
-
-@pytest.mark.parametrize("stage, expected", [
-    ("{block: [C3k2, OREPA], se: {placement: [none, in_blocks], kind: [fixed, dynamic], reduction: [4, 8]},"
-     " kernels: [[3], [3, 5]]}", {"p3_backbone.block"}),
-    ("{block: RepViT, se: {placement: [none, after_concat], kind: [fixed, dynamic], reduction: [4, 8]}}", set()),
-    ("{block: RepViT, se: {placement: in_blocks, kind: fixed, max_ratio: [8, 16]}}", set()),
-    ("{block: RepViT, se: {placement: in_blocks, kind: dynamic, reduction: [4, 8]}}", set()),
-    ("{block: [RepBlock, C3k2], se: {placement: [none, in_blocks]}, kernels: [[3], [5]]}\nhead_stem: stock\n"
-     "head_stem_layers: [1, 2]", {"p3_backbone.block"}),
-], ids=["no-block-takes-se-or-kernels", "placement-not-for-this-block", "ratios-but-fixed", "reductions-but-dynamic",
-        "repblock-and-stock-head"])
-def test_dimensions_count_only_parameters_that_can_be_suggested(stage: str, expected: set[str]) -> None:
-    """``dimensions()`` is the number of distinct parameter names ``suggest`` can ask for.
-
-    Options no picked block can use are not dimensions: ``kernels`` when no listed block takes
-    kernels, SE options when no listed block takes a listed placement, ``se_reduction``
-    (``se_ratios``) when no listed SE kind is ``fixed`` (``dynamic``). (``dimensions`` once counted them.)
-    """
-    space = space_of(f"stages:\n  p3_backbone: {stage}\n")
-    paths = every_path(space)
-    names = {k for _, p in paths for k in p}
-    assert names == expected
-    assert space.size() == len(paths)
-    assert space.dimensions() == len(names)

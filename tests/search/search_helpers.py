@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,38 @@ stages:
 latency: {imgsz: 64, device: cpu}
 train: {epochs: 1, imgsz: 64, batch: 4}
 """
+
+
+class ScriptedTrial:
+    """A ``TrialLike`` that answers call ``i`` with choice ``script[i]`` (0 past the script) and records the calls."""
+
+    def __init__(self, script: Sequence[int]):
+        self.script = list(script)
+        self.calls: list[tuple[str, int]] = []
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        i = len(self.calls)
+        pick = self.script[i] if i < len(self.script) else 0
+        assert name not in self.params, f"{name} suggested twice in one trial"
+        self.calls.append((name, len(choices)))
+        self.params[name] = choices[pick]
+        return choices[pick]
+
+
+def every_path(space: Any) -> list[tuple[Any, dict[str, Any]]]:
+    """Every (architecture, params) ``suggest`` can produce: a depth-first walk over the choices of every call."""
+    out: list[tuple[Any, dict[str, Any]]] = []
+    todo: list[list[int]] = [[]]
+    while todo:
+        script = todo.pop()
+        trial = ScriptedTrial(script)
+        arch = space.suggest(trial)
+        taken = script + [0] * (len(trial.calls) - len(script))
+        for depth in range(len(script), len(trial.calls)):
+            todo.extend(taken[:depth] + [alt] for alt in range(1, trial.calls[depth][1]))
+        out.append((arch, trial.params))
+    return out
 
 
 def space_of(text: str) -> Any:

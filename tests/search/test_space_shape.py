@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
-from test_space import every_path, space_of
+from search_helpers import every_path, space_of
 
 from search.space import SearchSpace, SpaceError
 from search.space.schema import parse_space

@@ -4,14 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pytest
-from search_helpers import space_of
-
-from search.space import SearchSpace
-from trainers.model.architecture import Architecture
+from search_helpers import every_path, space_of
 
 # Computed by hand below (test_tiny_space_size_and_dimensions_by_hand).
 TINY = """
@@ -26,38 +20,6 @@ stages:
     block: [C3k2, OREPA]
   p3_out: {tie: p3_backbone}
 """
-
-
-class ScriptedTrial:
-    """A ``TrialLike`` that answers call ``i`` with choice ``script[i]`` (0 past the script) and records the calls."""
-
-    def __init__(self, script: Sequence[int]):
-        self.script = list(script)
-        self.calls: list[tuple[str, int]] = []
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        i = len(self.calls)
-        pick = self.script[i] if i < len(self.script) else 0
-        assert name not in self.params, f"{name} suggested twice in one trial"
-        self.calls.append((name, len(choices)))
-        self.params[name] = choices[pick]
-        return choices[pick]
-
-
-def every_path(space: SearchSpace) -> list[tuple[Architecture, dict[str, Any]]]:
-    """Every (architecture, params) ``suggest`` can produce: a depth-first walk over the choices of every call."""
-    out: list[tuple[Architecture, dict[str, Any]]] = []
-    todo: list[list[int]] = [[]]
-    while todo:
-        script = todo.pop()
-        trial = ScriptedTrial(script)
-        arch = space.suggest(trial)
-        taken = script + [0] * (len(trial.calls) - len(script))
-        for depth in range(len(script), len(trial.calls)):
-            todo.extend(taken[:depth] + [alt] for alt in range(1, trial.calls[depth][1]))
-        out.append((arch, trial.params))
-    return out
 
 
 def test_tiny_space_size_and_dimensions_by_hand() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from blocks.registry import DEFAULT_BACKBONE
 from search.space import OneShotSettings, SearchSpace, SpaceError
 from search.study.config import MODES, ONESHOT_FLAGS, RunConfig
-from trainers.cli import OneLineParser, device_arg, fail, log, positive_float, positive_int
+from trainers.cli import OneLineParser, device_arg, fail, log, positive_float, positive_int, train_device_arg
 from trainers.latency.setting import BACKEND_NAMES
 from trainers.train.results import TrialSettings
 from trainers.train.threads import AUTO, thread_count_arg
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-top", type=positive_int("--retrain-top", 0, 1000),
                    help="oneshot: front architectures retrained stand-alone after the search, with stock, on "
                         "the space's train schedule; 0: none (default: oneshot.retrain_top)")
+    p.add_argument("--supernet-device", type=train_device_arg("--supernet-device"),
+                   help="oneshot: where the supernet trains, e.g. 0,1 for DDP on two GPUs (default: --device); "
+                        "subnets are scored on --device")
     p.add_argument("--include-presets", nargs="?", const="all", metavar="NAMES",
                    help="also evaluate the design references' fixed architectures of spaces/presets as trials "
                         "(all, or a comma-separated list of names; default: the space's presets)")
@@ -177,6 +180,7 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
     if args.mode == "oneshot":
         one = oneshot_settings(args, space)
         _check_retrain_top(args, one)
+        _check_supernet_device(one)
         cfg = replace(cfg, trials=one.subnets, sampler=args.sampler or "nsga2", mode="oneshot", oneshot=one)
     elif given := [flag for flag, name in ONESHOT_FLAGS if getattr(args, name) is not None]:
         fail(f"{given[0]} needs --mode oneshot")
@@ -203,7 +207,7 @@ def oneshot_settings(args: argparse.Namespace, space: SearchSpace) -> OneShotSet
     """The space's ``oneshot`` section with the ``--supernet-epochs``/``--subnets``/... flags over it."""
     one = space.spec.oneshot
     flags = {"supernet_epochs": args.supernet_epochs, "subnets": args.subnets, "calib_images": args.calib_images,
-             "retrain_top": args.retrain_top}
+             "retrain_top": args.retrain_top, "supernet_device": args.supernet_device}
     return replace(one, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -217,6 +221,16 @@ def _check_retrain_top(args: argparse.Namespace, one: OneShotSettings) -> None:
         source = "--retrain-top" if args.retrain_top is not None else f"{args.space}: oneshot.retrain_top"
         fail(f"{source} {one.retrain_top} is larger than the front can be: {one.subnets} subnets put at most "
              f"{one.subnets - 1} architectures besides stock on it (--retrain-top 0 retrains none)")
+
+
+def _check_supernet_device(one: OneShotSettings) -> None:
+    """Exit 2 with one line when ``--supernet-device`` lists GPUs this machine does not have."""
+    from trainers.train.devices import check_gpus
+
+    try:
+        check_gpus(one.supernet_device or "")
+    except ValueError as e:
+        fail(f"--supernet-device: {e}")
 
 
 def _check_rungs(cfg: RunConfig, source: str) -> None:
@@ -334,8 +348,8 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
     bounds = [c.value for c in cfg.constraints if c.metric == "params_m" and c.op == "<="]
     max_params = int(min(bounds) * 1e6) if bounds else None
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
-                                batch=t.batch, device=train_device(t.device), seed=cfg.seed, head=t.head,
-                                max_params=max_params)
+                                batch=t.batch, device=train_device(one.supernet_device or t.device), seed=cfg.seed,
+                                head=t.head, max_params=max_params)
     log(f"supernet: {spec.paths()} paths, {one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per "
         f"batch of {t.batch}{f'; paths over params_m <= {min(bounds):g} drawn again' if bounds else ''}) in {folder}")
     t0 = time.time()

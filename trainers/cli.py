@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -116,6 +117,18 @@ def existing_file(name: str) -> Any:
         if not p.is_file():
             raise argparse.ArgumentTypeError(f"no such file {text!r}")
         return p
+
+    return parse
+
+
+def train_device_arg(flag: str) -> Callable[[str], str]:
+    """argparse ``type=`` for a training device: :func:`device_arg`'s or several GPU indices (``0,1``: DDP)."""
+    from trainers.train.devices import TRAIN_DEVICE_ALLOWED, is_train_device
+
+    def parse(text: str) -> str:
+        if not is_train_device(text):
+            raise argparse.ArgumentTypeError(f"{flag} must be {TRAIN_DEVICE_ALLOWED}, got {text!r}")
+        return text
 
     return parse
 

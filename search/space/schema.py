@@ -95,13 +95,16 @@ class OneShotSettings:
 
     ``supernet_epochs``: SPOS training epochs of the supernet; ``subnets``: architectures scored on it
     (the trials); ``calib_images``: train images BatchNorm is recalibrated on before scoring a subnet
-    (0: no recalibration); ``retrain_top``: front architectures retrained stand-alone afterwards.
+    (0: no recalibration); ``retrain_top``: front architectures retrained stand-alone afterwards;
+    ``supernet_device``: where the supernet trains (``--supernet-device`` only, not in the space file: it is the
+    machine's), e.g. ``0,1`` for DDP on two GPUs; ``None``: the run's ``--device``.
     """
 
     supernet_epochs: int = 24
     subnets: int = 200
     calib_images: int = 64
     retrain_top: int = 2
+    supernet_device: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ CONFIG_VERSION = 1
 DEFAULT_OBJECTIVES: tuple[tuple[str, str], ...] = (("map50_95", "maximize"), ("latency_ms", "minimize"))
 MODES = ("trial", "oneshot")
 ONESHOT_FLAGS = (("--supernet-epochs", "supernet_epochs"), ("--subnets", "subnets"), ("--calib-images", "calib_images"),
-                 ("--retrain-top", "retrain_top"))
+                 ("--retrain-top", "retrain_top"), ("--supernet-device", "supernet_device"))
 
 
 def parse_constraint(text: str) -> Constraint:

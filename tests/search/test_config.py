@@ -150,16 +150,19 @@ def test_oneshot_mode_and_settings_are_recorded_and_in_the_command(tmp_path: Pat
     import shlex
 
     cfg, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st"), "--mode", "oneshot",
-                       "--supernet-epochs", "2", "--subnets", "9", "--calib-images", "0", "--retrain-top", "4"])
+                       "--supernet-epochs", "2", "--subnets", "9", "--calib-images", "0", "--retrain-top", "4",
+                       "--supernet-device", "cpu"])
     assert cfg.mode == "oneshot" and cfg.trials == 9 and cfg.sampler == "nsga2"
     assert (cfg.oneshot.supernet_epochs, cfg.oneshot.subnets, cfg.oneshot.calib_images,
-            cfg.oneshot.retrain_top) == (2, 9, 0, 4)
+            cfg.oneshot.retrain_top, cfg.oneshot.supernet_device) == (2, 9, 0, 4, "cpu")
     command = cfg.command()
-    for words in ("--mode oneshot", "--supernet-epochs 2", "--subnets 9", "--calib-images 0", "--retrain-top 4"):
+    for words in ("--mode oneshot", "--supernet-epochs 2", "--subnets 9", "--calib-images 0", "--retrain-top 4",
+                  "--supernet-device cpu"):
         assert words in command
     assert validate(shlex.split(command)[3:])[0] == cfg  # the printed command reruns one-shot mode
     assert RunConfig.from_record(cfg.to_record()) == cfg
-    assert cfg.to_record()["oneshot"] == {"supernet_epochs": 2, "subnets": 9, "calib_images": 0, "retrain_top": 4}
+    assert cfg.to_record()["oneshot"] == {"supernet_epochs": 2, "subnets": 9, "calib_images": 0, "retrain_top": 4,
+                                          "supernet_device": "cpu"}
     trial, _ = validate(["--space", str(space_file), "--studies-dir", str(tmp_path / "st")])
     assert (trial.mode, trial.oneshot) == ("trial", None) and "--mode trial" in trial.command()
     assert "--subnets" not in trial.command()
@@ -177,6 +180,12 @@ def test_a_run_config_recorded_before_the_mode_reads_as_per_trial(tmp_path: Path
     (["--mode", "oneshot", "--subnets", "5", "--retrain-top", "5"],
      "--retrain-top 5 is larger than the front can be: 5 subnets put at most 4 architectures besides stock"),
     (["--mode", "oneshot", "--subnets", "2"], "oneshot.retrain_top 2 is larger than the front can be"),
+    (["--supernet-device", "cpu"], "--supernet-device needs --mode oneshot"),
+    (["--mode", "oneshot", "--supernet-device", "0;1"], "--supernet-device must be 'auto', 'cpu', 'cuda', 'cuda:N', "
+                                                        "a GPU index or GPU indices such as '0,1', got '0;1'"),
+    (["--mode", "oneshot", "--supernet-device", "0,63"],
+     "--supernet-device: device '0,63' asks for GPUs [0, 63]; this machine has"),
+    (["--mode", "oneshot", "--supernet-device", "1,1"], "--supernet-device: device '1,1' names a GPU twice"),
 ])
 def test_oneshot_flags_are_checked_in_one_line(tmp_path: Path, space_file: Path, flags: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

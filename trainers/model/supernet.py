@@ -42,7 +42,7 @@ from trainers.model.weight_sharing import share_within_families
 from trainers.model.yolo26 import HEAD_BRANCHES, adopt_layer_attrs, build_downsample, build_head_branch, build_stage
 
 __all__ = ["ChoiceModule", "PathParams", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules",
-           "set_path", "supernet_from_yaml"]
+           "set_path", "supernet_from_yaml", "supernet_yaml"]
 
 
 class ChoiceModule(nn.Module):
@@ -155,16 +155,20 @@ class SupernetModel(RepDetectionModel):
         return self
 
 
-def build_supernet(spec: SupernetSpec, nc: int = 80, verbose: bool = False) -> SupernetModel:
-    """Build the supernet of ``spec`` with ``nc`` classes (training form); its path starts at the first candidates."""
+def supernet_yaml(spec: SupernetSpec) -> dict[str, Any]:
+    """The ``model.yaml`` dict of the supernet of ``spec``: the resized YOLO26 dict with ``spec`` under ``supernet``."""
     from ultralytics.nn.tasks import yaml_model_load
 
     from trainers.model.yolo26 import resized_model_dict
 
     stem = spec.base.rsplit(".", 1)[0]
     cfg = resized_model_dict(yaml_model_load(f"{stem}{spec.scale}.yaml"), spec.shape().stages)
-    cfg = {**cfg, "supernet": spec.to_dict()}
-    return SupernetModel(cfg, nc=nc, verbose=verbose)
+    return {**cfg, "supernet": spec.to_dict()}
+
+
+def build_supernet(spec: SupernetSpec, nc: int = 80, verbose: bool = False) -> SupernetModel:
+    """Build the supernet of ``spec`` with ``nc`` classes (training form); its path starts at the first candidates."""
+    return SupernetModel(supernet_yaml(spec), nc=nc, verbose=verbose)
 
 
 def supernet_from_yaml(cfg: dict[str, Any], nc: int, verbose: bool = False) -> SupernetModel:

@@ -13,11 +13,33 @@ from typing import Any
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:[0-9]+|[0-9]+")
 DEVICE_ALLOWED = "'auto', 'cpu', 'cuda', 'cuda:N' or a GPU index"
+GPUS_PATTERN = re.compile(r"[0-9]+(,[0-9]+)+")
+TRAIN_DEVICE_ALLOWED = f"{DEVICE_ALLOWED[:-len(' or a GPU index')]}, a GPU index or GPU indices such as '0,1'"
 
 
 def is_device(text: Any) -> bool:
     """Whether ``text`` is a device string this project accepts (see :data:`DEVICE_PATTERN`)."""
     return isinstance(text, str) and DEVICE_PATTERN.fullmatch(text) is not None
+
+
+def is_train_device(text: Any) -> bool:
+    """Whether ``text`` is a device a training may run on: a device (:func:`is_device`) or several GPUs (``0,1``),
+    which Ultralytics trains on with DDP, one process per GPU."""
+    return is_device(text) or (isinstance(text, str) and GPUS_PATTERN.fullmatch(text) is not None)
+
+
+def check_gpus(device: str) -> None:
+    """``ValueError`` in one line when ``device`` lists GPUs (``0,1``) that this machine does not have."""
+    if GPUS_PATTERN.fullmatch(device) is None:
+        return
+    import torch
+
+    wanted, have = [int(i) for i in device.split(",")], torch.cuda.device_count()
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"device {device!r} names a GPU twice")
+    if max(wanted) >= have:
+        raise ValueError(f"device {device!r} asks for GPUs {sorted(set(wanted))}; this machine has {have} "
+                         f"({'indices 0-' + str(have - 1) if have else 'no CUDA GPU'})")
 
 
 def resolve_device(device: str = "auto") -> Any:

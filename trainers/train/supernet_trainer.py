@@ -18,8 +18,14 @@ training is off (``val=False``): a supernet is scored per subnet, after BN recal
 path of the EMA copy, and ``fuse()`` of the supernet is a no-op, so that leaves it intact.
 A path over ``SupernetSettings.max_params`` (the space's ``params_m <= x``, a constraint known before training)
 is drawn again from the same generator (:class:`~trainers.model.supernet.PathParams` counts it without building
-it), so no step trains a path the search would prune. Not done: DDP (every rank would draw the same path
-from the same seed; DDP would need ``find_unused_parameters=True``).
+it), so no step trains a path the search would prune.
+
+Multi-GPU (``device="0,1"``): Ultralytics launches one worker process per GPU and rebuilds the trainer there from
+what it pickles: the trainer class, its arguments, ``trainer.model`` and ``trainer.callbacks``. So the trainer keeps
+the callbacks it is given (the SPOS ones among them) and holds the supernet's ``model.yaml`` dict as ``model``
+(the checkpoint path when resuming): every worker builds the same supernet and draws the same path per step (the
+seed depends on the step only). Ultralytics wraps the model with ``find_unused_parameters=True`` (unless
+``compile``), which a path that leaves most candidates unused needs. Only rank 0 prints progress.
 """
 
 from __future__ import annotations
@@ -33,11 +39,19 @@ from pathlib import Path
 from typing import Any
 
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import DEFAULT_CFG, RANK
 from ultralytics.utils import callbacks as ul_callbacks
 
 from trainers.model.architecture import Architecture
 from trainers.model.heads import DEFAULT_HEAD
-from trainers.model.supernet import PathParams, SupernetModel, build_supernet, set_path, supernet_from_yaml
+from trainers.model.supernet import (
+    PathParams,
+    SupernetModel,
+    build_supernet,
+    set_path,
+    supernet_from_yaml,
+    supernet_yaml,
+)
 from trainers.model.supernet_spec import SupernetSpec
 from trainers.model.weight_sharing import SharedWeightsEMA
 
@@ -84,10 +98,15 @@ class SupernetTrainer(DetectionTrainer):
 
     spec: SupernetSpec | None = None
 
-    def __init__(self, *args: Any, spec: SupernetSpec | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
+                 _callbacks: dict[str, list[Any]] | None = None, *, spec: SupernetSpec | None = None):
+        super().__init__(cfg, overrides, _callbacks)
         self.spec = spec
-        self.callbacks = ul_callbacks.get_default_callbacks()  # no integration callbacks by accident
+        # the callbacks given (a DDP worker gets the launcher's, SPOS included) or the defaults: never the
+        # integration callbacks Ultralytics adds by itself
+        self.callbacks = {k: list(v) for k, v in (_callbacks or ul_callbacks.get_default_callbacks()).items()}
+        if spec is not None and not str(self.model).lower().endswith(".pt"):  # not resuming from a checkpoint
+            self.model = supernet_yaml(spec)  # type: ignore[assignment]  # a model.yaml dict: what a DDP worker builds
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> SupernetModel:
         """The supernet with the dataset's class count (a checkpoint's yaml wins over ``spec``); ``weights`` loaded."""
@@ -148,7 +167,7 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
             paths.append(arch)
 
     def on_fit_epoch_end(trainer: Any) -> None:
-        if trainer.epoch >= trainer.epochs:  # final_eval re-runs this event
+        if trainer.epoch >= trainer.epochs or RANK > 0:  # final_eval re-runs this event; DDP: rank 0 reports
             return
         redrawn = f", {state['redrawn']} drawn again so far (over {max_params} parameters)" if state["redrawn"] else ""
         sys.stderr.write(f"{label}epoch {trainer.epoch + 1}/{trainer.epochs}: {state['batch']} paths trained "

@@ -12,6 +12,12 @@ median seed spread as user attr ``map_seed_spread``; the Pareto table then shows
 ``value+-spread``, marks mAP differences inside it as ties (``~``) and says a point beats stock
 only beyond it.
 
+A one-shot study (``--mode oneshot``) is audited the same way, and the question becomes whether the
+supernet ranks architectures as training them alone does, on the user's own data: the search-time mAP is
+the supernet estimate, the seed spread is that of ``--seeds`` stand-alone trainings at the study's train
+schedule (the estimate is not one of them), and no ``map_seed_spread`` is recorded (the Pareto table's
+figures are estimates, which no stand-alone spread describes).
+
 Each run is a trial process (:func:`search.engine.runner.run_trial_process`) handed the trial's own
 params/GFLOPs/latency, so nothing is measured again; runs land in ``<study folder>/audit/``.
 """
@@ -27,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from search.pareto.report import SPREAD_ATTR
+from search.pareto.standalone import SUPERNET
 from search.pick import PickError
 from search.study.records import read_record
 from trainers.cli import OneLineParser, fail, log, positive_int
@@ -85,9 +92,13 @@ def _train(trial: Any, settings: Any, label: str) -> float:
 
 def audit(study: Any, cfg: Any, trials: list[Any], epochs: int, imgsz: int | None, data: str | None,
           seeds: int) -> dict[str, Any]:
-    """Retrain ``trials`` at the audit fidelity and at the search's with other seeds; the record of it."""
+    """Retrain ``trials`` at the audit fidelity and at the search's with other seeds; the record of it.
+
+    In a one-shot study the search's mAP is a supernet estimate: the seed spread is over the stand-alone seeds only.
+    """
     from search.pareto import trial_metrics
     from search.pareto.ranks import kendall_tau, spearman_rho
+    from search.pareto.standalone import is_estimate
 
     folder = cfg.folder / "audit"
     high = replace(cfg.trial, epochs=epochs, imgsz=imgsz or cfg.trial.imgsz, data=data or cfg.trial.data,
@@ -96,20 +107,24 @@ def audit(study: Any, cfg: Any, trials: list[Any], epochs: int, imgsz: int | Non
     for t in trials:
         tag = f"trial_{t.number:04d}_{t.user_attrs['hash']}"
         audit_map = _train(t, replace(high, out=str(folder / tag / f"e{epochs}")), f"{tag} e{epochs}")
-        seed_maps = [trial_metrics(t)["map50_95"]]
+        estimate = is_estimate(t)
+        search_map = trial_metrics(t)["map50_95"]
+        seed_maps = [] if estimate else [search_map]
         for s in range(1, seeds + 1):
             low = replace(cfg.trial, seed=cfg.trial.seed + s, latency_cache=None,
                           out=str(folder / tag / f"e{cfg.trial.epochs}_seed{cfg.trial.seed + s}"))
             seed_maps.append(_train(t, low, f"{tag} seed {cfg.trial.seed + s}"))
         ok = [m for m in seed_maps if m == m]
         rows.append({"trial": t.number, "hash": t.user_attrs["hash"], "blocks": t.user_attrs.get("blocks"),
-                     "search_map": seed_maps[0], "audit_map": audit_map, "seed_maps": seed_maps,
+                     "search_map": search_map, "source": SUPERNET if estimate else "trained",
+                     "audit_map": audit_map, "seed_maps": seed_maps,
                      "seed_spread": max(ok) - min(ok) if len(ok) > 1 else None})
     scored = [r for r in rows if r["audit_map"] == r["audit_map"]]
     pairs = ([r["search_map"] for r in scored], [r["audit_map"] for r in scored])
     spreads = [r["seed_spread"] for r in rows if r["seed_spread"] is not None]
+    oneshot = any(r["source"] == SUPERNET for r in rows)
     return {"epochs": epochs, "imgsz": high.imgsz, "data": high.data, "search_epochs": cfg.trial.epochs,
-            "seeds": seeds, "rows": rows,
+            "search_source": SUPERNET if oneshot else "trained", "seeds": seeds, "rows": rows,
             "kendall_tau": kendall_tau(*pairs) if len(scored) >= 2 else None,
             "spearman_rho": spearman_rho(*pairs) if len(scored) >= 2 else None,
             "map_noise": statistics.median(spreads) if spreads else None,
@@ -131,17 +146,21 @@ def seed_spread_record(record: dict[str, Any], imgsz: int) -> dict[str, Any]:
 def format_audit(record: dict[str, Any]) -> str:
     """The audit as a table plus the rank agreement."""
     e, se = record["epochs"], record["search_epochs"]
-    head = f"{'trial':>5} {'hash':<12} {f'mAP @{se}ep':>10} {f'mAP @{e}ep':>10} {'seed spread':>11}  blocks"
+    oneshot = record.get("search_source") == SUPERNET
+    searched = "supernet" if oneshot else f"mAP @{se}ep"
+    head = f"{'trial':>5} {'hash':<12} {searched:>10} {f'mAP @{e}ep':>10} {'seed spread':>11}  blocks"
     lines = [head, "-" * len(head)]
     for r in record["rows"]:
         spread = f"{r['seed_spread']:.4f}" if r["seed_spread"] is not None else "-"
         lines.append(f"{r['trial']:>5} {r['hash']:<12} {r['search_map']:>10.4f} {r['audit_map']:>10.4f} "
                      f"{spread:>11}  {r['blocks']}")
     tau, rho = record["kendall_tau"], record["spearman_rho"]
-    lines.append(f"Kendall tau {tau:+.3f}, Spearman rho {rho:+.3f} (search {se} epochs vs audit {e} epochs)"
+    against = "supernet estimate" if oneshot else f"search {se} epochs"
+    lines.append(f"Kendall tau {tau:+.3f}, Spearman rho {rho:+.3f} ({against} vs audit {e} epochs stand-alone)"
                  if tau is not None else "too few architectures scored for a rank agreement")
     if record["map_noise"] is not None:
-        lines.append(f"median seed spread of mAP50-95 at the search's fidelity: {record['map_noise']:.4f}")
+        where = f"stand-alone at {se} epochs" if oneshot else "at the search's fidelity"
+        lines.append(f"median seed spread of mAP50-95 {where}: {record['map_noise']:.4f}")
     return "\n".join(lines)
 
 
@@ -185,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     record = audit(study, cfg, trials, args.epochs, args.imgsz, str(Path(args.data).resolve()) if args.data else None,
                    args.seeds)
     study.set_user_attr(AUDIT_ATTR, record)
-    if record["map_noise"] is not None:
+    if record["map_noise"] is not None and record["search_source"] != SUPERNET:
         study.set_user_attr(SPREAD_ATTR, seed_spread_record(record, cfg.trial.imgsz))
     print(format_audit(record))
     return 0

@@ -9,10 +9,11 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from search_helpers import TINY_SPACE, load, run_search
+from search_helpers import TINY_SPACE, cli, load, run_search
 
 
-def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_path: Path, data: Path) -> None:
+def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_path: Path, data: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     args = ("--mode", "oneshot", "--supernet-epochs", "1", "--subnets", "3", "--retrain-top", "1", "--data", str(data),
             "--imgsz", "64")
     r = run_search(tmp_path, TINY_SPACE, *args)
@@ -37,6 +38,7 @@ def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_p
     assert skip.returncode == 0 and "--retrain-top 0: no architecture retrained" in skip.stdout, skip.stderr[-2000:]
     assert "retraining" not in skip.stderr and "Retrained stand-alone" not in skip.stdout
     _ablation_runs(tmp_path, data)
+    _audit_ranks_supernet_estimates(tmp_path, monkeypatch)
 
 
 def _front_retrained(tmp_path: Path, study: optuna.Study, stdout: str) -> list[int]:
@@ -63,6 +65,36 @@ def _front_retrained(tmp_path: Path, study: optuna.Study, stdout: str) -> list[i
         n: v["map50_95"] for n, v in records.items()}
     assert all(r["source"] == "supernet" for r in report["front"])
     return sorted(records)
+
+
+def _audit_ranks_supernet_estimates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``search.audit`` on a one-shot study ranks the supernet estimates against stand-alone trainings; its seed
+    spread is over stand-alone seeds only, and it records no ``map_seed_spread`` (the table's mAPs are estimates)."""
+    import search.audit
+    from search.pareto.report import SPREAD_ATTR
+    from search.study.config import RunConfig
+
+    url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
+    a = cli("search.audit", "--storage", url, "--study", "space", "--top", "1", "--random", "1", "--epochs", "1",
+            "--seeds", "0", cwd=tmp_path)
+    assert a.returncode == 0, a.stderr[-3000:]
+    study = load(tmp_path, "space")
+    record = study.user_attrs["audit"]
+    assert record["search_source"] == "supernet" and len(record["rows"]) == 2
+    estimates = {t.number: t.user_attrs["map50_95"] for t in study.get_trials()}
+    for row in record["rows"]:
+        assert row["source"] == "supernet" and row["search_map"] == estimates[row["trial"]] and row["seed_maps"] == []
+        assert math.isfinite(row["audit_map"])
+    assert "supernet" in a.stdout.splitlines()[0] and "(supernet estimate vs audit 1 epochs stand-alone)" in a.stdout
+    assert SPREAD_ATTR not in study.user_attrs
+    # with seeds: the spread is that of the stand-alone seeds (scripted here), never of the estimate beside them
+    stand_alone = iter([0.5, 0.2, 0.4, 0.6, 0.3, 0.35])
+    monkeypatch.setattr(search.audit, "_train", lambda *_: next(stand_alone))
+    cfg = RunConfig.from_study(study)
+    trials = [t for t in study.get_trials() if t.number in {r["trial"] for r in record["rows"]}]
+    rows = search.audit.audit(study, cfg, trials, 1, None, None, 2)["rows"]
+    assert [r["audit_map"] for r in rows] == [0.5, 0.6] and [r["seed_maps"] for r in rows] == [[0.2, 0.4], [0.3, 0.35]]
+    assert [r["seed_spread"] for r in rows] == pytest.approx([0.2, 0.05])
 
 
 def _ablation_runs(tmp_path: Path, data: Path) -> None:

@@ -18,6 +18,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, data: Path) -> object:
+    """One finished tiny search for the tests that read and resume it (``search_helpers.TinyRun``)."""
+    from search_helpers import TINY_SPACE, TinyRun, run_search, stale_baseline
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    key, stale = stale_baseline(root / "studies" / "latency_cache.json")
+    args = ("--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
+    return TinyRun(root, run_search(root, TINY_SPACE, *args, "--seed", "1"), key, stale, args)
+
+
+@pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> object:
     """A throwaway PostgreSQL server for the whole test session (``.ci/run`` installs it when missing)."""
     from pg_server import PostgresServer, pg_bin

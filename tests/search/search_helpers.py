@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import optuna
 
 REPO = Path(__file__).resolve().parents[2]
 COCO8 = REPO.parent / "shared" / "datasets" / "coco8"
+STALE_AT = "2020-01-01T00:00:00+00:00"
 
 TINY_SPACE = """
 base: yolo26.yaml
@@ -99,3 +101,45 @@ def trial_dirs(tmp: Path, name: str) -> list[Path]:
     return sorted((tmp / "studies" / name).glob("trial_*"))
 
 
+
+
+def latency_report(median: float, ci: tuple[float, float], imgsz: int = 640, at: str = STALE_AT,
+                   mode: str = "eager") -> Any:
+    """A CPU latency report with these figures (``measured_at`` long ago by default)."""
+    import torch
+
+    from trainers.latency.report import LatencyReport
+    from trainers.model.heads import DEFAULT_HEAD
+    from trainers.train.devices import device_name
+
+    return LatencyReport(median_ms=median, p90_ms=median * 1.05, mean_ms=median, cv=0.01, n=30, mode=mode,
+                         device=device_name(torch.device("cpu")), dtype="float32", batch=1, imgsz=imgsz, threads=1,
+                         torch=torch.__version__, fused=True, backend_version=torch.__version__, head=DEFAULT_HEAD,
+                         ci_low_ms=ci[0], ci_high_ms=ci[1], measured_at=at)
+
+
+def stale_baseline(cache_path: Path) -> tuple[str, Any]:
+    """A stale, far too slow cache entry of the stock model at the tiny space's setting (64 px, 1 CPU thread)."""
+    from trainers.latency.measure import LatencyCache, cache_key
+    from trainers.latency.setting import LatencySetting
+    from trainers.model.architecture import Architecture
+    from trainers.model.heads import DEFAULT_HEAD
+
+    key = cache_key(LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1, head=DEFAULT_HEAD),
+                    Architecture.baseline().hash)
+    stale = latency_report(1000.0, (999.0, 1001.0), imgsz=64)
+    LatencyCache(cache_path).put(key, stale)
+    return key, stale
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished 3-trial search of ``TINY_SPACE`` (study ``tiny``, seed 1, CPU) under ``root``, shared by the tests
+    that only read it and resume it: it started with a stale, far too slow cache entry of the stock model
+    (``stale_key`` -> ``stale``), which the end-of-search interleaved re-measure replaces."""
+
+    root: Path
+    result: subprocess.CompletedProcess[str]
+    stale_key: str
+    stale: Any
+    args: tuple[str, ...]

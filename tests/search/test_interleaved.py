@@ -7,10 +7,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
-from search_helpers import TINY_SPACE, load, run_search
+from search_helpers import STALE_AT, TINY_SPACE, TinyRun, latency_report, load, run_search
 
 from search.engine import interleaved
 from search.engine.interleaved import last_remeasure, remeasure_candidates, remeasure_front
@@ -21,27 +20,16 @@ from search.study.targets import TARGET_PREFIX, read_target, target_of
 from trainers.latency.measure import LatencyCache, cache_key
 from trainers.latency.report import LatencyReport
 from trainers.latency.setting import LatencySetting
-from trainers.model.architecture import Architecture
-from trainers.model.heads import DEFAULT_HEAD
-from trainers.train.devices import device_name
 from trainers.train.results import TrialSettings
 
 OBJ = (("map50_95", "maximize"), ("latency_ms", "minimize"))
-STALE_AT = "2020-01-01T00:00:00+00:00"
-
-
-def _report(median: float, ci: tuple[float, float], imgsz: int = 640, at: str = STALE_AT,
-            mode: str = "eager") -> LatencyReport:
-    return LatencyReport(median_ms=median, p90_ms=median * 1.05, mean_ms=median, cv=0.01, n=30, mode=mode,
-                         device=device_name(torch.device("cpu")), dtype="float32", batch=1, imgsz=imgsz, threads=1,
-                         torch=torch.__version__, fused=True, backend_version=torch.__version__, head=DEFAULT_HEAD,
-                         ci_low_ms=ci[0], ci_high_ms=ci[1], measured_at=at)
 
 
 def _trial(m: float, lat: float, ci: tuple[float, float], h: str, **attrs: object) -> optuna.trial.FrozenTrial:
     return create_trial(state=TrialState.COMPLETE, values=[m, lat], params={h: h},
                         distributions={h: CategoricalDistribution([h])}, user_attrs={"hash": h, **attrs},
-                        system_attrs=record_attrs({"architecture": {"stub": h}, "latency": _report(lat, ci).to_dict(),
+                        system_attrs=record_attrs({"architecture": {"stub": h},
+                                                   "latency": latency_report(lat, ci).to_dict(),
                                                    "metrics": {"map50_95": m, "latency_ms": lat}}))
 
 
@@ -89,7 +77,7 @@ def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_other
 
     def fake_measure(candidates: list[optuna.trial.FrozenTrial], *_: object) -> list[LatencyReport]:
         passes.append([t.number for t in candidates])
-        return [_report(m, (m - 0.4, m + 0.4), at=f"run {len(passes)}", mode="eager interleaved x20")
+        return [latency_report(m, (m - 0.4, m + 0.4), at=f"run {len(passes)}", mode="eager interleaved x20")
                 for m in (truth[t.user_attrs["hash"]] for t in candidates)]
 
     monkeypatch.setattr(interleaved, "_measure", fake_measure)
@@ -105,31 +93,20 @@ def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_other
     assert passes == [[0, 1], [0, 1, 2]]
     assert {n: f.median_ms for n, f in figures.items()} == {0: 100.0, 1: 92.0, 2: 91.0}
     assert {f.measured_at for f in figures.values()} == {"run 2"}
-    assert last_remeasure(study, target_of(_report(1.0, (1.0, 1.0)))) == figures
+    assert last_remeasure(study, target_of(latency_report(1.0, (1.0, 1.0)))) == figures
     assert [t.user_attrs["hash"] for t in pareto_front(study, OBJ, latency=figures)] == ["fast", "good"]
     key = cache_key(LatencySetting(imgsz=640, device="cpu", dtype="auto", threads=1), "fast")
     assert LatencyCache(cache).get(key) == figures[2]
     assert remeasure_front(study, cfg) == figures and len(passes) == 2  # a finished study: measured once
 
 
-def _stale_baseline(cache_path: Path) -> tuple[str, LatencyReport]:
-    """A stale, far too slow cache entry of the stock model at the tiny space's setting (64 px, 1 CPU thread)."""
-    key = cache_key(LatencySetting(imgsz=64, device="cpu", dtype="auto", threads=1, head=DEFAULT_HEAD),
-                    Architecture.baseline().hash)
-    stale = _report(1000.0, (999.0, 1001.0), imgsz=64)
-    LatencyCache(cache_path).put(key, stale)
-    return key, stale
-
-
 @pytest.mark.slow
-def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tmp_path: Path, data: Path) -> None:
+def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tiny_run: TinyRun) -> None:
+    # the run started with the stock model looking 100x slower than it is, a cache entry from an old study
+    tmp_path, r, key, stale = tiny_run.root, tiny_run.result, tiny_run.stale_key, tiny_run.stale
     cache_path = tmp_path / "studies" / "latency_cache.json"
-    key, stale = _stale_baseline(cache_path)  # the stock model looks 100x slower than it is, from an old study
-    r = run_search(
-        tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "noise", "--device", "cpu", "--seed", "1"
-    )
     assert r.returncode == 0, r.stderr[-3000:]
-    study = load(tmp_path, "noise")
+    study = load(tmp_path, "tiny")
     base = study.trials[0]
     assert read_record(base, "latency")["median_ms"] == 1000.0 and read_record(base, "latency")["cached"] is True
     own_front = [t.number for t in pareto_front(study, OBJ)]
@@ -137,7 +114,7 @@ def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tm
 
     target = target_of(stale)
     figures = read_target(study, target)
-    summary = json.loads((tmp_path / "studies" / "noise" / "pareto.json").read_text())
+    summary = json.loads((tmp_path / "studies" / "tiny" / "pareto.json").read_text())
     final_front = [row["trial"] for row in summary["front"]]
     assert {0, *own_front, *final_front} <= set(figures)
     assert summary["latency_replaced"] == sorted(figures)
@@ -164,8 +141,8 @@ def test_search_ends_with_an_interleaved_remeasure_recorded_cached_and_ranked(tm
             == f
         )
 
-    again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "noise")
+    again = run_search(tmp_path, TINY_SPACE, *tiny_run.args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "re-measured together before" in again.stderr and "using those figures" in again.stderr
     assert "latency re-measure round" not in again.stderr
-    assert load(tmp_path, "noise").user_attrs[TARGET_PREFIX + target] == study.user_attrs[TARGET_PREFIX + target]
+    assert load(tmp_path, "tiny").user_attrs[TARGET_PREFIX + target] == study.user_attrs[TARGET_PREFIX + target]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from optuna.trial import TrialState
-from search_helpers import FIXED_SPACE, TINY_SPACE, load, run_search, trial_dirs
+from search_helpers import FIXED_SPACE, TINY_SPACE, TinyRun, load, run_search, trial_dirs
 from ultralytics.utils import NUM_THREADS
 
 from search.study.records import is_record, read_record
@@ -16,9 +16,8 @@ from trainers.train.threads import usable_cores
 
 
 @pytest.mark.slow
-def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data: Path) -> None:
-    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu",
-                   "--seed", "1")
+def test_tiny_study_records_values_names_attrs_and_resumes(tiny_run: TinyRun) -> None:
+    tmp_path, r = tiny_run.root, tiny_run.result
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(tmp_path, "tiny")
     assert study.metric_names == ["map50_95", "latency_ms"]
@@ -59,7 +58,7 @@ def test_tiny_study_records_values_names_attrs_and_resumes(tmp_path: Path, data:
             assert set(counts) <= {NUM_THREADS, min(len(usable_cores()), NUM_THREADS + 1)}
     assert study.user_attrs["run_config"]["trial"]["head"] == "nms_free"
 
-    again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
+    again = run_search(tmp_path, TINY_SPACE, *tiny_run.args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "3 of 3 trials finished" in again.stderr
     assert len(load(tmp_path, "tiny").trials) == len(study.trials)

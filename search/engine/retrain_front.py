@@ -17,6 +17,7 @@ A rerun skips trials already retrained at this schedule.
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -141,4 +142,19 @@ def retrain_and_report(cfg: RunConfig, top: int) -> int:
         print(f"not retrained: {line}")
     print(f"Files: {cfg.folder}/pareto.txt (the front with 'alone' beside the estimates, then this ranking), "
           f"pareto.json (key 'retrained'); runs in {cfg.folder / 'retrain'}")
+    if "audit" not in study.user_attrs:
+        print(audit_hint(cfg))
     return 1 if failures else 0
+
+
+def audit_hint(cfg: RunConfig) -> str:
+    """The line that tells how to check, on the user's own data, that the supernet ranks as stand-alone training."""
+    from search.study.config import url_without_password
+
+    shown = url_without_password(cfg.storage)
+    command = shlex.join(["python", "-m", "search.audit", "--storage", shown,
+                          "--study", cfg.study, "--top", "3", "--random", "3", "--epochs", str(2 * cfg.trial.epochs),
+                          "--seeds", "1"])
+    return (f"Not yet checked that the supernet ranks these architectures as training them alone does (on the "
+            f"embedded data it does not: README, One-shot search). To check, on this data: {command}"
+            + (" (password: PGPASSWORD or ~/.pgpass)" if shown != cfg.storage else ""))

@@ -19,6 +19,9 @@ def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_p
     r = run_search(tmp_path, TINY_SPACE, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "supernet epoch 1/1" in r.stderr and "supernet ready" in r.stderr
+    url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
+    assert (f"To check, on this data: python -m search.audit --storage {url} --study space --top 3 --random 3 "
+            "--epochs 2 --seeds 1") in r.stdout
     assert (tmp_path / "studies" / "space" / "supernet" / "weights" / "last.pt").is_file()
     study = load(tmp_path, "space")
     trials = study.get_trials()

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
-from search_helpers import TINY_SPACE, load, run_search
+from search_helpers import TinyRun, load
 
 from search.audit import choose_trials, hypervolume_contributions, seed_spread_record
 from search.pareto import format_table, front_rows
@@ -75,25 +75,25 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_audit_retrains_records_and_prints_the_rank_agreement(tmp_path: Path, data: Path) -> None:
-    r = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "au", "--seed", "3")
-    assert r.returncode == 0, r.stderr[-3000:]
-    url = f"sqlite:///{tmp_path / 'studies' / 'au.db'}"
-    a = _cli("--storage", url, "--study", "au", "--top", "1", "--random", "1", "--epochs", "2", "--seeds", "1",
+def test_audit_retrains_records_and_prints_the_rank_agreement(tiny_run: TinyRun) -> None:
+    tmp_path = tiny_run.root
+    assert tiny_run.result.returncode == 0, tiny_run.result.stderr[-3000:]
+    url = f"sqlite:///{tmp_path / 'studies' / 'tiny.db'}"
+    a = _cli("--storage", url, "--study", "tiny", "--top", "1", "--random", "1", "--epochs", "2", "--seeds", "1",
              cwd=tmp_path)
     assert a.returncode == 0, a.stderr[-3000:]
-    record: dict[str, Any] = load(tmp_path, "au").user_attrs["audit"]
+    record: dict[str, Any] = load(tmp_path, "tiny").user_attrs["audit"]
     assert record["epochs"] == 2 and record["search_epochs"] == 1 and record["seeds"] == 1
     assert len(record["rows"]) == 2 and len({row["hash"] for row in record["rows"]}) == 2
     for row in record["rows"]:
         assert len(row["seed_maps"]) == 2 and 0.0 <= row["audit_map"] <= 1.0
         assert row["seed_spread"] == pytest.approx(max(row["seed_maps"]) - min(row["seed_maps"]))
-        assert (tmp_path / "studies" / "au" / "audit" / f"trial_{row['trial']:04d}_{row['hash']}" / "e2").is_dir()
+        assert (tmp_path / "studies" / "tiny" / "audit" / f"trial_{row['trial']:04d}_{row['hash']}" / "e2").is_dir()
     assert -1.0 <= record["kendall_tau"] <= 1.0 and "Kendall tau" in a.stdout and "mAP @2ep" in a.stdout
     json.dumps(record)  # JSON-serialisable as recorded
-    spread = load(tmp_path, "au").user_attrs["map_seed_spread"]
+    spread = load(tmp_path, "tiny").user_attrs["map_seed_spread"]
     assert spread["map50_95"] == record["map_noise"] and (spread["epochs"], spread["imgsz"]) == (1, 64)
-    assert "+-" in format_table(front_rows([load(tmp_path, "au").trials[0]], None, map_noise=spread["map50_95"]))
+    assert "+-" in format_table(front_rows([load(tmp_path, "tiny").trials[0]], None, map_noise=spread["map50_95"]))
 
 
 def test_the_seed_spread_is_stored_on_the_study_and_read_by_the_report(tmp_path: Path) -> None:

@@ -143,6 +143,14 @@ def seed_spread_record(record: dict[str, Any], imgsz: int) -> dict[str, Any]:
             "per_architecture": {str(r["trial"]): r["seed_spread"] for r in measured}}
 
 
+def record_audit(study: Any, record: dict[str, Any], imgsz: int) -> None:
+    """Store the audit on the study (``audit``) and, for a per-trial study, its seed spread (``map_seed_spread``,
+    which the Pareto table reads); a one-shot study's spread describes stand-alone trainings, not its estimates."""
+    study.set_user_attr(AUDIT_ATTR, record)
+    if record["map_noise"] is not None and record.get("search_source") != SUPERNET:
+        study.set_user_attr(SPREAD_ATTR, seed_spread_record(record, imgsz))
+
+
 def format_audit(record: dict[str, Any]) -> str:
     """The audit as a table plus the rank agreement."""
     e, se = record["epochs"], record["search_epochs"]
@@ -203,9 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.trial.epochs} epochs")
     record = audit(study, cfg, trials, args.epochs, args.imgsz, str(Path(args.data).resolve()) if args.data else None,
                    args.seeds)
-    study.set_user_attr(AUDIT_ATTR, record)
-    if record["map_noise"] is not None and record["search_source"] != SUPERNET:
-        study.set_user_attr(SPREAD_ATTR, seed_spread_record(record, cfg.trial.imgsz))
+    record_audit(study, record, cfg.trial.imgsz)
     print(format_audit(record))
     return 0
 

@@ -180,7 +180,7 @@ def validate(argv: list[str] | None) -> tuple[RunConfig, SearchSpace]:
     if args.mode == "oneshot":
         one = oneshot_settings(args, space)
         _check_retrain_top(args, one)
-        _check_supernet_device(one)
+        _check_supernet_device(one, cfg.trial.batch)
         cfg = replace(cfg, trials=one.subnets, sampler=args.sampler or "nsga2", mode="oneshot", oneshot=one)
     elif given := [flag for flag, name in ONESHOT_FLAGS if getattr(args, name) is not None]:
         fail(f"{given[0]} needs --mode oneshot")
@@ -223,12 +223,12 @@ def _check_retrain_top(args: argparse.Namespace, one: OneShotSettings) -> None:
              f"{one.subnets - 1} architectures besides stock on it (--retrain-top 0 retrains none)")
 
 
-def _check_supernet_device(one: OneShotSettings) -> None:
-    """Exit 2 with one line when ``--supernet-device`` lists GPUs this machine does not have."""
+def _check_supernet_device(one: OneShotSettings, batch: int) -> None:
+    """Exit 2 with one line when ``--supernet-device`` names GPUs this machine lacks or splits the batch unevenly."""
     from trainers.train.devices import check_gpus
 
     try:
-        check_gpus(one.supernet_device or "")
+        check_gpus(one.supernet_device or "cpu", batch)
     except ValueError as e:
         fail(f"--supernet-device: {e}")
 

@@ -154,7 +154,7 @@ def audit_hint(cfg: RunConfig) -> str:
     shown = url_without_password(cfg.storage)
     command = shlex.join(["python", "-m", "search.audit", "--storage", shown,
                           "--study", cfg.study, "--top", "3", "--random", "3", "--epochs", str(2 * cfg.trial.epochs),
-                          "--seeds", "1"])
+                          "--seeds", "0"])
     return (f"Not yet checked that the supernet ranks these architectures as training them alone does (on the "
             f"embedded data it does not: README, One-shot search). To check, on this data: {command}"
             + (" (password: PGPASSWORD or ~/.pgpass)" if shown != cfg.storage else ""))

@@ -42,11 +42,15 @@ def map_seed_spread(study: optuna.Study) -> float | None:
     """The seed-to-seed spread of mAP50-95 at the study's schedule, as ``search.audit`` measured it.
 
     The study's ``map_seed_spread`` attr, else (audits before it existed) the ``audit`` record's
-    ``map_noise``; ``None`` when no audit measured it.
+    ``map_noise``; ``None`` when no audit measured it, or when the audit was of a one-shot study (its spread is
+    of stand-alone trainings, the table's figures are supernet estimates).
     """
     attrs = study.user_attrs
     spread = (attrs.get(SPREAD_ATTR) or {}).get("map50_95")
-    return spread if spread is not None else (attrs.get("audit") or {}).get("map_noise")
+    if spread is not None:
+        return spread
+    audit = attrs.get("audit") or {}
+    return None if audit.get("search_source") == "supernet" else audit.get("map_noise")
 
 
 def _versus(delta: float, tie: bool) -> int:

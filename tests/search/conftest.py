@@ -24,8 +24,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data: Path) -> object:
 
     root = tmp_path_factory.mktemp("tiny_run")
     key, stale = stale_baseline(root / "studies" / "latency_cache.json")
-    args = ("--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu")
-    return TinyRun(root, run_search(root, TINY_SPACE, *args, "--seed", "1"), key, stale, args)
+    args = ("--data", str(data), "--trials", "3", "--study", "tiny", "--device", "cpu", "--seed", "1")
+    return TinyRun(root, run_search(root, TINY_SPACE, *args), key, stale, args)
 
 
 @pytest.fixture(scope="session")

@@ -135,10 +135,11 @@ def stale_baseline(cache_path: Path) -> tuple[str, Any]:
 @dataclass(frozen=True)
 class TinyRun:
     """A finished 3-trial search of ``TINY_SPACE`` (study ``tiny``, seed 1, CPU) under ``root``, shared by the tests
-    that read it, resume it (no trial is added) or audit it (``search.audit`` adds its runs under ``tiny/audit`` and
-    the ``audit`` and ``map_seed_spread`` attrs, which none of the others reads): it started with a stale, far too
-    slow cache entry of the stock model (``stale_key`` -> ``stale``), which the end-of-search interleaved re-measure
-    replaces."""
+    that read it, resume it with the same command (``args``: no trial is added, the run config stays the same) or
+    audit it (``search.audit`` adds its runs under ``tiny/audit`` and the ``audit`` and ``map_seed_spread`` attrs; a
+    later resume's report shows that spread, which none of the sharing tests asserts on). It started with a stale,
+    far too slow cache entry of the stock model (``stale_key`` -> ``stale``), which the end-of-search interleaved
+    re-measure replaces."""
 
     root: Path
     result: subprocess.CompletedProcess[str]

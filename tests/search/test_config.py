@@ -186,6 +186,10 @@ def test_a_run_config_recorded_before_the_mode_reads_as_per_trial(tmp_path: Path
     (["--mode", "oneshot", "--supernet-device", "0,63"],
      "--supernet-device: device '0,63' asks for GPUs [0, 63]; this machine has"),
     (["--mode", "oneshot", "--supernet-device", "1,1"], "--supernet-device: device '1,1' names a GPU twice"),
+    (["--mode", "oneshot", "--supernet-device", "63"], "--supernet-device: device '63' asks for GPUs [63]"),
+    (["--mode", "oneshot", "--supernet-device", "cuda:63"], "--supernet-device: device 'cuda:63' asks for GPUs [63]"),
+    (["--mode", "oneshot", "--supernet-device", "0,1,2", "--batch", "8"],
+     "--supernet-device: batch 8 does not split evenly over the 3 GPUs of '0,1,2'"),
 ])
 def test_oneshot_flags_are_checked_in_one_line(tmp_path: Path, space_file: Path, flags: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

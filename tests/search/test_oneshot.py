@@ -21,7 +21,7 @@ def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_p
     assert "supernet epoch 1/1" in r.stderr and "supernet ready" in r.stderr
     url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
     assert (f"To check, on this data: python -m search.audit --storage {url} --study space --top 3 --random 3 "
-            "--epochs 2 --seeds 1") in r.stdout
+            "--epochs 2 --seeds 0") in r.stdout
     assert (tmp_path / "studies" / "space" / "supernet" / "weights" / "last.pt").is_file()
     study = load(tmp_path, "space")
     trials = study.get_trials()
@@ -74,7 +74,7 @@ def _audit_ranks_supernet_estimates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """``search.audit`` on a one-shot study ranks the supernet estimates against stand-alone trainings; its seed
     spread is over stand-alone seeds only, and it records no ``map_seed_spread`` (the table's mAPs are estimates)."""
     import search.audit
-    from search.pareto.report import SPREAD_ATTR
+    from search.pareto.report import SPREAD_ATTR, map_seed_spread
     from search.study.config import RunConfig
 
     url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
@@ -95,9 +95,13 @@ def _audit_ranks_supernet_estimates(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(search.audit, "_train", lambda *_: next(stand_alone))
     cfg = RunConfig.from_study(study)
     trials = [t for t in study.get_trials() if t.number in {r["trial"] for r in record["rows"]}]
-    rows = search.audit.audit(study, cfg, trials, 1, None, None, 2)["rows"]
+    seeded = search.audit.audit(study, cfg, trials, 1, None, None, 2)
+    rows = seeded["rows"]
     assert [r["audit_map"] for r in rows] == [0.5, 0.6] and [r["seed_maps"] for r in rows] == [[0.2, 0.4], [0.3, 0.35]]
-    assert [r["seed_spread"] for r in rows] == pytest.approx([0.2, 0.05])
+    assert [r["seed_spread"] for r in rows] == pytest.approx([0.2, 0.05]) and seeded["map_noise"] is not None
+    search.audit.record_audit(study, seeded, 64)  # as the CLI stores it: the report's +- spread stays unset
+    assert study.user_attrs["audit"]["map_noise"] == seeded["map_noise"]
+    assert SPREAD_ATTR not in study.user_attrs and map_seed_spread(study) is None
 
 
 def _ablation_runs(tmp_path: Path, data: Path) -> None:

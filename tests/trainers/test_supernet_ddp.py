@@ -65,7 +65,10 @@ def test_a_ddp_worker_rebuilds_the_supernet_trainer_with_its_spos_callbacks(coco
 
 def _ddp_steps(rank: int, world: int, rendezvous: str, out: str, steps: int) -> None:
     """One rank: the supernet in DDP (gloo, find_unused_parameters=True), ``steps`` SGD steps on its own images,
-    each on the path of that step; its parameters saved to ``out/rank<rank>.pt``."""
+    each on the path the SPOS callback sets for that step (on the DDP-wrapped model, as in a trainer); its
+    parameters and the paths it drew saved to ``out/rank<rank>.pt``."""
+    from types import SimpleNamespace
+
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
@@ -76,13 +79,18 @@ def _ddp_steps(rank: int, world: int, rendezvous: str, out: str, steps: int) -> 
     ddp = DistributedDataParallel(model, find_unused_parameters=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     gen = torch.Generator().manual_seed(rank)  # each rank its own batch
-    for step in range(steps):
-        set_path(model, SAMPLE(path_seed(0, 0, step)))
+    drawn: list[Any] = []
+    spos = spos_callbacks(SAMPLE, 0, paths=drawn)
+    trainer = SimpleNamespace(epoch=0, epochs=1, model=ddp, ema=None)
+    spos["on_train_epoch_start"](trainer)
+    for _ in range(steps):
+        spos["on_train_batch_start"](trainer)
         opt.zero_grad()
         loss = _total(ddp(torch.rand(2, 3, 64, 64, generator=gen)))
         loss.backward()
         opt.step()
-    torch.save({k: v.detach() for k, v in model.named_parameters()}, Path(out) / f"rank{rank}.pt")
+    torch.save({"params": {k: v.detach() for k, v in model.named_parameters()}, "paths": [a.hash for a in drawn]},
+               Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -99,7 +107,10 @@ def test_ddp_with_unused_candidates_keeps_ranks_equal_and_trains_the_drawn_path(
 
     steps = 2
     mp.spawn(_ddp_steps, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path), steps), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    saved = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert saved[0]["paths"] == saved[1]["paths"] == [SAMPLE(path_seed(0, 0, s)).hash for s in range(steps)]
+    assert len(set(saved[0]["paths"])) == steps  # every step another path, the same on both ranks
+    ranks = [s["params"] for s in saved]
     assert ranks[0].keys() == ranks[1].keys()
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # gradients were averaged over ranks
     torch.manual_seed(0)

@@ -28,15 +28,23 @@ def is_train_device(text: Any) -> bool:
     return is_device(text) or (isinstance(text, str) and GPUS_PATTERN.fullmatch(text) is not None)
 
 
-def check_gpus(device: str) -> None:
-    """``ValueError`` in one line when ``device`` lists GPUs (``0,1``) that this machine does not have."""
-    if GPUS_PATTERN.fullmatch(device) is None:
+def check_gpus(device: str, batch: int) -> None:
+    """``ValueError`` in one line when the training device ``device`` names a GPU twice, splits ``batch`` unevenly
+    over several GPUs (each trains ``batch / GPUs`` images per step), or names a GPU this machine does not have."""
+    if device.isdigit() or GPUS_PATTERN.fullmatch(device):
+        wanted = [int(i) for i in device.split(",")]
+    elif device.startswith("cuda"):
+        wanted = [int(device.partition(":")[2] or 0)]
+    else:  # cpu, auto
         return
-    import torch
-
-    wanted, have = [int(i) for i in device.split(",")], torch.cuda.device_count()
     if len(set(wanted)) != len(wanted):
         raise ValueError(f"device {device!r} names a GPU twice")
+    if batch % len(wanted):
+        raise ValueError(f"batch {batch} does not split evenly over the {len(wanted)} GPUs of {device!r} (each GPU "
+                         f"trains batch / GPUs images per step): give a batch that is a multiple of {len(wanted)}")
+    import torch
+
+    have = torch.cuda.device_count()
     if max(wanted) >= have:
         raise ValueError(f"device {device!r} asks for GPUs {sorted(set(wanted))}; this machine has {have} "
                          f"({'indices 0-' + str(have - 1) if have else 'no CUDA GPU'})")

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from blocks.registry import DEFAULT_BACKBONE
 from search.space import OneShotSettings, SearchSpace, SpaceError
@@ -314,29 +313,12 @@ def _study_storage(args: argparse.Namespace, name: str) -> tuple[str, Path]:
         fail(f"{flag}: cannot create the study's folder: {e}")
 
 
-def supernet_of_study(cfg: RunConfig, spec: Any) -> Path:
-    """The study's supernet folder; exit 2 if it holds a supernet of another space or shape."""
-    from trainers.train.supernet_trainer import supernet_spec_of
-
-    folder = cfg.folder / "supernet"
-    last = folder / "weights" / "last.pt"
-    if last.is_file():
-        try:
-            saved = supernet_spec_of(last)
-        except (ValueError, KeyError, RuntimeError, OSError) as e:
-            fail(f"{last}: not a readable supernet checkpoint ({e}); remove {folder} to train it again")
-        if saved != spec:
-            fail(f"{last}: this study's supernet was trained for another space or shape than {cfg.space_file}; "
-                 f"give another --study, or remove {folder}")
-    return folder
-
-
 def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
     """Train (or resume) the study's supernet, score ``cfg.oneshot.subnets`` architectures on it, report; then
     retrain stock and ``retrain_top`` front architectures stand-alone and report on their stand-alone mAP."""
     import functools
 
-    from search.engine.oneshot import OneShotObjective
+    from search.engine.oneshot import OneShotObjective, supernet_of_study
     from search.engine.optuna_driver import run_search
     from search.space.supernet import sample_path, supernet_spec
     from trainers.train.devices import train_device
@@ -344,7 +326,10 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
 
     spec, t, one = supernet_spec(space.spec), cfg.trial, cfg.oneshot
     assert one is not None, "validate() resolves the oneshot settings of --mode oneshot"
-    folder = supernet_of_study(cfg, spec)
+    try:
+        folder = supernet_of_study(cfg, spec)
+    except ValueError as e:
+        fail(str(e))
     bounds = [c.value for c in cfg.constraints if c.metric == "params_m" and c.op == "<="]
     max_params = int(min(bounds) * 1e6) if bounds else None
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,

@@ -16,6 +16,7 @@ The same architecture sampled twice reuses the earlier trial's result.
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,7 @@ from search.engine.per_trial import (
     sample_architecture,
     set_constraints,
 )
+from search.pareto.standalone import SUPERNET, is_estimate
 from search.space import SearchSpace
 from search.study.config import RunConfig
 from search.study.records import write_record
@@ -44,7 +46,8 @@ from trainers.model.architecture import Architecture
 from trainers.model.supernet_spec import SupernetSpec
 from trainers.train.results import FailKind, PreTraining, TrialFailure
 
-__all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "recalibration_ablation", "score_subnet"]
+__all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "recalibration_ablation", "score_subnet",
+           "supernet_of_study"]
 
 
 def fixed_shape_space(space: SearchSpace, spec: SupernetSpec) -> SearchSpace:
@@ -53,6 +56,44 @@ def fixed_shape_space(space: SearchSpace, spec: SupernetSpec) -> SearchSpace:
                                                              depths=(spec.stage(n).depth,)))
                    for n, st in space.spec.stages)
     return SearchSpace(replace(space.spec, stages=stages))
+
+
+def supernet_of_study(cfg: RunConfig, spec: SupernetSpec) -> Path:
+    """The study's supernet folder (``<study>/supernet``, trained or resumed there).
+
+    ``ValueError`` (one line, saying which and what to do) when its checkpoint cannot be read, holds a supernet
+    of another space or shape, or is missing while the study already holds architectures scored on it: a new
+    supernet's estimates would not compare with theirs.
+    """
+    from trainers.train.supernet_trainer import supernet_spec_of
+
+    folder = cfg.folder / "supernet"
+    last = folder / "weights" / "last.pt"
+    if last.is_file():
+        try:
+            saved = supernet_spec_of(last)
+        except (ValueError, KeyError, RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+            raise ValueError(f"{last}: not a readable supernet checkpoint ({e}); remove {folder} to train it "
+                             "again") from None
+        if saved != spec:
+            raise ValueError(f"{last}: this study's supernet was trained for another space or shape than "
+                             f"{cfg.space_file}; give another --study, or remove {folder}")
+    elif scored := _scored_on_supernet(cfg):
+        raise ValueError(f"study {cfg.study!r} holds {scored} architecture(s) scored on its supernet, but its "
+                         f"checkpoint {last} is missing: restore it, or give another --study (a new supernet's "
+                         "estimates would not compare with theirs)")
+    return folder
+
+
+def _scored_on_supernet(cfg: RunConfig) -> int:
+    """How many trials of the study (0 if it does not exist yet) hold a supernet estimate."""
+    from search.study.storage import make_storage
+
+    try:
+        study = optuna.load_study(study_name=cfg.study, storage=make_storage(cfg.storage))
+    except KeyError:  # no such study yet
+        return 0
+    return sum(1 for t in study.get_trials(deepcopy=False) if is_estimate(t))
 
 
 def load_supernet(weights: str | Path) -> Any:
@@ -135,7 +176,7 @@ class OneShotObjective:
         for key, value in worker_identity().items():
             trial.set_user_attr(key, value)
         write_record(trial, "versions", versions())
-        trial.set_user_attr("source", "supernet")
+        trial.set_user_attr("source", SUPERNET)
         if arch is None:
             sampled = self.sample(trial)
             if isinstance(sampled, Outcome):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, cli, load, run_search
 
@@ -145,3 +148,57 @@ def test_export_of_a_supernet_trial_never_retrained_says_retrain_first(tmp_path:
     with pytest.raises(PickError, match=r"trial 0 has no trained weights \(source: supernet\): retrain it first"):
         weights_of(chosen, None)
     assert weights_of(chosen, "given.pt") == Path("given.pt")
+
+
+def _scored_study(tmp_path: Path, name: str) -> Any:
+    """A study holding one architecture scored on a supernet (as a one-shot run records it), and its run config."""
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import create_trial
+
+    from search.study.config import RunConfig
+    from trainers.train.results import TrialSettings
+
+    cfg = RunConfig(study=name, storage=f"sqlite:///{tmp_path / 'studies' / f'{name}.db'}",
+                    root=str(tmp_path / "studies"), space_file="space.yaml", trial=TrialSettings(data="", out=""))
+    (tmp_path / "studies").mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=cfg.storage, directions=["maximize", "minimize"])
+    study.add_trial(create_trial(state=TrialState.COMPLETE, values=[0.1, 5.0], params={"a": 0},
+                                 distributions={"a": CategoricalDistribution([0])}, user_attrs={"source": "supernet"}))
+    return cfg
+
+
+def test_the_study_supernet_is_refused_when_missing_unreadable_or_of_another_space(tmp_path: Path) -> None:
+    import torch
+
+    from search.engine.oneshot import supernet_of_study
+    from search.space.schema import parse_space
+    from search.space.supernet import supernet_spec
+    from tests.trainers.test_supernet_trainer import SPEC
+    from trainers.model.supernet import build_supernet
+
+    cfg = _scored_study(tmp_path, "scored")
+    folder = tmp_path / "studies" / "scored" / "supernet"
+    with pytest.raises(ValueError, match=r"study 'scored' holds 1 architecture\(s\) scored on its supernet, but its "
+                                         r"checkpoint .*last.pt is missing: restore it, or give another --study"):
+        supernet_of_study(cfg, SPEC)
+    fresh = replace(cfg, study="fresh")  # no such study yet: the supernet is trained there
+    assert supernet_of_study(fresh, SPEC) == tmp_path / "studies" / "fresh" / "supernet"
+    last = folder / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="last.pt: not a readable supernet checkpoint .*; remove .* to train it again"):
+        supernet_of_study(cfg, SPEC)
+    other = supernet_spec(parse_space(yaml.safe_load(TINY_SPACE)))  # no RepBlock, no RepConv head stems
+    torch.save({"model": build_supernet(other, nc=3)}, last)
+    assert supernet_of_study(cfg, other) == folder  # its own space: found, resumed there
+    with pytest.raises(ValueError, match="this study's supernet was trained for another space or shape than "
+                                         "space.yaml; give another --study, or remove"):
+        supernet_of_study(cfg, SPEC)
+
+
+def test_a_run_on_a_study_whose_supernet_is_missing_stops_in_one_line(tmp_path: Path, data: Path) -> None:
+    _scored_study(tmp_path, "space")
+    r = run_search(tmp_path, TINY_SPACE, "--mode", "oneshot", "--data", str(data), "--subnets", "3")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "holds 1 architecture(s) scored on its supernet, but its checkpoint" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "studies" / "space" / "supernet").exists()

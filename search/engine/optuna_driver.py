@@ -44,7 +44,7 @@ from search.study.artifacts import (
     dashboard_command,
     upload_study_artifacts,
 )
-from search.study.config import RunConfig, url_without_password
+from search.study.config import RunConfig, password_note
 from search.study.failures import FailKind, fail_trial
 from search.study.outage import StorageUnavailable, describe_storage, exit_on_storage_outage, keep_outage
 from search.study.records import read_record
@@ -223,6 +223,5 @@ def report(study: optuna.Study, cfg: RunConfig, latency: Mapping[int, LatencyRep
         print("Design references (spaces/presets) against the front:")
         print(format_presets(summary["presets"]))
     print(f"Files: {cfg.folder}/pareto.txt, pareto.json {' '.join(summary['plots'])}")
-    hidden = url_without_password(cfg.storage) != cfg.storage
-    print(f"Dashboard: {dashboard_command(cfg)}" + (" (password: PGPASSWORD or ~/.pgpass)" if hidden else ""))
+    print(f"Dashboard: {dashboard_command(cfg)}{password_note(cfg.storage)}")
     return 0

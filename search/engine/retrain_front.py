@@ -149,12 +149,11 @@ def retrain_and_report(cfg: RunConfig, top: int) -> int:
 
 def audit_hint(cfg: RunConfig) -> str:
     """The line that tells how to check, on the user's own data, that the supernet ranks as stand-alone training."""
-    from search.study.config import url_without_password
+    from search.study.config import password_note, url_without_password
 
-    shown = url_without_password(cfg.storage)
-    command = shlex.join(["python", "-m", "search.audit", "--storage", shown,
+    command = shlex.join(["python", "-m", "search.audit", "--storage", url_without_password(cfg.storage),
                           "--study", cfg.study, "--top", "3", "--random", "3", "--epochs", str(2 * cfg.trial.epochs),
                           "--seeds", "0"])
     return (f"Not yet checked that the supernet ranks these architectures as training them alone does (on the "
             f"embedded data it does not: README, One-shot search). To check, on this data: {command}"
-            + (" (password: PGPASSWORD or ~/.pgpass)" if shown != cfg.storage else ""))
+            f"{password_note(cfg.storage)}")

@@ -50,7 +50,7 @@ def map_seed_spread(study: optuna.Study) -> float | None:
     if spread is not None:
         return spread
     audit = attrs.get("audit") or {}
-    return None if audit.get("search_source") == "supernet" else audit.get("map_noise")
+    return None if audit.get("search_source") == SUPERNET else audit.get("map_noise")
 
 
 def _versus(delta: float, tie: bool) -> int:

@@ -32,6 +32,11 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(m.group(1), m.group(2), float(m.group(3)))
 
 
+def password_note(url: str) -> str:
+    """What to add after a command printed with :func:`url_without_password` (``""`` when ``url`` has none)."""
+    return " (password: PGPASSWORD or ~/.pgpass)" if url_without_password(url) != url else ""
+
+
 def url_without_password(url: str) -> str:
     """``url`` with its password left out (``postgresql://user@host/db``): what a study records, prints and ships.
 

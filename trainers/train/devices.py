@@ -31,12 +31,10 @@ def is_train_device(text: Any) -> bool:
 def check_gpus(device: str, batch: int) -> None:
     """``ValueError`` in one line when the training device ``device`` names a GPU twice, splits ``batch`` unevenly
     over several GPUs (each trains ``batch / GPUs`` images per step), or names a GPU this machine does not have."""
-    if device.isdigit() or GPUS_PATTERN.fullmatch(device):
-        wanted = [int(i) for i in device.split(",")]
-    elif device.startswith("cuda"):
-        wanted = [int(device.partition(":")[2] or 0)]
-    else:  # cpu, auto
+    indices = train_device(device)  # cuda:N -> N, cuda -> 0, auto -> 0 or cpu; a GPU list as it is
+    if indices == "cpu":
         return
+    wanted = [int(i) for i in indices.split(",")]
     if len(set(wanted)) != len(wanted):
         raise ValueError(f"device {device!r} names a GPU twice")
     if batch % len(wanted):

@@ -47,7 +47,6 @@ from trainers.model.heads import DEFAULT_HEAD
 from trainers.model.supernet import (
     PathParams,
     SupernetModel,
-    build_supernet,
     set_path,
     supernet_from_yaml,
     supernet_yaml,
@@ -96,12 +95,9 @@ MAX_DRAWS = 100  # draws of one step's path before giving up on the parameter bo
 class SupernetTrainer(DetectionTrainer):
     """``DetectionTrainer`` of a :class:`SupernetModel`: built from ``spec``, or from the spec in a checkpoint."""
 
-    spec: SupernetSpec | None = None
-
     def __init__(self, cfg: Any = DEFAULT_CFG, overrides: dict[str, Any] | None = None,
                  _callbacks: dict[str, list[Any]] | None = None, *, spec: SupernetSpec | None = None):
         super().__init__(cfg, overrides, _callbacks)
-        self.spec = spec
         # the callbacks given (a DDP worker gets the launcher's, SPOS included) or the defaults: never the
         # integration callbacks Ultralytics adds by itself
         self.callbacks = {k: list(v) for k, v in (_callbacks or ul_callbacks.get_default_callbacks()).items()}
@@ -109,15 +105,11 @@ class SupernetTrainer(DetectionTrainer):
             self.model = supernet_yaml(spec)  # type: ignore[assignment]  # a model.yaml dict: what a DDP worker builds
 
     def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> SupernetModel:
-        """The supernet with the dataset's class count (a checkpoint's yaml wins over ``spec``); ``weights`` loaded."""
-        nc = self.data["nc"]
-        if isinstance(cfg, dict) and "supernet" in cfg:
-            model = supernet_from_yaml(cfg, nc=nc)
-        elif self.spec is not None:
-            model = build_supernet(self.spec, nc=nc)
-        else:
+        """The supernet of ``cfg`` (the model.yaml dict ``__init__`` made of ``spec``, or a checkpoint's) with the
+        dataset's class count; ``weights`` loaded."""
+        if not (isinstance(cfg, dict) and "supernet" in cfg):
             raise ValueError("SupernetTrainer needs a spec or a checkpoint whose model.yaml records one")
-        model = self.set_model_names_for_load(model)
+        model = self.set_model_names_for_load(supernet_from_yaml(cfg, nc=self.data["nc"]))
         if weights:
             model.load(weights)
         return model

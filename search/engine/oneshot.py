@@ -2,8 +2,9 @@
 
 :class:`OneShotObjective` implements the :class:`~search.engine.objective.Objective` protocol beside
 :class:`~search.engine.per_trial.PerTrialObjective`. A trial samples the space's Optuna
-distributions with every stage's width and depth fixed to the supernet's (the supernet is not
-elastic), so its architecture is a path; :meth:`OneShotObjective.evaluate` extracts that path's
+distributions with every stage's widths and depths reduced to those the supernet holds (all the
+space's, except where a stage's width is pinned: :func:`search.space.supernet.width_pinned`), so its
+architecture is a path; :meth:`OneShotObjective.evaluate` extracts that path's
 plain model (:func:`trainers.model.extract.extract`), measures params, GFLOPs and latency exactly
 as per-trial mode does (:func:`search.engine.per_trial.record_pre_training`, same cache), prunes
 it if it breaks a constraint known before scoring, recalibrates its BatchNorm statistics on a
@@ -46,15 +47,20 @@ from trainers.model.architecture import Architecture
 from trainers.model.supernet_spec import SupernetSpec
 from trainers.train.results import FailKind, PreTraining, TrialFailure
 
-__all__ = ["OneShotObjective", "fixed_shape_space", "load_supernet", "recalibration_ablation", "score_subnet",
+__all__ = ["OneShotObjective", "supernet_space", "load_supernet", "recalibration_ablation", "score_subnet",
            "supernet_of_study"]
 
 
-def fixed_shape_space(space: SearchSpace, spec: SupernetSpec) -> SearchSpace:
-    """``space`` with each untied stage's widths and depths reduced to the supernet's one shape."""
-    stages = tuple((n, st if st.tie is not None else replace(st, widths=(spec.stage(n).width,),
-                                                             depths=(spec.stage(n).depth,)))
-                   for n, st in space.spec.stages)
+def supernet_space(space: SearchSpace, spec: SupernetSpec) -> SearchSpace:
+    """``space`` with each untied stage's widths and depths reduced to those the supernet's paths take."""
+    from trainers.model.layout import stock_depth
+
+    def held(name: str, st: Any) -> Any:
+        s, stock = spec.stage(name), stock_depth(space.spec.scale, name)
+        return replace(st, widths=tuple(w for w in st.widths if w in s.widths),
+                       depths=tuple(d for d in st.depths if (None if d in (None, stock) else d) in s.depths))
+
+    stages = tuple((n, st if st.tie is not None else held(n, st)) for n, st in space.spec.stages)
     return SearchSpace(replace(space.spec, stages=stages))
 
 
@@ -139,7 +145,7 @@ class OneShotObjective:
 
     def __init__(self, space: SearchSpace, cfg: RunConfig, supernet_weights: str | Path, spec: SupernetSpec,
                  calib_images: int = 64):
-        self.space, self.cfg, self.spec = fixed_shape_space(space, spec), cfg, spec
+        self.space, self.cfg, self.spec = supernet_space(space, spec), cfg, spec
         self.weights, self.calib_images = str(supernet_weights), calib_images
         self._supernet: Any = None
         self._images: Any = None
@@ -165,7 +171,7 @@ class OneShotObjective:
         return self._images
 
     def sample(self, trial: optuna.Trial) -> Architecture | Outcome:
-        """The trial's architecture at the supernet's shape, recorded on it."""
+        """The trial's architecture (a path of the supernet), recorded on it."""
         return sample_architecture(trial, self.space)
 
     def evaluate(self, study: optuna.Study, trial: optuna.Trial, prefix: str = "",

@@ -1,8 +1,12 @@
 """A space's supernet: the candidates of each stage (:func:`supernet_spec`) and a uniform path sampler.
 
-Width and depth are not elastic: the supernet is built at one (width, depth) per untied stage,
-chosen from the space's options (default: the stock width 1.0 and stock depth where the space
-allows them, else the first option); tied stages follow their target. A stage's block candidates
+Width and depth are elastic (OFA/BigNAS): each untied stage is built at the largest width and depth the
+space allows it, and a path may take any of the space's widths and depths there (its tensors are the
+leading slices of the built ones: :mod:`trainers.model.elastic`); tied stages follow their target.
+``shape`` pins a stage to one (width, depth) instead. Width is pinned to one (1.0 where the space allows it)
+where a narrower RepConv would hold a branch the built one lacks (its identity BatchNorm exists only where
+its input and output widths are equal): at a stage with RepBlock candidates, and at the stages feeding the
+Detect head when the space has RepConv head stems (:func:`width_pinned`). A stage's block candidates
 are every canonical choice the space allows with that shape: per block, its SE options (placement
 x kind x reduction or ratio bounds, ``none`` once) times its kernel sets. For ``spaces/yolo26.yaml``:
 C3k2 1 + OREPA 1 + RepViT 6 SE x 3 kernel sets + C3k2_RVB_SE 11 SE x 3 = 53 per stage, times 3
@@ -11,9 +15,10 @@ head stems (stock once, every other stem once per layer count) are the head's ca
 
 :func:`sample_path` is the SPOS mutator: each untied stage draws its block family uniformly, then
 one of that family's candidates uniformly (as the space's sampler draws the block first, then its
-options; a family with 33 SE and kernel variants is not drawn 33 times as often as C3k2), and its
-downsample candidate uniformly (seedable); tied stages repeat their target; then the head stem is
-drawn uniformly where the supernet holds more than one.
+options; a family with 33 SE and kernel variants is not drawn 33 times as often as C3k2), its
+downsample candidate, then its width and depth, each uniformly where there are several (seedable);
+tied stages repeat their target; then the head stem is drawn uniformly where the supernet holds more
+than one.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from trainers.model.architecture import Architecture, StageChoice, canonical_hea
 from trainers.model.layout import STAGE_LAYERS, stock_depth
 from trainers.model.supernet_spec import HeadStem, StageCandidates, SupernetSpec
 
-__all__ = ["block_candidates", "head_candidates", "sample_path", "supernet_spec"]
+__all__ = ["block_candidates", "head_candidates", "sample_path", "supernet_spec", "width_pinned"]
 
 Shape = tuple[float, int | None]
 """A stage's (width, depth); depth ``None``: the scale's stock depth."""
@@ -64,23 +69,52 @@ def head_candidates(space: SpaceFile) -> tuple[HeadStem, ...]:
     return tuple(out)
 
 
-def _shape(space: SpaceFile, name: str, st: StageSpace, asked: Shape | None) -> Shape:
-    """The (width, canonical depth) stage ``name`` is built at; ``ValueError`` if the space does not allow it."""
+def _shapes(space: SpaceFile, name: str, st: StageSpace, asked: Shape | None) -> tuple[list[float], list[int | None]]:
+    """The widths and canonical depths (``None``: stock) paths take at stage ``name``: every one the space allows, or
+    the one ``asked``; ``ValueError`` if the space does not allow it."""
     stock = stock_depth(space.scale, name)
-    depths = [stock if d is None else d for d in st.depths]
-    if asked is None:
-        width = 1.0 if 1.0 in st.widths else st.widths[0]
-        depth = stock if stock in depths else depths[0]
-    else:
-        width, depth = asked[0], stock if asked[1] is None else asked[1]
-        if width not in st.widths or depth not in depths:
+    depths = list(dict.fromkeys(stock if d is None else d for d in st.depths))
+    widths = [float(w) for w in dict.fromkeys(st.widths)]
+    if asked is not None:
+        width, depth = float(asked[0]), stock if asked[1] is None else asked[1]
+        if width not in widths or depth not in depths:
             raise ValueError(f"stage {name}: the space allows widths {list(st.widths)} and depths {depths}, "
                              f"got width {width} and depth {depth}")
-    return float(width), None if depth == stock else depth
+        widths, depths = [width], [depth]
+    return widths, [None if d == stock else d for d in depths]
+
+
+HEAD_INPUTS = ("p3_out", "p4_out", "p5_out")
+"""The stages whose outputs the Detect head reads."""
+
+
+def width_pinned(space: SpaceFile) -> dict[str, str]:
+    """Untied stage -> why its width cannot be elastic (see the module docstring); stages not listed can be."""
+    ties = {name: st.tie or name for name, st in space.stages}
+    out = {name: "RepBlock: its first RepConv has an identity branch only where its input and output widths match"
+           for name, st in space.stages if st.tie is None and "RepBlock" in st.blocks}
+    if space.head_stems != ("stock",):
+        for name in HEAD_INPUTS:
+            if name in ties:
+                out.setdefault(ties[name], "RepConv head stems: a stem's identity branch exists only where the "
+                                           "head's input and hidden widths match")
+    return out
+
+
+def _stage_candidates(space: SpaceFile, name: str, st: StageSpace, asked: Shape | None) -> StageCandidates:
+    """The candidates of untied stage ``name``, built at its largest width and depth."""
+    widths, depths = _shapes(space, name, st, asked)
+    if name in width_pinned(space) and len(widths) > 1:
+        widths = [1.0 if 1.0 in widths else widths[0]]
+    stock = stock_depth(space.scale, name)
+    deepest = max(depths, key=lambda d: stock if d is None else d)
+    return StageCandidates(block_candidates(st), st.downsamples, max(widths), deepest,
+                           widths=tuple(widths), depths=tuple(depths))
 
 
 def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) -> SupernetSpec:
-    """The supernet of ``space`` at ``shape`` (untied stage -> (width, depth); ``None`` depth: stock).
+    """The supernet of ``space``: elastic over every width and depth the space allows, except the stages ``shape``
+    pins to one (untied stage -> (width, depth); ``None`` depth: stock).
 
     Stages the space does not name hold the stock C3k2 and Conv only. ``ValueError`` for a space with a RepViT
     backbone (the supernet is built on YOLO26's own), and naming the
@@ -98,8 +132,7 @@ def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) ->
     untied: dict[str, StageCandidates] = {}
     for name, st in space.stages:
         if st.tie is None:
-            width, depth = _shape(space, name, st, shape.get(name))
-            untied[name] = StageCandidates(block_candidates(st), st.downsamples, width, depth)
+            untied[name] = _stage_candidates(space, name, st, shape.get(name))
     stages = []
     for name, (_, ds) in STAGE_LAYERS.items():
         tie = spaces[name].tie if name in spaces else None
@@ -109,8 +142,9 @@ def supernet_spec(space: SpaceFile, shape: Mapping[str, Shape] | None = None) ->
 
 
 def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
-    """A path of the supernet: per untied stage a family, one of its candidates, a downsample, each uniform; then
-    the head stem (only where there are several: a stock-head supernet draws what it drew before head stems).
+    """A path of the supernet: per untied stage a family, one of its candidates, a downsample, a width and a depth,
+    each uniform (a width or depth only where there are several); then the head stem (only where there are several:
+    a stock-head supernet draws what it drew before head stems).
 
     ``rng``: a ``random.Random`` (advanced) or an int seed (the same seed gives the same path).
     """
@@ -125,7 +159,9 @@ def sample_path(spec: SupernetSpec, rng: random.Random | int) -> Architecture:
         downsamples = next((g.downsamples for g in group if g.downsamples), ())
         if downsamples:
             choice = replace(choice, downsample=rng.choice(downsamples))
-        picked[name] = replace(choice, width=s.width, depth=s.depth)
+        width = rng.choice(s.widths) if len(s.widths) > 1 else s.width
+        depth = rng.choice(s.depths) if len(s.depths) > 1 else s.depth
+        picked[name] = replace(choice, width=width, depth=depth)
     stages = {n: picked[s.tie or n] for n, s in spec.stages}
     stem, layers = spec.head_stems[0] if len(spec.head_stems) == 1 else rng.choice(spec.head_stems)
     return Architecture.create(stages, base=spec.base, scale=spec.scale, head_stem=stem, head_stem_layers=layers)

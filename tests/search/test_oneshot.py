@@ -14,18 +14,26 @@ import yaml
 from optuna.trial import TrialState
 from search_helpers import TINY_SPACE, cli, load, run_search
 
+# elastic p3: the supernet is built at width 1.0 and depth 2, so stock (depth 1) is a shallower path
+ELASTIC_SPACE = TINY_SPACE.replace("    kernels: [[3], [3, 5]]\n", "    kernels: [[3], [3, 5]]\n    width: [0.5, 1.0]\n"
+                                   "    depth: [1, 2]\n")
+
 
 def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_path: Path, data: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     args = ("--mode", "oneshot", "--supernet-epochs", "1", "--subnets", "3", "--retrain-top", "1", "--data", str(data),
             "--imgsz", "64")
-    r = run_search(tmp_path, TINY_SPACE, *args)
+    r = run_search(tmp_path, ELASTIC_SPACE, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "supernet epoch 1/1" in r.stderr and "supernet ready" in r.stderr
     url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
     assert (f"To check, on this data: python -m search.audit --storage {url} --study space --top 3 --random 3 "
             "--epochs 2 --seeds 0") in r.stdout
-    assert (tmp_path / "studies" / "space" / "supernet" / "weights" / "last.pt").is_file()
+    last = tmp_path / "studies" / "space" / "supernet" / "weights" / "last.pt"
+    from trainers.train.supernet_trainer import supernet_spec_of
+
+    held = supernet_spec_of(last).stage("p3_backbone")
+    assert (held.width, held.depth, held.widths, held.depths) == (1.0, 2, (0.5, 1.0), (None, 2))
     study = load(tmp_path, "space")
     trials = study.get_trials()
     assert len(trials) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -34,13 +42,14 @@ def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_p
         assert t.user_attrs["source"] == "supernet" and t.user_attrs["recalibrated"] is True
         assert math.isfinite(t.user_attrs["map50_95"]) and math.isfinite(t.values[1]) and t.values[1] > 0
         assert t.user_attrs["hash"] and t.user_attrs["params"] > 0
+    assert study.trials[0].params["p3_backbone.depth"] == 1  # stock, scored on the first block of the depth-2 stage
     retrained = _front_retrained(tmp_path, study, r.stdout)
-    again = run_search(tmp_path, TINY_SPACE, *args)  # resumes: supernet and retrains found, nothing trained again
+    again = run_search(tmp_path, ELASTIC_SPACE, *args)  # resumes: supernet and retrains found, nothing trained again
     assert again.returncode == 0, again.stderr[-3000:]
     assert "supernet epoch" not in again.stderr and len(load(tmp_path, "space").get_trials()) == 3
     assert again.stderr.count("was retrained before at this schedule") == len(retrained), again.stderr[-3000:]
     assert "Retrained stand-alone" in again.stdout
-    skip = run_search(tmp_path, TINY_SPACE, *args[:-6], "--retrain-top", "0", *args[-4:])
+    skip = run_search(tmp_path, ELASTIC_SPACE, *args[:-6], "--retrain-top", "0", *args[-4:])
     assert skip.returncode == 0 and "--retrain-top 0: no architecture retrained" in skip.stdout, skip.stderr[-2000:]
     assert "retraining" not in skip.stderr and "Retrained stand-alone" not in skip.stdout
     _ablation_runs(tmp_path, data)

@@ -26,7 +26,7 @@ from torch import nn
 from search.space import SearchSpace, load_space
 from search.space.schema import parse_space
 from search.space.supernet import block_candidates, sample_path, supernet_spec
-from tests.trainers.build_helpers import randomize_bn_, tensors_in
+from tests.trainers.supernet_helpers import IMGSZ, assert_fused_close, on_path, outputs
 from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import architecture_of, build_model
 from trainers.model.extract import extract
@@ -42,7 +42,7 @@ from trainers.model.supernet import (
 from trainers.model.supernet_spec import SupernetSpec
 
 SPACE = Path(__file__).resolve().parents[2] / "spaces" / "yolo26_wide.yaml"  # every family and option at every stage
-IMGSZ, NC = 64, 3
+NC = 3
 SPEC = supernet_spec(load_space(SPACE))
 PATHS = {"stock": Architecture.baseline(), **{f"seed{s}": sample_path(SPEC, s) for s in range(20)}}
 ONNX_PATHS = ["stock", "seed0", "seed1", "seed2", "seed3"]
@@ -54,41 +54,19 @@ def supernet() -> SupernetModel:
     return build_supernet(SPEC, nc=NC)
 
 
-def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return list(tensors_in(model(x)))
-
-
-def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Select ``arch``, randomize the BN statistics of its path; return an input and the supernet's outputs."""
-    set_path(supernet, arch)
-    gen = torch.Generator().manual_seed(seed)
-    randomize_bn_(supernet, torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
-    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=gen)
-    return x, outputs(supernet, x)
-
-
-def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused: torch.Tensor) -> None:
-    """As close to the float64 result as the unfused float32 model is (build_helpers' rule), and 1e-5 of the scale."""
-    got = fused(x)[0].double() if isinstance(fused, nn.Module) else fused.double()
-    scale = float(truth.abs().max())
-    unfused_err = float((unfused.double() - truth).abs().max())
-    err = float((got - truth).abs().max())
-    assert err <= 10 * unfused_err + 1e-6 * scale, (err, unfused_err, scale)
-    assert err <= 1e-4 * scale, (err, scale)
-
-
 def test_candidates_match_the_space_count() -> None:
     space = SearchSpace.load(SPACE)
     assert SPEC.candidate_counts() == {n: (54, 0 if STAGE_LAYERS[n][1] is None else 3) for n in STAGE_LAYERS}
     for name, st in space.spec.stages:
         if st.tie is None:
-            # the space counts every (block choice, downsample, width, depth); the supernet fixes width and depth
+            # the space counts every (block choice, downsample, width, depth); the supernet is elastic in depth, and
+            # its widths are pinned here (RepBlock stages and RepConv head stems: see test_supernet_elastic)
             assert len(block_candidates(st)) * 3 * len(st.widths) * len(st.depths) == space.stage_size(name, st)
             assert "RepBlock" in st.blocks and StageChoice("RepBlock", downsample=None) in block_candidates(st)
     assert SPEC.head_stems == (("stock", 2), ("repconv", 1), ("repconv", 2)) == tuple(
         (s, n) for s in space.spec.head_stems for n in ((2,) if s == "stock" else space.spec.head_stem_layers))
-    assert SPEC.paths() == (54 * 3) ** 4 * 3
+    assert all(s.widths == (1.0,) and s.depths == (None, 2) for _, s in SPEC.stages)
+    assert SPEC.paths() == (54 * 3 * 2) ** 4 * 3
     assert SupernetSpec.from_dict(SPEC.to_dict()) == SPEC
 
 
@@ -185,9 +163,9 @@ def test_supernet_fuse_is_a_no_op(supernet: SupernetModel) -> None:
 
 
 @pytest.mark.parametrize(("stages", "match"), [
-    ({"p3_backbone": StageChoice(width=0.5)}, "stage p3_backbone: the supernet was built at width 1.0 and depth 1, "
-                                               "got width 0.5 and depth 1"),
-    ({"p5_backbone": StageChoice(depth=2), "p5_out": StageChoice(depth=2)}, "stage p5_backbone: .* depth 2"),
+    ({"p3_backbone": StageChoice(width=0.5)}, "stage p3_backbone: the supernet holds widths \\[1.0\\] and depths "
+                                               "\\[1, 2\\], got width 0.5 and depth 1"),
+    ({"p5_backbone": StageChoice(depth=3), "p5_out": StageChoice(depth=3)}, "stage p5_backbone: .* depth 3"),
     ({"p2_backbone": StageChoice("RepViT", kernels=(3, 5, 7, 9))}, "stage p2_backbone: 'RepViT-k3\\+5\\+7\\+9' is "
                                                                     "not one of its 54 candidates"),
     ({"p4_backbone": StageChoice("OREPA")}, "stage p4_neck is tied to p4_backbone"),
@@ -208,7 +186,7 @@ def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
     draws = [sample_path(SPEC, rng) for _ in range(6000)]
     for arch in draws[:50]:
         SPEC.check(arch)
-    assert len({a.stage("p2_backbone") for a in draws}) == 54 * 3
+    assert len({a.stage("p2_backbone") for a in draws}) == 54 * 3 * 2  # x depths 1 and 2 (widths pinned here)
     families = collections.Counter(a.stage("p2_backbone").block for a in draws)
     assert len(families) == 5 and min(families.values()) > 1050  # each family a fifth, whatever its variants
     assert {(a.head_stem, a.head_stem_layers) for a in draws} == set(SPEC.head_stems)
@@ -245,7 +223,7 @@ def test_a_supernet_at_another_shape_extracts_pickles_and_rebuilds() -> None:
     assert spec.candidate_counts()["p3_backbone"] == (3, 2) and spec.candidate_counts()["p4_out"] == (1, 1)
     torch.manual_seed(0)
     net = build_supernet(spec, nc=NC)
-    with pytest.raises(ValueError, match="stage p3_backbone: the supernet was built at width 0.5 and depth 2"):
+    with pytest.raises(ValueError, match="stage p3_backbone: the supernet holds widths \\[0.5\\] and depths \\[2\\]"):
         set_path(net, Architecture.baseline())
     wrong_ds = Architecture.create({n: StageChoice(downsample="RepConv", width=0.5, depth=2)
                                     for n in ("p3_backbone", "p3_out")})

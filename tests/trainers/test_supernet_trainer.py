@@ -35,6 +35,7 @@ from trainers.train.supernet_trainer import (
 
 TINY = yaml.safe_load(TINY_SPACE)
 TINY["stages"]["p3_backbone"]["block"].append("RepBlock")
+TINY["stages"]["p4_backbone"] = {"block": ["C3k2", "C3k2_RVB_SE"], "width": [0.5, 1.0], "depth": [1, 2]}  # elastic
 SPEC = supernet_spec(parse_space({**TINY, "head_stem": ["stock", "repconv"], "head_stem_layers": [1]}))
 
 
@@ -83,7 +84,7 @@ def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
             cbs["on_train_epoch_start"](trainer)
             for _ in range(6):
                 cbs["on_train_batch_start"](trainer)
-                assert current(model) == current(ema)
+                assert current(model) == current(ema) and model.elastic_path == ema.elastic_path
                 assert current(model)[-1] == ("stock" if drawn[-1].head_stem == "stock" else "repconv1")
         return drawn
 
@@ -92,6 +93,8 @@ def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
     assert drawn[7] == sample(path_seed(0, 1, 1))
     assert len({a.hash for a in drawn}) > 1
     assert {a.head_stem for a in drawn} == {"stock", "repconv"}
+    shapes = {(a.stage("p4_backbone").width, a.stage("p4_backbone").depth) for a in drawn}
+    assert len(shapes) >= 3 and shapes <= {(w, d) for w in (0.5, 1.0) for d in (None, 2)}  # elastic p4
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -20,6 +20,11 @@ As in mmrazor's ``OneShotMutableOP``, a choice module knows its candidates and w
 (the mutator's job; sampling lives in :mod:`search.space.supernet`), and :func:`trainers.model.extract.extract`
 turns a path into the plain model ``build_model`` returns, with the supernet's weights.
 
+The supernet is built at each stage's largest width and depth. A path at that shape runs through the
+choice modules; a narrower or shallower one runs as its own ``build_model`` structure on leading slices
+of the supernet's tensors (:mod:`trainers.model.elastic`), so its gradients and BatchNorm statistics
+land in the supernet.
+
 For Ultralytics training: module-level classes (picklable), the spec recorded in
 ``model.yaml["supernet"]`` (:func:`supernet_from_yaml` rebuilds it), and a ``fuse()`` that does
 nothing, since Ultralytics' final validation and ``AutoBackend`` call ``fuse()`` in place and folding
@@ -42,7 +47,7 @@ from trainers.model.weight_sharing import share_within_families
 from trainers.model.yolo26 import HEAD_BRANCHES, adopt_layer_attrs, build_downsample, build_head_branch, build_stage
 
 __all__ = ["ChoiceModule", "PathParams", "SupernetModel", "build_supernet", "choice_modules", "head_choice_modules",
-           "set_path", "supernet_from_yaml", "supernet_yaml"]
+           "path_state_dict", "selected_candidates", "set_path", "supernet_from_yaml", "supernet_yaml"]
 
 
 class ChoiceModule(nn.Module):
@@ -142,6 +147,24 @@ class SupernetModel(RepDetectionModel):
         """The candidates this supernet holds (as recorded in ``model.yaml["supernet"]``)."""
         return self._spec
 
+    @property
+    def elastic_path(self) -> Architecture | None:
+        """The selected path when it is narrower or shallower than the built shape (``None``: it runs in place)."""
+        path: Architecture | None = self.__dict__.get("_elastic_path")
+        return path
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """Ultralytics' forward over the layers; an elastic path runs on its skeleton (:mod:`trainers.model.elastic`),
+        which gets the same arguments."""
+        path = self.elastic_path
+        if path is None:
+            return super().predict(x, *args, **kwargs)
+        from trainers.model.elastic import run_on, skeleton
+
+        cfg: Any = self.yaml
+        state = path_state_dict(self, path, keep_vars=True)
+        return run_on(skeleton(path, cfg["nc"]), state, x, self.layers[-1], self.training, *args, **kwargs)
+
     def fuse(self, verbose: bool = True, imgsz: Any = 640) -> SupernetModel:
         """Do nothing and return the supernet: folding BatchNorm shared by paths would destroy it.
 
@@ -199,18 +222,65 @@ def path_keys(arch: Architecture) -> dict[int, str]:
     return keys
 
 
+def path_state_dict(supernet: SupernetModel, arch: Architecture, keep_vars: bool = False) -> dict[str, Tensor]:
+    """The supernet's state dict for ``arch``'s path, keyed as in ``build_model(arch)`` (tensors shared, not copied:
+    leading slices of the built ones where ``arch`` is narrower or shallower). ``keep_vars``: parameters as they
+    are (gradients flow), not detached.
+
+    ``ValueError`` naming the stage if ``arch`` is not a path of the supernet.
+    """
+    from trainers.model.elastic import skeleton, sliced_state
+
+    supernet.spec.check(arch)
+    built = supernet.spec.built(arch)
+    keys = path_keys(arch)
+    choices = choice_modules(supernet)
+    head = head_key(arch.head_stem, arch.head_stem_layers)
+    out: dict[str, Tensor] = {}
+    for i, layer in enumerate(supernet.layers):
+        module = choices[i].candidates[keys[i]] if i in choices else layer
+        state = module.state_dict(keep_vars=keep_vars)
+        out.update({f"model.{i}.{k}": v for k, v in selected_candidates(state, head).items()})
+    if built == arch:
+        return out
+    cfg: Any = supernet.yaml
+    return sliced_state(out, skeleton(arch, cfg["nc"]).state_dict())
+
+
+def selected_candidates(state: dict[str, Tensor], key: str) -> dict[str, Tensor]:
+    """A state dict with every ``ChoiceModule`` inside it reduced to its candidate ``key``.
+
+    ``cv2.0.candidates.repconv2.0.m.0.conv_kxk.conv.weight`` becomes ``cv2.0.0.m.0.conv_kxk.conv.weight``;
+    the tensors of the other candidates are dropped, keys without a choice module are kept as they are.
+    """
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        before, sep, after = name.partition(".candidates.")
+        if not sep:
+            out[name] = tensor
+            continue
+        candidate, _, rest = after.partition(".")
+        if candidate == key:
+            out[f"{before}.{rest}"] = tensor
+    return out
+
+
 def _numel(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 class PathParams:
-    """The parameter count of a path, as ``build_model(arch)`` counts it, from per-candidate counts (nothing built).
+    """The parameter count of a path, as ``build_model(arch)`` counts it.
 
-    The supernet's layers that hold no choice count once; each choice module adds its selected candidate's
-    parameters (a candidate's shared layers counted as in the path's own model).
+    At the built shape from per-candidate counts (nothing built): the supernet's layers that hold no choice
+    count once; each choice module adds its selected candidate's parameters (a candidate's shared layers
+    counted as in the path's own model). A narrower or shallower path counts its skeleton's
+    (:func:`trainers.model.elastic.skeleton`, cached for the training step that runs it).
     """
 
     def __init__(self, supernet: SupernetModel):
+        cfg: Any = supernet.yaml
+        self._spec, self._nc = supernet.spec, int(cfg["nc"])
         choices, heads = choice_modules(supernet), head_choice_modules(supernet)
         in_heads = {id(p) for m in heads for p in m.parameters()}
         self._fixed = sum(p.numel() for i, layer in enumerate(supernet.layers) if i not in choices
@@ -220,6 +290,10 @@ class PathParams:
 
     def __call__(self, arch: Architecture) -> int:
         """Parameters of ``arch``'s path (an architecture of this supernet's spec)."""
+        if self._spec.built(arch) != arch:
+            from trainers.model.elastic import skeleton
+
+            return _numel(skeleton(arch, self._nc))
         keys, head = path_keys(arch), head_key(arch.head_stem, arch.head_stem_layers)
         return (self._fixed + sum(counts[keys[i]] for i, counts in self._layers.items())
                 + sum(counts[head] for counts in self._heads))
@@ -233,3 +307,4 @@ def set_path(supernet: SupernetModel, arch: Architecture) -> None:
         modules[idx].select(key)
     for module in head_choice_modules(supernet):
         module.select(head_key(arch.head_stem, arch.head_stem_layers))
+    supernet.__dict__["_elastic_path"] = None if supernet.spec.built(arch) == arch else arch

@@ -1,13 +1,15 @@
-"""What a supernet holds: per stage, its block candidates, its downsample candidates and its one shape;
-and the head stem candidates.
+"""What a supernet holds: per stage, its block candidates, its downsample candidates, the shape it is built at
+and the shapes its paths may take; and the head stem candidates.
 
 Pure data (no torch import), the supernet's counterpart of :class:`~trainers.model.architecture.Architecture`:
 a :class:`SupernetSpec` is recorded in the supernet's ``model.yaml["supernet"]`` so a checkpoint
 rebuilds it, and :meth:`SupernetSpec.check` says whether an architecture is one of its paths.
 
-Width and depth are not elastic: a supernet is built at ONE (width, depth) per stage, and its
-candidates enumerate the other choices only (block, SE placement/kind/reduction/ratios, kernel
-set; the stride-2 downsample conv is a separate choice, so the two factorize). Every stage,
+Width and depth are elastic (OFA/BigNAS): a supernet is built at the largest (width, depth) of each stage,
+and a path may take any of the stage's ``widths`` and ``depths`` (:mod:`trainers.model.elastic` runs it on
+the leading slices of the built tensors). Its candidates enumerate the other choices (block, SE
+placement/kind/reduction/ratios, kernel set; the stride-2 downsample conv is a separate choice, so the
+two factorize). A supernet of one shape per stage (``widths == (width,)``) is what older checkpoints hold. Every stage,
 tied ones included, holds its own weights (within a stage, one family's candidates share the layers
 they have in common: :mod:`trainers.model.weight_sharing`); a tied stage's candidates are its target's and its
 path must repeat its target's choice, as the space's sampler does. The head stem is one more choice
@@ -58,9 +60,11 @@ class StageCandidates:
     Attributes:
         blocks: canonical block choices (downsample ``None``, width 1.0, depth ``None``), one module each.
         downsamples: names of the stride-2 conv candidates (``()`` where the stage has no such conv).
-        width: the one width the stage is built at.
-        depth: the one depth (``None``: the scale's stock depth).
+        width: the width the stage is built at (the largest of ``widths``).
+        depth: the depth it is built at (``None``: the scale's stock depth; the deepest of ``depths``).
         tie: the stage whose choice this one repeats (``None``: its own).
+        widths: the widths a path may take (default: ``(width,)``).
+        depths: the depths a path may take (canonical: ``None`` for the stock depth; default: ``(depth,)``).
     """
 
     blocks: tuple[StageChoice, ...] = (StageChoice(downsample=None),)
@@ -68,6 +72,19 @@ class StageCandidates:
     width: float = 1.0
     depth: int | None = None
     tie: str | None = None
+    widths: tuple[float, ...] = ()
+    depths: tuple[int | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.widths:
+            object.__setattr__(self, "widths", (self.width,))
+        if not self.depths:
+            object.__setattr__(self, "depths", (self.depth,))
+
+    @property
+    def elastic(self) -> bool:
+        """Whether a path may take a shape other than the built one."""
+        return len(self.widths) > 1 or len(self.depths) > 1
 
     def keys(self) -> tuple[str, ...]:
         """The candidate keys of :attr:`blocks`, in order."""
@@ -76,14 +93,16 @@ class StageCandidates:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
         return {"blocks": [c.to_dict() for c in self.blocks], "downsamples": list(self.downsamples),
-                "width": self.width, "depth": self.depth, "tie": self.tie}
+                "width": self.width, "depth": self.depth, "tie": self.tie,
+                "widths": list(self.widths), "depths": list(self.depths)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StageCandidates:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; a stage recorded without ``widths``/``depths`` (older checkpoints): one shape."""
         blocks = tuple(replace(StageChoice.from_dict(b), downsample=None) for b in data["blocks"])
         return cls(blocks=blocks, downsamples=tuple(data["downsamples"]), width=float(data["width"]),
-                   depth=data["depth"], tie=data["tie"])
+                   depth=data["depth"], tie=data["tie"], widths=tuple(float(w) for w in data.get("widths", ())),
+                   depths=tuple(data.get("depths", ())))
 
 
 @dataclass(frozen=True)
@@ -105,7 +124,7 @@ class SupernetSpec:
         return dict(self.stages)[name]
 
     def shape(self) -> Architecture:
-        """The stock architecture at the supernet's widths and depths (what its model dict is sized by)."""
+        """The stock architecture at the widths and depths the supernet is built at (what sizes its model dict)."""
         return Architecture.create({n: StageChoice(width=s.width, depth=s.depth) for n, s in self.stages},
                                    base=self.base, scale=self.scale)
 
@@ -119,8 +138,14 @@ class SupernetSpec:
         for name, s in self.stages:
             if s.tie is None:
                 ds = max([len(s.downsamples)] + [len(t.downsamples) for _, t in self.stages if t.tie == name])
-                total *= len(s.blocks) * max(ds, 1)
+                total *= len(s.blocks) * max(ds, 1) * len(s.widths) * len(s.depths)
         return total * len(self.head_stems)
+
+    def built(self, arch: Architecture) -> Architecture:
+        """``arch`` at the widths and depths the supernet is built at: the path ``arch``'s tensors are sliced from."""
+        return Architecture.create({n: replace(arch.stage(n), width=s.width, depth=s.depth) for n, s in self.stages},
+                                   base=arch.base, scale=arch.scale, backbone=arch.backbone,
+                                   head_stem=arch.head_stem, head_stem_layers=arch.head_stem_layers)
 
     def check(self, arch: Architecture) -> None:
         """``ValueError`` naming the stage if ``arch`` is not a path of this supernet (shape, candidate, tie)."""
@@ -131,9 +156,9 @@ class SupernetSpec:
                              f"{head_key(arch.head_stem, arch.head_stem_layers)!r}")
         for name, s in self.stages:
             c = arch.stage(name)
-            if (c.width, c.depth) != (s.width, s.depth):
-                raise ValueError(f"stage {name}: the supernet was built at width {s.width} and depth "
-                                 f"{_depth(self.scale, name, s.depth)}, got width {c.width} and depth "
+            if c.width not in s.widths or c.depth not in s.depths:
+                raise ValueError(f"stage {name}: the supernet holds widths {list(s.widths)} and depths "
+                                 f"{[_depth(self.scale, name, d) for d in s.depths]}, got width {c.width} and depth "
                                  f"{_depth(self.scale, name, c.depth)}")
             if choice_key(c) not in s.keys():
                 raise ValueError(f"stage {name}: {choice_key(c)!r} is not one of its {len(s.blocks)} candidates")

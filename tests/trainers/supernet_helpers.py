@@ -1,0 +1,44 @@
+"""Helpers of the supernet tests: select a path with realistic BatchNorm statistics, compare outputs and fuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from tests.trainers.build_helpers import randomize_bn_, tensors_in
+from trainers.model.architecture import Architecture
+from trainers.model.supernet import SupernetModel, set_path
+
+IMGSZ = 64
+
+
+def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every output tensor of ``model(x)``, without gradients."""
+    with torch.no_grad():
+        return list(tensors_in(model(x)))
+
+
+def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Select ``arch`` with randomized BN statistics; return an input and the supernet's outputs (eval mode).
+
+    The statistics are measured at the supernet's built shape of ``arch`` (in place, through the choice modules);
+    a narrower or shallower ``arch`` then runs on their leading slices.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    set_path(supernet, supernet.spec.built(arch))
+    randomize_bn_(supernet, torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
+    set_path(supernet, arch)
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=gen)
+    return x, outputs(supernet, x)
+
+
+def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused: torch.Tensor) -> None:
+    """As close to the float64 result as the unfused float32 model is (build_helpers' rule), and 1e-5 of the scale."""
+    got = fused(x)[0].double() if isinstance(fused, nn.Module) else fused.double()
+    scale = float(truth.abs().max())
+    unfused_err = float((unfused.double() - truth).abs().max())
+    err = float((got - truth).abs().max())
+    assert err <= 10 * unfused_err + 1e-6 * scale, (err, unfused_err, scale)
+    assert err <= 1e-4 * scale, (err, scale)

@@ -320,7 +320,7 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
 
     from search.engine.oneshot import OneShotObjective, supernet_of_study
     from search.engine.optuna_driver import run_search
-    from search.space.supernet import sample_path, supernet_spec
+    from search.space.supernet import sample_path, supernet_spec, width_pinned
     from trainers.train.devices import train_device
     from trainers.train.supernet_trainer import SupernetSettings, train_supernet
 
@@ -335,8 +335,11 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
                                 batch=t.batch, device=train_device(one.supernet_device or t.device), seed=cfg.seed,
                                 head=t.head, max_params=max_params)
-    log(f"supernet: {spec.paths()} paths, {one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per "
-        f"batch of {t.batch}{f'; paths over params_m <= {min(bounds):g} drawn again' if bounds else ''}) in {folder}")
+    pinned = width_pinned(space.spec)
+    why = "; ".join(f"{', '.join(n for n in pinned if pinned[n] == r)}: {r}" for r in dict.fromkeys(pinned.values()))
+    log(f"supernet: {spec.paths()} paths, elastic in width and depth{f' (width pinned at {why})' if pinned else ''}, "
+        f"{one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per batch of {t.batch}"
+        f"{f'; paths over params_m <= {min(bounds):g} drawn again' if bounds else ''}) in {folder}")
     t0 = time.time()
     weights = train_supernet(spec, settings, functools.partial(sample_path, spec))
     calib = f"BatchNorm recalibrated on {one.calib_images} images" if one.calib_images else "no recalibration"

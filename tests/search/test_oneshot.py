@@ -26,6 +26,7 @@ def test_oneshot_run_scores_subnets_on_the_supernet_and_retrains_its_front(tmp_p
     r = run_search(tmp_path, ELASTIC_SPACE, *args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "supernet epoch 1/1" in r.stderr and "supernet ready" in r.stderr
+    assert "paths, elastic in width and depth, 1 epochs" in r.stderr
     url = f"sqlite:///{tmp_path / 'studies' / 'space.db'}"
     assert (f"To check, on this data: python -m search.audit --storage {url} --study space --top 3 --random 3 "
             "--epochs 2 --seeds 0") in r.stdout

@@ -12,11 +12,13 @@ model, so what is trained is what is extracted, by construction.
 
 The slicing rule is generic (nothing per block type); it only needs every skeleton tensor's key to exist in
 the built path with every dimension at least as large, which :func:`sliced_state` checks. Skeletons are
-kept in a small cache (a build costs about 0.1 s on a CPU core).
+kept in a small cache (a build costs 0.1-0.2 s on a CPU core; SPOS training builds the next step's in a
+thread while the current step trains: :func:`trainers.train.supernet_trainer.spos_callbacks`).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +35,7 @@ SKELETONS = 8
 parameter count of the constraint check reuse it."""
 
 _cache: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
+_lock = threading.Lock()  # SPOS builds the next step's skeleton in a thread while this step trains
 
 
 def leading_slice(tensor: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
@@ -63,15 +66,17 @@ def skeleton(arch: Architecture, nc: int) -> nn.Module:
     from trainers.model.build import build_model
 
     key = (arch.hash, nc)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
     model = build_model(arch, nc=nc)
     for p in model.parameters():
         p.requires_grad_(False)
-    _cache[key] = model
-    while len(_cache) > SKELETONS:
-        _cache.popitem(last=False)
+    with _lock:
+        _cache[key] = model
+        while len(_cache) > SKELETONS:
+            _cache.popitem(last=False)
     return model
 
 

@@ -153,6 +153,15 @@ class SupernetModel(RepDetectionModel):
         path: Architecture | None = self.__dict__.get("_elastic_path")
         return path
 
+    def prepare(self, arch: Architecture) -> None:
+        """Build (and cache) what path ``arch`` runs on, so that selecting it later costs nothing: the skeleton of
+        a narrower or shallower path (:func:`trainers.model.elastic.skeleton`); nothing at the built shape."""
+        if self.spec.built(arch) != arch:
+            from trainers.model.elastic import skeleton
+
+            cfg: Any = self.yaml
+            skeleton(arch, cfg["nc"])
+
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """Ultralytics' forward over the layers; an elastic path runs on its skeleton (:mod:`trainers.model.elastic`),
         which gets the same arguments."""

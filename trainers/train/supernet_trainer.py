@@ -34,6 +34,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,20 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
     """Ultralytics callbacks: a path per batch on the model and its EMA copy, a progress line per epoch, and
     the EMA swapped for :class:`~trainers.model.weight_sharing.SharedWeightsEMA` (shared tensors averaged once).
 
+    While a step trains, the next step's path is drawn and prepared (:meth:`SupernetModel.prepare`: an elastic
+    path's skeleton built) in a background thread; the path of each step is the same as drawn in line.
     ``paths``: when given, receives every path drawn (tests, statistics). ``max_params``: a path above it is drawn
     again from the same generator (at most :data:`MAX_DRAWS` times; then ``ValueError``).
     """
-    state: dict[str, Any] = {"batch": 0, "redrawn": 0, "count": None}
+    state: dict[str, Any] = {"batch": 0, "redrawn": 0, "count": None, "model": None, "ahead": None, "pool": None}
     t0 = time.time()
 
     def on_pretrain_routine_end(trainer: Any) -> None:
         if getattr(trainer, "ema", None) is not None:  # created (and resumed) by now: average shared tensors once
             trainer.ema = SharedWeightsEMA.adopt(trainer.ema)
+        state["model"] = getattr(trainer.model, "module", trainer.model)
         if max_params is not None:
-            state["count"] = PathParams(getattr(trainer.model, "module", trainer.model))
+            state["count"] = PathParams(state["model"])
 
     def draw(rng: random.Random) -> Architecture:
         for _ in range(MAX_DRAWS):
@@ -146,11 +150,29 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
         raise ValueError(f"no path within {max_params} parameters in {MAX_DRAWS} draws: the params_m constraint "
                          "leaves (almost) no path of this supernet")
 
+    def prepared(epoch: int, batch: int) -> Architecture:
+        arch = draw(path_seed(seed, epoch, batch))
+        if isinstance(state["model"], SupernetModel):
+            state["model"].prepare(arch)
+        return arch
+
+    def step_path(trainer: Any) -> Architecture:
+        """This step's path (prepared ahead when it was the one expected); the next step's starts preparing."""
+        here, ahead = (int(trainer.epoch), state["batch"]), state["ahead"]
+        arch = ahead[1].result() if ahead is not None and ahead[0] == here else prepared(*here)
+        loader = getattr(trainer, "train_loader", None)
+        last = loader is not None and here[1] + 1 >= len(loader)
+        following = (here[0] + 1, 0) if last else (here[0], here[1] + 1)
+        if state["pool"] is None:  # created on the first step: the callbacks are pickled (DDP) before it
+            state["pool"] = ThreadPoolExecutor(1, thread_name_prefix="spos-next-path")
+        state["ahead"] = (following, state["pool"].submit(prepared, *following))
+        return arch
+
     def on_train_epoch_start(trainer: Any) -> None:
         state["batch"] = 0
 
     def on_train_batch_start(trainer: Any) -> None:
-        arch = draw(path_seed(seed, int(trainer.epoch), state["batch"]))
+        arch = step_path(trainer)
         state["batch"] += 1
         for model in (trainer.model, getattr(getattr(trainer, "ema", None), "ema", None)):
             if model is not None:
@@ -166,9 +188,14 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
                          f"({time.time() - t0:.0f} s){redrawn}\n")
         sys.stderr.flush()
 
+    def on_train_end(trainer: Any) -> None:
+        if state["pool"] is not None:
+            state["pool"].shutdown(wait=True, cancel_futures=True)
+            state["pool"] = state["ahead"] = None
+
     return {"on_pretrain_routine_end": on_pretrain_routine_end,
             "on_train_epoch_start": on_train_epoch_start, "on_train_batch_start": on_train_batch_start,
-            "on_fit_epoch_end": on_fit_epoch_end}
+            "on_fit_epoch_end": on_fit_epoch_end, "on_train_end": on_train_end}
 
 
 def supernet_overrides(settings: SupernetSettings) -> dict[str, Any]:

@@ -171,8 +171,12 @@ def _measure(candidates: Sequence[FrozenTrial], settings: TrialSettings, rounds:
 
 
 def remeasure_front(study: optuna.Study, cfg: RunConfig, rounds: int = REMEASURE_ROUNDS,
-                    repeats: int = REMEASURE_REPEATS) -> dict[int, LatencyReport]:
+                    repeats: int = REMEASURE_REPEATS, reuse: bool = False) -> dict[int, LatencyReport]:
     """Re-measure the front's candidates interleaved; record, cache and return the figures by trial number.
+
+    Figures recorded before that cover every candidate are returned as they are when nothing new would join
+    the front on them, or whatever would with ``reuse`` (the figures a report already ranked on: the one-shot
+    retraining after the search's own report, which would otherwise measure all :data:`MAX_PASSES` again).
 
     Returns ``{}`` (the front is then ranked on the trials' own figures) when there are fewer
     than two candidates, when the class count is unknown, when measuring fails (logged), or
@@ -185,7 +189,7 @@ def remeasure_front(study: optuna.Study, cfg: RunConfig, rounds: int = REMEASURE
             log(f"latency: trial {candidates[0].number} is the only front candidate, nothing to re-measure against")
         return {}
     earlier = last_remeasure(study, target) if target else {}
-    if earlier and all(t.number in earlier for t in candidates) and not _uncovered(study, cfg, earlier):
+    if earlier and all(t.number in earlier for t in candidates) and (reuse or not _uncovered(study, cfg, earlier)):
         log(f"latency: the front's candidates were re-measured together before ({len(earlier)} trials): "
             "using those figures")
         return earlier

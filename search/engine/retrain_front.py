@@ -129,7 +129,8 @@ def retrain_and_report(cfg: RunConfig, top: int) -> int:
     from search.study.storage import make_storage
 
     study = optuna.load_study(study_name=cfg.study, storage=make_storage(cfg.storage))
-    latency = remeasure_front(study, cfg) or None  # the figures the search's report ranked on (recorded, not again)
+    confirm = cfg.trial.latency_source != "predicted"  # as the search's report: its figures, recorded, not again
+    latency = (remeasure_front(study, cfg, reuse=True) or None) if confirm else None
     failures = retrain_front(study, cfg, top, latency)
     summary = write_report(study, cfg, latency)
     upload_study_artifacts(artifact_store(cfg), study, [cfg.folder / name for name in STUDY_REPORT_FILES])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -98,6 +99,19 @@ def test_a_trial_the_new_figures_bring_onto_the_front_is_measured_with_the_other
     key = cache_key(LatencySetting(imgsz=640, device="cpu", dtype="auto", threads=1), "fast")
     assert LatencyCache(cache).get(key) == figures[2]
     assert remeasure_front(study, cfg) == figures and len(passes) == 2  # a finished study: measured once
+
+    monkeypatch.setattr(interleaved, "MAX_PASSES", 1)  # a study whose last re-measure stopped before "fast" joined
+    (tmp_path / "capped").mkdir()
+    capped = _sqlite_study(tmp_path / "capped", [
+        _trial(0.50, 95.0, (94.0, 96.0), "base", baseline=True), _trial(0.54, 86.1, (85.0, 87.3), "good"),
+        _trial(0.30, 90.0, (89.5, 90.5), "fast")])
+    cfg = replace(cfg, study=capped.study_name)
+    passes.clear()
+    first = remeasure_front(capped, cfg)
+    assert passes == [[0, 1]] and set(first) == {0, 1}
+    assert remeasure_front(capped, cfg, reuse=True) == first and len(passes) == 1  # the figures ranked on: reused
+    remeasure_front(capped, cfg)
+    assert passes == [[0, 1], [0, 1]]  # without reuse: "fast" would join, so the front is measured again
 
 
 @pytest.mark.slow

@@ -212,3 +212,20 @@ def test_a_run_on_a_study_whose_supernet_is_missing_stops_in_one_line(tmp_path: 
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "holds 1 architecture(s) scored on its supernet, but its checkpoint" in r.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "studies" / "space" / "supernet").exists()
+
+
+def test_oneshot_trials_sample_the_widths_and_depths_the_supernet_holds() -> None:
+    """Every width and depth of an elastic space; a pinned width reduced to the one the supernet holds."""
+    from search.engine.oneshot import supernet_space
+    from search.space import SearchSpace
+    from search.space.supernet import supernet_spec
+
+    spaces = Path(__file__).resolve().parents[2] / "spaces"
+    default = SearchSpace.load(spaces / "yolo26.yaml")
+    assert supernet_space(default, supernet_spec(default.spec)).spec == default.spec
+    wide = SearchSpace.load(spaces / "yolo26_wide.yaml")  # RepBlock everywhere: width pinned, depth elastic
+    held = supernet_space(wide, supernet_spec(wide.spec))
+    for (name, st), (_, mine) in zip(wide.spec.stages, held.spec.stages):
+        if st.tie is None:
+            assert (mine.widths, mine.depths) == ((1.0,), st.depths) and len(st.widths) == 4, name
+    assert held.baseline_params()["p3_backbone.depth"] == 1  # stock depth 1: held as the supernet's None

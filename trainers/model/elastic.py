@@ -83,15 +83,19 @@ def skeleton(arch: Architecture, nc: int) -> nn.Module:
 def run_on(model: nn.Module, state: Mapping[str, Tensor], x: Any, head: Any, training: bool, *args: Any,
            **kwargs: Any) -> Any:
     """``model(x, *args, **kwargs)`` with ``state``'s tensors in place of its own, in ``training`` mode, with the Detect
-    head settings (``end2end``, ``max_det``) of ``head``; ``model`` is moved to ``x``'s device first."""
+    head settings (``end2end``, ``max_det``) of ``head``. ``model`` is first moved to ``x``'s device and ``state``'s
+    float type: the buffers it keeps (made from its shape, not in ``state``) must match them, e.g. in half precision.
+    """
     from torch.func import functional_call
 
     device = x.device if isinstance(x, Tensor) else None
-    if device is not None and next(model.parameters()).device != device:
-        model.to(device)
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
+    mine = next(model.parameters())
+    if (device is not None and mine.device != device) or (dtype is not None and mine.dtype != dtype):
+        model.to(device=device, dtype=dtype)
     model.train(training)
-    mine: Any = model.model[-1]  # type: ignore[index]
+    detect: Any = model.model[-1]  # type: ignore[index]
     for attr in ("end2end", "max_det"):
         if hasattr(head, attr):
-            setattr(mine, attr, getattr(head, attr))
+            setattr(detect, attr, getattr(head, attr))
     return functional_call(model, dict(state), (x, *args), kwargs, tie_weights=False, strict=False)

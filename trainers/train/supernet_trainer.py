@@ -17,8 +17,10 @@ training is off (``val=False``): a supernet is scored per subnet, after BN recal
 (:mod:`trainers.model.recalibrate`). Ultralytics still validates the final epoch, on the current
 path of the EMA copy, and ``fuse()`` of the supernet is a no-op, so that leaves it intact.
 A path over ``SupernetSettings.max_params`` (the space's ``params_m <= x``, a constraint known before training)
-is drawn again from the same generator (:class:`~trainers.model.supernet.PathParams` counts it without building
-it), so no step trains a path the search would prune.
+is drawn again from the same generator (:class:`~trainers.model.supernet.PathParams` counts it as its own model
+would), so no step trains a path the search would prune. A narrower or shallower path (elastic width and depth)
+runs on a skeleton built for it (:mod:`trainers.model.elastic`); the next step's is built in a background thread
+while the current step trains.
 
 Multi-GPU (``device="0,1"``): Ultralytics launches one worker process per GPU and rebuilds the trainer there from
 what it pickles: the trainer class, its arguments, ``trainer.model`` and ``trainer.callbacks``. So the trainer keeps

@@ -187,7 +187,7 @@ def test_an_elastic_supernet_pickles_with_its_path(supernet: SupernetModel) -> N
     wide = copy.deepcopy(supernet).double()  # as Ultralytics' final validation runs it in half precision on a GPU:
     with torch.no_grad():                    # the skeleton's own buffers (OREPA's basis...) follow the state's type
         got = wide(x.double())[0]
-        torch.testing.assert_close(got, extract(wide, arch).eval()(x.double())[0], rtol=0, atol=1e-9)
+        torch.testing.assert_close(got, extract(wide, arch).double().eval()(x.double())[0], rtol=0, atol=1e-9)
     assert got.dtype == torch.float64 and any(isinstance(m, nn.Module) and type(m).__name__ == "OREPAConv"
                                               for m in extract(supernet, arch).modules())
 

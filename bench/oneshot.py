@@ -150,12 +150,15 @@ def train_the_supernet(spec: Any, args: argparse.Namespace, root: Path) -> tuple
 
     from search.space.supernet import sample_path
     from trainers.model.architecture import Architecture
-    from trainers.train.supernet_trainer import SupernetSettings, train_supernet, trained_supernet
+    from trainers.train.supernet_trainer import SupernetSettings, supernet_spec_of, train_supernet, trained_supernet
 
     folder = root / ("supernet_stock_only" if args.stock_only else "supernet")  # never reused by the other
     settings = SupernetSettings(data=args.data, out=str(folder), epochs=args.supernet_epochs,
                                 imgsz=args.imgsz, batch=args.batch, device=args.device, seed=args.seed)
-    done = trained_supernet(settings.out)[1]
+    last, done = trained_supernet(settings.out)
+    if last.is_file() and supernet_spec_of(last) != spec:
+        fail(f"{last}: a supernet of another space or shape (or one from before width and depth became elastic); "
+             "give another --root")
     t0 = time.time()
     stock = Architecture.baseline(spec.base, spec.scale)
     sample = (lambda rng: stock) if args.stock_only else functools.partial(sample_path, spec)  # stock only: a check

@@ -335,9 +335,11 @@ def run_oneshot(cfg: RunConfig, space: SearchSpace) -> int:
     settings = SupernetSettings(data=t.data, out=str(folder), epochs=one.supernet_epochs, imgsz=t.imgsz,
                                 batch=t.batch, device=train_device(one.supernet_device or t.device), seed=cfg.seed,
                                 head=t.head, max_params=max_params)
-    pinned = width_pinned(space.spec)
+    stages = dict(space.spec.stages)
+    pinned = {n: r for n, r in width_pinned(space.spec).items() if len(stages[n].widths) > 1}
     why = "; ".join(f"{', '.join(n for n in pinned if pinned[n] == r)}: {r}" for r in dict.fromkeys(pinned.values()))
-    log(f"supernet: {spec.paths()} paths, elastic in width and depth{f' (width pinned at {why})' if pinned else ''}, "
+    shape = "elastic in width and depth" if any(s.elastic for _, s in spec.stages) else "one width and depth per stage"
+    log(f"supernet: {spec.paths()} paths, {shape}{f' (width pinned at {why})' if pinned else ''}, "
         f"{one.supernet_epochs} epochs at {t.imgsz} px (SPOS, one path per batch of {t.batch}"
         f"{f'; paths over params_m <= {min(bounds):g} drawn again' if bounds else ''}) in {folder}")
     t0 = time.time()

@@ -83,7 +83,8 @@ def supernet_of_study(cfg: RunConfig, spec: SupernetSpec) -> Path:
                              "again") from None
         if saved != spec:
             raise ValueError(f"{last}: this study's supernet was trained for another space or shape than "
-                             f"{cfg.space_file}; give another --study, or remove {folder}")
+                             f"{cfg.space_file} (or before width and depth became elastic); give another --study, "
+                             f"or remove {folder}")
     elif scored := _scored_on_supernet(cfg):
         raise ValueError(f"study {cfg.study!r} holds {scored} architecture(s) scored on its supernet, but its "
                          f"checkpoint {last} is missing: restore it, or give another --study (a new supernet's "

@@ -101,7 +101,7 @@ class OneShotSettings:
     """
 
     supernet_epochs: int = 24
-    subnets: int = 160
+    subnets: int = 140
     calib_images: int = 64
     retrain_top: int = 2
     supernet_device: str | None = None

@@ -87,17 +87,32 @@ def _shapes(space: SpaceFile, name: str, st: StageSpace, asked: Shape | None) ->
 HEAD_INPUTS = ("p3_out", "p4_out", "p5_out")
 """The stages whose outputs the Detect head reads."""
 
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {"p4_neck": ("p4_backbone",), "p3_out": ("p4_neck", "p3_backbone"),
+                                            "p4_out": ("p4_neck",)}
+"""Stage -> the stages whose widths set its input width (YOLO26's concats; the others read fixed-width layers)."""
+
+_REPBLOCK = "RepBlock: its first RepConv has an identity branch only where its input and output widths match"
+_HEAD_STEM = "RepConv head stems: a stem's identity branch exists only where the head's input and hidden widths match"
+
 
 def width_pinned(space: SpaceFile) -> dict[str, str]:
-    """Untied stage -> why its width cannot be elastic (see the module docstring); stages not listed can be."""
+    """Untied stage -> why its width cannot be elastic (see the module docstring); stages not listed can be.
+
+    A stage that may hold a RepBlock pins its own width and those of the stages feeding it (:data:`STAGE_INPUTS`);
+    RepConv head stems pin the stages the head reads.
+    """
+    stages = dict(space.stages)
     ties = {name: st.tie or name for name, st in space.stages}
-    out = {name: "RepBlock: its first RepConv has an identity branch only where its input and output widths match"
-           for name, st in space.stages if st.tie is None and "RepBlock" in st.blocks}
+    out: dict[str, str] = {}
+    for name in stages:
+        if "RepBlock" in stages[ties[name]].blocks:
+            for pinned in (name, *STAGE_INPUTS.get(name, ())):
+                if pinned in ties:
+                    out.setdefault(ties[pinned], _REPBLOCK)
     if space.head_stems != ("stock",):
         for name in HEAD_INPUTS:
             if name in ties:
-                out.setdefault(ties[name], "RepConv head stems: a stem's identity branch exists only where the "
-                                           "head's input and hidden widths match")
+                out.setdefault(ties[name], _HEAD_STEM)
     return out
 
 

@@ -185,6 +185,7 @@ def test_the_study_supernet_is_refused_when_missing_unreadable_or_of_another_spa
     from search.space.supernet import supernet_spec
     from tests.trainers.test_supernet_trainer import SPEC
     from trainers.model.supernet import build_supernet
+    from trainers.model.supernet_spec import SupernetSpec
 
     cfg = _scored_study(tmp_path, "scored")
     folder = tmp_path / "studies" / "scored" / "supernet"
@@ -201,9 +202,16 @@ def test_the_study_supernet_is_refused_when_missing_unreadable_or_of_another_spa
     other = supernet_spec(parse_space(yaml.safe_load(TINY_SPACE)))  # no RepBlock, no RepConv head stems
     torch.save({"model": build_supernet(other, nc=3)}, last)
     assert supernet_of_study(cfg, other) == folder  # its own space: found, resumed there
-    with pytest.raises(ValueError, match="this study's supernet was trained for another space or shape than "
-                                         "space.yaml; give another --study, or remove"):
+    with pytest.raises(ValueError, match=r"this study's supernet was trained for another space or shape than "
+                                         r"space.yaml \(or before width and depth became elastic\); give another "
+                                         r"--study, or remove"):
         supernet_of_study(cfg, SPEC)
+    recorded = other.to_dict()  # as recorded before elastic width and depth: no widths, no depths
+    recorded["stages"] = {n: {k: v for k, v in st.items() if k not in ("widths", "depths")}
+                          for n, st in recorded["stages"].items()}
+    old = SupernetSpec.from_dict(recorded)
+    elastic = supernet_spec(parse_space(yaml.safe_load(ELASTIC_SPACE)))
+    assert old == other and elastic != old  # the old record of TINY_SPACE is its supernet; an elastic one is not
 
 
 def test_a_run_on_a_study_whose_supernet_is_missing_stops_in_one_line(tmp_path: Path, data: Path) -> None:

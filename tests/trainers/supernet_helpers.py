@@ -23,22 +23,31 @@ def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Select ``arch`` with randomized BN statistics; return an input and the supernet's outputs (eval mode).
 
-    The statistics are measured at the supernet's built shape of ``arch`` (in place, through the choice modules);
-    a narrower or shallower ``arch`` then runs on their leading slices.
+    The path's BatchNorms are randomized on its extracted subnet (statistics measured on the path itself) and
+    written back into the supernet's tensors (leading slices for a narrower or shallower path).
     """
+    from trainers.model.extract import extract
+    from trainers.model.supernet import path_state_dict
+
     gen = torch.Generator().manual_seed(seed)
-    set_path(supernet, supernet.spec.built(arch))
-    randomize_bn_(supernet, torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
     set_path(supernet, arch)
+    sub = randomize_bn_(extract(supernet, arch), torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
+    mine = path_state_dict(supernet, arch)
+    with torch.no_grad():
+        for key, value in sub.state_dict().items():
+            mine[key].copy_(value)
+    supernet.eval()
     x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=gen)
     return x, outputs(supernet, x)
 
 
 def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused: torch.Tensor) -> None:
-    """As close to the float64 result as the unfused float32 model is (build_helpers' rule), and 1e-5 of the scale."""
+    """As close to the float64 result as the unfused float32 model is (build_helpers' rule), and within 1e-3 of the
+    output's scale (a wrong fuse is off by the order of the scale; randomized statistics on a deep, RepConv-headed
+    path can leave even the unfused float32 model 1e-4 of the scale from float64)."""
     got = fused(x)[0].double() if isinstance(fused, nn.Module) else fused.double()
     scale = float(truth.abs().max())
     unfused_err = float((unfused.double() - truth).abs().max())
     err = float((got - truth).abs().max())
     assert err <= 10 * unfused_err + 1e-6 * scale, (err, unfused_err, scale)
-    assert err <= 1e-4 * scale, (err, scale)
+    assert err <= 1e-3 * scale, (err, scale)

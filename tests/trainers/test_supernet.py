@@ -195,16 +195,21 @@ def test_sampled_paths_are_seeded_and_cover_the_candidates() -> None:
 
 
 def test_the_space_sampler_draws_supernet_paths() -> None:
-    """Every architecture the space's own sampler suggests at the supernet's shape is a path."""
-    space = SearchSpace.load(SPACE)
+    """Every architecture the space's own sampler suggests over the widths and depths the supernet holds is a path
+    (the one-shot trials' space: search.engine.oneshot.supernet_space)."""
+    from search.engine.oneshot import supernet_space
+
+    space = supernet_space(SearchSpace.load(SPACE), SPEC)
     rng = random.Random(1)
 
     class Trial:
         def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-            return 1.0 if name.endswith(".width") else 1 if name.endswith(".depth") else rng.choice(choices)
+            return rng.choice(choices)
 
-    for _ in range(200):
-        SPEC.check(space.suggest(Trial()))
+    archs = [space.suggest(Trial()) for _ in range(200)]
+    for arch in archs:
+        SPEC.check(arch)
+    assert {a.stage("p4_backbone").depth for a in archs} == {None, 2}  # elastic depth drawn
 
 
 SMALL = {"head_stem": ["stock", "repconv"], "head_stem_layers": [1], "stages": {

@@ -23,7 +23,7 @@ from search.space import load_space
 from search.space.schema import parse_space
 from search.space.supernet import sample_path, supernet_spec, width_pinned
 from tests.trainers.supernet_helpers import IMGSZ, assert_fused_close, on_path, outputs
-from trainers.model.architecture import Architecture
+from trainers.model.architecture import Architecture, StageChoice
 from trainers.model.build import architecture_of, build_model
 from trainers.model.elastic import leading_slice, sliced_state
 from trainers.model.extract import extract
@@ -69,6 +69,32 @@ def test_width_is_pinned_where_a_narrower_repconv_would_gain_a_branch() -> None:
     assert set(width_pinned(heads)) == {"p3_backbone"} and "head stems" in width_pinned(heads)["p3_backbone"]
     spec = supernet_spec(heads)
     assert spec.stage("p3_backbone").widths == (0.5,) and spec.stage("p2_backbone").widths == (0.5, 1.0)
+
+
+def test_a_repblock_pins_the_stages_feeding_it_and_every_path_slices() -> None:
+    """p4_out reads p4_neck: at p4_neck x0.5 its input (64 + 64) would equal its output (128), and its RepConv would
+    gain an identity branch the supernet, built at p4_neck x1.0, lacks."""
+    space = parse_space({"stages": {
+        "p2_backbone": {"block": ["C3k2"], "width": [0.5, 1.0]},
+        "p4_neck": {"block": ["C3k2"], "width": [0.5, 1.0]},
+        "p4_out": {"block": ["RepBlock", "C3k2"]}}})
+    assert set(width_pinned(space)) == {"p4_out", "p4_neck"}
+    spec = supernet_spec(space)
+    assert spec.stage("p4_neck").widths == (1.0,) and spec.stage("p2_backbone").widths == (0.5, 1.0)
+    torch.manual_seed(0)
+    net = build_supernet(spec, nc=NC)
+    archs = {sample_path(spec, s) for s in range(12)}
+    assert {a.stage("p2_backbone").width for a in archs} == {0.5, 1.0}
+    for arch in archs:
+        assert path_state_dict(net, arch).keys() == build_model(arch, nc=NC).state_dict().keys()
+
+
+def test_a_tied_stage_takes_its_targets_width_and_depth() -> None:
+    arch = Architecture.create({"p4_backbone": StageChoice(width=0.5), "p4_neck": StageChoice(width=1.0),
+                                "p4_out": StageChoice(width=0.5)})
+    with pytest.raises(ValueError, match="stage p4_neck is tied to p4_backbone: got width 1.0 and depth 1, "
+                                         "p4_backbone has width 0.5 and depth 1"):
+        SPEC.check(arch)
 
 
 @pytest.mark.parametrize("name", list(PATHS))

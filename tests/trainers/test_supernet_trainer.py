@@ -9,6 +9,7 @@ recalibration makes the running mean the calibration set's activation mean and l
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ from search.space.schema import parse_space
 from search.space.supernet import sample_path, supernet_spec
 from tests.search.search_helpers import TINY_SPACE
 from trainers.model.recalibrate import calibration_images, recalibrate_bn
-from trainers.model.supernet import build_supernet, choice_modules, head_choice_modules
+from trainers.model.supernet import SupernetModel, build_supernet, choice_modules, head_choice_modules
 from trainers.train.supernet_trainer import (
     SupernetSettings,
     SupernetTrainer,
@@ -70,15 +71,20 @@ def current(model: nn.Module) -> list[str]:
     return [m.current for m in [*choice_modules(model).values(), *head_choice_modules(model)]]
 
 
-def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
+def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     model, ema = build_supernet(SPEC, nc=3), build_supernet(SPEC, nc=3)
-    trainer = SimpleNamespace(epoch=0, epochs=1, model=model, ema=SimpleNamespace(ema=ema))
+    trainer = SimpleNamespace(epoch=0, epochs=2, model=model, ema=SimpleNamespace(ema=ema), train_loader=[None] * 6)
     sample = functools.partial(sample_path, SPEC)
+    prepared: list[tuple[str, str]] = []  # (thread, path hash): each step's path is prepared ahead, in a thread
+    real_prepare = SupernetModel.prepare
+    monkeypatch.setattr(SupernetModel, "prepare", lambda self, arch: (
+        prepared.append((threading.current_thread().name, arch.hash)), real_prepare(self, arch))[-1])
 
     def run(seed: int) -> list[object]:
         drawn: list[object] = []
         cbs = spos_callbacks(sample, seed, paths=drawn)
+        cbs["on_pretrain_routine_end"](trainer)
         for epoch in range(2):
             trainer.epoch = epoch
             cbs["on_train_epoch_start"](trainer)
@@ -86,6 +92,7 @@ def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
                 cbs["on_train_batch_start"](trainer)
                 assert current(model) == current(ema) and model.elastic_path == ema.elastic_path
                 assert current(model)[-1] == ("stock" if drawn[-1].head_stem == "stock" else "repconv1")
+        cbs["on_train_end"](trainer)
         return drawn
 
     drawn = run(0)
@@ -95,6 +102,9 @@ def test_spos_picks_a_seeded_path_per_batch_on_model_and_ema() -> None:
     assert {a.head_stem for a in drawn} == {"stock", "repconv"}
     shapes = {(a.stage("p4_backbone").width, a.stage("p4_backbone").depth) for a in drawn}
     assert len(shapes) >= 3 and shapes <= {(w, d) for w in (0.5, 1.0) for d in (None, 2)}  # elastic p4
+    ahead = [h for name, h in prepared[:12] if name.startswith("spos-next-path")]
+    assert ahead == [a.hash for a in drawn[1:]]  # steps 2..12 prepared in the thread, none past the last step
+    assert prepared[0] == (threading.current_thread().name, drawn[0].hash)  # the first in line
 
 
 @pytest.mark.usefixtures("one_thread")

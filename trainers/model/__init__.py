@@ -9,6 +9,7 @@
 - :mod:`trainers.model.se_budget`: the DynamicSE width cost.
 - :mod:`trainers.model.supernet_spec`: what a weight-sharing supernet holds (plain data, no torch).
 - :mod:`trainers.model.supernet`: the supernet: one ChoiceModule per searchable stage and downsample.
+- :mod:`trainers.model.elastic`: elastic width and depth: a narrower path runs on leading slices of the supernet.
 - :mod:`trainers.model.extract`: extract(supernet, arch): build_model(arch) with the path's weights.
 """
 
@@ -22,5 +23,6 @@ __all__ = [
     "se_budget",
     "supernet_spec",
     "supernet",
+    "elastic",
     "extract",
 ]

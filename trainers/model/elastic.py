@@ -28,13 +28,13 @@ from torch import Tensor, nn
 
 from trainers.model.architecture import Architecture
 
-__all__ = ["leading_slice", "run_on", "skeleton", "sliced_state"]
+__all__ = ["HEAD_ATTRS", "copy_head_attrs", "leading_slice", "run_on", "skeleton", "sliced_state"]
 
 SKELETONS = 8
 """Skeletons kept (least recently used dropped): SPOS draws a path per step, the EMA copy and the
 parameter count of the constraint check reuse it."""
 
-_cache: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
+_cache: OrderedDict[tuple[str, int, str, str], nn.Module] = OrderedDict()
 _lock = threading.Lock()  # SPOS builds the next step's skeleton in a thread while this step trains
 
 
@@ -61,16 +61,30 @@ def sliced_state(built: Mapping[str, Tensor], like: Mapping[str, Tensor]) -> dic
     return out
 
 
-def skeleton(arch: Architecture, nc: int) -> nn.Module:
-    """``build_model(arch, nc)`` as a structure to run supernet tensors on (cached; do not train its own tensors)."""
+HEAD_ATTRS = ("end2end", "max_det", "agnostic_nms", "xyxy", "export", "format", "dynamic")
+"""The Detect head's settings a caller may set on the supernet (Ultralytics' ``set_head_attr``, export flags)."""
+
+
+def copy_head_attrs(source: Any, target: Any) -> None:
+    """Give the Detect head ``target`` the :data:`HEAD_ATTRS` that the Detect head ``source`` has."""
+    for attr in HEAD_ATTRS:
+        if hasattr(source, attr):
+            setattr(target, attr, getattr(source, attr))
+
+
+def skeleton(arch: Architecture, nc: int, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """``build_model(arch, nc)`` on ``device`` in ``dtype``, as a structure to run supernet tensors on (cached per
+    path, device and type; do not train its own tensors). Built and converted outside inference mode, so a
+    skeleton first used in validation can be trained later."""
     from trainers.model.build import build_model
 
-    key = (arch.hash, nc)
+    key = (arch.hash, nc, str(device), str(dtype))
     with _lock:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    model = build_model(arch, nc=nc)
+    with torch.inference_mode(False), torch.no_grad():
+        model = build_model(arch, nc=nc).to(device=device, dtype=dtype)
     for p in model.parameters():
         p.requires_grad_(False)
     with _lock:
@@ -80,22 +94,16 @@ def skeleton(arch: Architecture, nc: int) -> nn.Module:
     return model
 
 
-def run_on(model: nn.Module, state: Mapping[str, Tensor], x: Any, head: Any, training: bool, *args: Any,
+def run_on(arch: Architecture, nc: int, state: Mapping[str, Tensor], x: Any, head: Any, training: bool, *args: Any,
            **kwargs: Any) -> Any:
-    """``model(x, *args, **kwargs)`` with ``state``'s tensors in place of its own, in ``training`` mode, with the Detect
-    head settings (``end2end``, ``max_det``) of ``head``. ``model`` is first moved to ``x``'s device and ``state``'s
+    """``model(x, *args, **kwargs)`` for ``arch``'s skeleton with ``state``'s tensors in place of its own, in
+    ``training`` mode, with the Detect head settings of ``head``. The skeleton is on ``x``'s device in ``state``'s
     float type: the buffers it keeps (made from its shape, not in ``state``) must match them, e.g. in half precision.
     """
     from torch.func import functional_call
 
-    device = x.device if isinstance(x, Tensor) else None
-    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), None)
-    mine = next(model.parameters())
-    if (device is not None and mine.device != device) or (dtype is not None and mine.dtype != dtype):
-        model.to(device=device, dtype=dtype)
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    model = skeleton(arch, nc, x.device if isinstance(x, Tensor) else "cpu", dtype)
     model.train(training)
-    detect: Any = model.model[-1]  # type: ignore[index]
-    for attr in ("end2end", "max_det"):
-        if hasattr(head, attr):
-            setattr(detect, attr, getattr(head, attr))
+    copy_head_attrs(head, model.model[-1])  # type: ignore[index]
     return functional_call(model, dict(state), (x, *args), kwargs, tie_weights=False, strict=False)

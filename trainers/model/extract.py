@@ -23,18 +23,15 @@ __all__ = ["extract"]
 def extract(supernet: SupernetModel, arch: Architecture) -> Any:
     """A stand-alone ``build_model(arch)`` detector holding the supernet's weights for ``arch``'s path.
 
-    Same ``nc``, class names, head selection (``end2end``, ``max_det``) and train/eval mode as the
+    Same ``nc``, class names, head settings (:data:`trainers.model.elastic.HEAD_ATTRS`) and train/eval mode as the
     supernet; the supernet and its current path are left unchanged, and the subnet shares no tensor with it.
     """
     from trainers.model.build import build_model
+    from trainers.model.elastic import copy_head_attrs
 
-    state = path_state_dict(supernet, arch)
     cfg: Any = supernet.yaml
     model = build_model(arch, nc=cfg["nc"])
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(path_state_dict(supernet, arch, like=model.state_dict()), strict=True)
     model.names = dict(supernet.names)
-    head, mine = supernet.layers[-1], model.model[-1]
-    for attr in ("end2end", "max_det"):
-        if hasattr(head, attr):
-            setattr(mine, attr, getattr(head, attr))
+    copy_head_attrs(supernet.layers[-1], model.model[-1])
     return model.train(supernet.training)

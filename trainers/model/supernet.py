@@ -160,7 +160,12 @@ class SupernetModel(RepDetectionModel):
             from trainers.model.elastic import skeleton
 
             cfg: Any = self.yaml
-            skeleton(arch, cfg["nc"])
+            skeleton(arch, cfg["nc"], *self.placement())
+
+    def placement(self) -> tuple[Any, Any]:
+        """``(device, dtype)`` of the supernet's tensors: where the skeletons of its elastic paths are kept."""
+        first = next(self.parameters())
+        return first.device, first.dtype
 
     def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         """Ultralytics' forward over the layers; an elastic path runs on its skeleton (:mod:`trainers.model.elastic`),
@@ -168,11 +173,11 @@ class SupernetModel(RepDetectionModel):
         path = self.elastic_path
         if path is None:
             return super().predict(x, *args, **kwargs)
-        from trainers.model.elastic import run_on, skeleton
+        from trainers.model.elastic import run_on
 
         cfg: Any = self.yaml
         state = path_state_dict(self, path, keep_vars=True)
-        return run_on(skeleton(path, cfg["nc"]), state, x, self.layers[-1], self.training, *args, **kwargs)
+        return run_on(path, cfg["nc"], state, x, self.layers[-1], self.training, *args, **kwargs)
 
     def fuse(self, verbose: bool = True, imgsz: Any = 640) -> SupernetModel:
         """Do nothing and return the supernet: folding BatchNorm shared by paths would destroy it.
@@ -231,10 +236,12 @@ def path_keys(arch: Architecture) -> dict[int, str]:
     return keys
 
 
-def path_state_dict(supernet: SupernetModel, arch: Architecture, keep_vars: bool = False) -> dict[str, Tensor]:
+def path_state_dict(supernet: SupernetModel, arch: Architecture, keep_vars: bool = False,
+                    like: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The supernet's state dict for ``arch``'s path, keyed as in ``build_model(arch)`` (tensors shared, not copied:
     leading slices of the built ones where ``arch`` is narrower or shallower). ``keep_vars``: parameters as they
-    are (gradients flow), not detached.
+    are (gradients flow), not detached. ``like``: ``build_model(arch)``'s state dict where the caller has it (the
+    slices' shapes; else the path's cached skeleton gives them).
 
     ``ValueError`` naming the stage if ``arch`` is not a path of the supernet.
     """
@@ -252,8 +259,10 @@ def path_state_dict(supernet: SupernetModel, arch: Architecture, keep_vars: bool
         out.update({f"model.{i}.{k}": v for k, v in selected_candidates(state, head).items()})
     if built == arch:
         return out
-    cfg: Any = supernet.yaml
-    return sliced_state(out, skeleton(arch, cfg["nc"]).state_dict())
+    if like is None:
+        cfg: Any = supernet.yaml
+        like = skeleton(arch, cfg["nc"]).state_dict()
+    return sliced_state(out, like)
 
 
 def selected_candidates(state: dict[str, Tensor], key: str) -> dict[str, Tensor]:
@@ -289,7 +298,7 @@ class PathParams:
 
     def __init__(self, supernet: SupernetModel):
         cfg: Any = supernet.yaml
-        self._spec, self._nc = supernet.spec, int(cfg["nc"])
+        self._spec, self._nc, self._placement = supernet.spec, int(cfg["nc"]), supernet.placement()
         choices, heads = choice_modules(supernet), head_choice_modules(supernet)
         in_heads = {id(p) for m in heads for p in m.parameters()}
         self._fixed = sum(p.numel() for i, layer in enumerate(supernet.layers) if i not in choices
@@ -302,7 +311,7 @@ class PathParams:
         if self._spec.built(arch) != arch:
             from trainers.model.elastic import skeleton
 
-            return _numel(skeleton(arch, self._nc))
+            return _numel(skeleton(arch, self._nc, *self._placement))
         keys, head = path_keys(arch), head_key(arch.head_stem, arch.head_stem_layers)
         return (self._fixed + sum(counts[keys[i]] for i, counts in self._layers.items())
                 + sum(counts[head] for counts in self._heads))

@@ -166,6 +166,10 @@ class SupernetSpec:
                 raise ValueError(f"stage {name}: downsample must be one of {list(s.downsamples)}, got {c.downsample!r}")
             if s.tie is not None:
                 t = arch.stage(s.tie)
+                if (c.width, c.depth) != (t.width, t.depth):
+                    raise ValueError(f"stage {name} is tied to {s.tie}: got width {c.width} and depth "
+                                     f"{_depth(self.scale, name, c.depth)}, {s.tie} has width {t.width} and depth "
+                                     f"{_depth(self.scale, s.tie, t.depth)}")
                 mine, theirs = choice_key(c), choice_key(t)
                 if t.downsample is not None and c.downsample is not None:
                     mine, theirs = f"{mine} + {c.downsample}", f"{theirs} + {t.downsample}"

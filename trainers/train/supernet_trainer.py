@@ -165,6 +165,9 @@ def spos_callbacks(sample: PathSampler, seed: int, paths: list[Architecture] | N
         loader = getattr(trainer, "train_loader", None)
         last = loader is not None and here[1] + 1 >= len(loader)
         following = (here[0] + 1, 0) if last else (here[0], here[1] + 1)
+        if following[0] >= getattr(trainer, "epochs", following[0] + 1):  # the run's last step: nothing follows
+            state["ahead"] = None
+            return arch
         if state["pool"] is None:  # created on the first step: the callbacks are pickled (DDP) before it
             state["pool"] = ThreadPoolExecutor(1, thread_name_prefix="spos-next-path")
         state["ahead"] = (following, state["pool"].submit(prepared, *following))

@@ -23,8 +23,8 @@ def outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
 def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Select ``arch`` with randomized BN statistics; return an input and the supernet's outputs (eval mode).
 
-    The path's BatchNorms are randomized on its extracted subnet (statistics measured on the path itself) and
-    written back into the supernet's tensors (leading slices for a narrower or shallower path).
+    The path's BatchNorms are randomized on its extracted subnet (statistics measured on the path itself, variances
+    at least 0.05) and written back into the supernet's tensors (leading slices for a narrower or shallower path).
     """
     from trainers.model.extract import extract
     from trainers.model.supernet import path_state_dict
@@ -32,6 +32,9 @@ def on_path(supernet: SupernetModel, arch: Architecture, seed: int) -> tuple[tor
     gen = torch.Generator().manual_seed(seed)
     set_path(supernet, arch)
     sub = randomize_bn_(extract(supernet, arch), torch.rand(4, 3, IMGSZ, IMGSZ, generator=gen), seed)
+    for m in sub.modules():  # a channel nearly constant on 4 images would make the fused float32 kernel huge
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.clamp_(min=0.05)
     mine = path_state_dict(supernet, arch)
     with torch.no_grad():
         for key, value in sub.state_dict().items():

@@ -3,7 +3,7 @@ and a narrower or shallower path runs on, trains and is extracted from leading s
 
 For 20 sampled paths (nearly all narrower than the built shape somewhere): the supernet's forward equals
 its extracted subnet and a fresh ``build_model(arch)`` loaded with the subnet's weights, the fused subnet and
-(for 3) its ONNX export match them. A training step on a narrow path gives the supernet exactly the
+(for 2) its ONNX export match them. A training step on a narrow path gives the supernet exactly the
 gradients and BatchNorm statistics the extracted subnet gets, in the leading slices only. Also: only learned
 tensors are sliced, parameter counts, pickling, the spec's
 record, the stages whose width is pinned, and the slicing errors.
@@ -120,7 +120,7 @@ def test_an_elastic_path_extracts_to_build_model_with_its_slices(supernet: Super
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("name", ["seed0", "seed1", "seed2"])
+@pytest.mark.parametrize("name", ["seed0", "seed2"])
 def test_an_elastic_path_exports_to_onnx(supernet: SupernetModel, name: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     from trainers.deploy.onnx_io import export_onnx

@@ -54,3 +54,29 @@ def assert_fused_close(fused: Any, x: torch.Tensor, truth: torch.Tensor, unfused
     err = float((got - truth).abs().max())
     assert err <= 10 * unfused_err + 1e-6 * scale, (err, unfused_err, scale)
     assert err <= 1e-3 * scale, (err, scale)
+
+
+def assert_extracts_as_build_model(supernet: SupernetModel, arch: Architecture, x: torch.Tensor,
+                                   want: list[torch.Tensor], nc: int) -> None:
+    """``extract`` gives ``build_model(arch)`` in eval mode whose outputs are ``want`` (the supernet's on ``x``),
+    as does a fresh ``build_model(arch)`` loaded with its state dict; its fuse removes every BatchNorm and matches."""
+    import copy
+
+    from trainers.model.build import architecture_of, build_model
+    from trainers.model.extract import extract
+
+    sub = extract(supernet, arch)
+    assert type(sub).__name__ == "RepDetectionModel" and architecture_of(sub) == arch and not sub.training
+    got = outputs(sub, x)
+    assert len(got) == len(want) >= 4
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+    fresh = build_model(arch, nc=nc)
+    fresh.load_state_dict(sub.state_dict(), strict=True)
+    for g, w in zip(outputs(fresh.eval(), x), want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        truth = copy.deepcopy(sub).double()(x.double())[0]
+        fused = copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ)
+        assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert_fused_close(fused, x, truth, want[0])

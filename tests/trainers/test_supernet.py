@@ -27,9 +27,14 @@ from torch import nn
 from search.space import SearchSpace, load_space
 from search.space.schema import parse_space
 from search.space.supernet import block_candidates, sample_path, supernet_spec
-from tests.trainers.supernet_helpers import IMGSZ, assert_fused_close, on_path, outputs
+from tests.trainers.supernet_helpers import (
+    IMGSZ,
+    assert_extracts_as_build_model,
+    assert_fused_close,
+    on_path,
+    outputs,
+)
 from trainers.model.architecture import Architecture, StageChoice
-from trainers.model.build import architecture_of, build_model
 from trainers.model.extract import extract
 from trainers.model.layout import STAGE_LAYERS
 from trainers.model.supernet import (
@@ -110,24 +115,7 @@ def test_candidates_share_weights_within_a_family_only(supernet: SupernetModel) 
 def test_extract_is_build_model_with_the_path_weights(supernet: SupernetModel, name: str) -> None:
     arch = PATHS[name]
     x, want = on_path(supernet, arch, seed=len(name) + sum(map(ord, name)))
-    sub = extract(supernet, arch)
-    assert type(sub).__name__ == "RepDetectionModel" and architecture_of(sub) == arch
-    assert not sub.training
-    got = outputs(sub, x)
-    assert len(got) == len(want) >= 4
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
-
-    fresh = build_model(arch, nc=NC)
-    fresh.load_state_dict(sub.state_dict(), strict=True)
-    for g, w in zip(outputs(fresh.eval(), x), want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
-
-    with torch.no_grad():
-        truth = copy.deepcopy(sub).double()(x.double())[0]
-        fused = copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ)
-        assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        assert_fused_close(fused, x, truth, want[0])
+    assert_extracts_as_build_model(supernet, arch, x, want, NC)
 
 
 def test_paths_differ(supernet: SupernetModel) -> None:

@@ -17,14 +17,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from search.space import load_space
 from search.space.schema import parse_space
 from search.space.supernet import sample_path, supernet_spec, width_pinned
-from tests.trainers.supernet_helpers import IMGSZ, assert_fused_close, on_path, outputs
+from tests.trainers.supernet_helpers import (
+    IMGSZ,
+    assert_extracts_as_build_model,
+    assert_fused_close,
+    on_path,
+    outputs,
+)
 from trainers.model.architecture import Architecture, StageChoice
-from trainers.model.build import architecture_of, build_model
+from trainers.model.build import build_model
 from trainers.model.elastic import leading_slice, sliced_state
 from trainers.model.extract import extract
 from trainers.model.supernet import PathParams, SupernetModel, build_supernet, path_state_dict, set_path
@@ -102,21 +107,7 @@ def test_an_elastic_path_extracts_to_build_model_with_its_slices(supernet: Super
     arch = PATHS[name]
     x, want = on_path(supernet, arch, seed=3 + int(name[4:]))
     assert (supernet.elastic_path is None) == (SPEC.built(arch) == arch)
-    sub = extract(supernet, arch)
-    assert architecture_of(sub) == arch and not sub.training
-    got = outputs(sub, x)
-    assert len(got) == len(want) >= 4
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
-    fresh = build_model(arch, nc=NC)
-    fresh.load_state_dict(sub.state_dict(), strict=True)
-    for g, w in zip(outputs(fresh.eval(), x), want):
-        torch.testing.assert_close(g, w, rtol=0, atol=1e-5)
-    with torch.no_grad():
-        truth = copy.deepcopy(sub).double()(x.double())[0]
-        fused = copy.deepcopy(sub).fuse(verbose=False, imgsz=IMGSZ)
-        assert not [m for m in fused.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        assert_fused_close(fused, x, truth, want[0])
+    assert_extracts_as_build_model(supernet, arch, x, want, NC)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

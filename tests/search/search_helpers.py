@@ -139,10 +139,22 @@ class TinyRun:
     audit it (``search.audit`` adds its runs under ``tiny/audit`` and the ``audit`` and ``map_seed_spread`` attrs; a
     later resume's report shows that spread, which none of the sharing tests asserts on). It started with a stale,
     far too slow cache entry of the stock model (``stale_key`` -> ``stale``), which the end-of-search interleaved
-    re-measure replaces."""
+    re-measure replaces. Tests that change the study (re-measure targets, retrain, export) work on
+    :func:`copy_of` it."""
 
     root: Path
     result: subprocess.CompletedProcess[str]
     stale_key: str
     stale: Any
     args: tuple[str, ...]
+
+
+def copy_of(run: TinyRun, dest: Path) -> Path:
+    """``dest`` holding a copy of ``run``'s folder (its study ``tiny``, trial runs and latency cache), to change freely.
+
+    The study's records still name the weights under ``run.root``, which the copy only reads."""
+    import shutil
+
+    assert run.result.returncode == 0, run.result.stderr[-3000:]
+    shutil.copytree(run.root, dest, dirs_exist_ok=True)
+    return dest

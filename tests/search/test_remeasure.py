@@ -14,17 +14,14 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
-from search_helpers import TINY_SPACE, load, run_search
+from search_helpers import TinyRun, copy_of, load
 
 from search.pareto import baseline_trial, pareto_front
-from search.pareto.__main__ import main as pareto_main
-from search.pick import PickError, check_pick_args, pick
-from search.remeasure import class_count_of, measure_plan, plan, setting_of
+from search.remeasure import class_count_of, setting_of
 from search.remeasure import main as remeasure_main
 from search.study.config import RunConfig
 from search.study.records import record_attrs
-from search.study.targets import read_target, target_of, targets, write_target
-from trainers.latency.report import LatencyReport
+from search.study.targets import read_target, targets
 from trainers.model.architecture import Architecture
 from trainers.train.results import TrialSettings
 
@@ -50,20 +47,17 @@ def target_line(stdout: str) -> str:
 # --- a real tiny study -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
-    tmp = tmp_path_factory.mktemp("remeasure")
-    r = run_search(tmp, TINY_SPACE, "--data", str(data), "--trials", "3", "--study", "rm", "--seed", "3")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp
+def tiny(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path:
+    return copy_of(tiny_run, tmp_path_factory.mktemp("remeasure"))
 
 
 def storage(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'studies' / 'rm.db'}"
+    return f"sqlite:///{tmp / 'studies' / 'tiny.db'}"
 
 
 @pytest.fixture(scope="module")
 def ort_target(tiny: Path) -> tuple[str, subprocess.CompletedProcess[str]]:
-    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "rm", "--backend", ORT, "--repeats", "3",
+    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "tiny", "--backend", ORT, "--repeats", "3",
             cwd=tiny)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "not the expected" not in r.stderr  # the target name planned before measuring is the one measured
@@ -74,7 +68,7 @@ def ort_target(tiny: Path) -> tuple[str, subprocess.CompletedProcess[str]]:
 def test_remeasure_records_every_complete_trial_once_per_architecture(
         tiny: Path, ort_target: tuple[str, subprocess.CompletedProcess[str]]) -> None:
     target, r = ort_target
-    study = load(tiny, "rm")
+    study = load(tiny, "tiny")
     assert target in targets(study) and target.startswith("onnxruntime/cpu-") and target.endswith("/64/t1/nms_free")
     figures = read_target(study, target)
     trials = complete(study)
@@ -94,18 +88,18 @@ def test_remeasure_records_every_complete_trial_once_per_architecture(
 @pytest.mark.slow
 def test_second_run_measures_nothing(tiny: Path, ort_target: tuple[str, subprocess.CompletedProcess[str]]) -> None:
     target, _ = ort_target
-    before = read_target(load(tiny, "rm"), target)
-    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "rm", "--backend", ORT, "--repeats", "3",
+    before = read_target(load(tiny, "tiny"), target)
+    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "tiny", "--backend", ORT, "--repeats", "3",
             cwd=tiny)
     assert r.returncode == 0, r.stderr[-3000:]
     assert target_line(r.stdout) == target
     assert "0 architecture(s) to measure" in r.stderr and not re.search(r"^\[\d+/", r.stderr, re.M)
-    assert read_target(load(tiny, "rm"), target) == before  # same reports, measured_at and samples included
+    assert read_target(load(tiny, "tiny"), target) == before  # same reports, measured_at and samples included
 
 
 @pytest.fixture(scope="module")
 def front_only_target(tiny: Path) -> str:
-    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "rm", "--backend", "torch", "--imgsz", "32",
+    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "tiny", "--backend", "torch", "--imgsz", "32",
             "--threads", "1", "--front-only", "--repeats", "3", cwd=tiny)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "not the expected" not in r.stderr
@@ -116,7 +110,7 @@ def front_only_target(tiny: Path) -> str:
 def test_front_only_holds_the_front_and_the_baseline(tiny: Path, front_only_target: str) -> None:
     target = front_only_target
     assert target.startswith("torch/") and "/32/t1/" in target
-    study = load(tiny, "rm")
+    study = load(tiny, "tiny")
     config = RunConfig.from_study(study)
     keep = [*pareto_front(study, config.objectives, config.constraints), baseline_trial(study)]
     hashes = {t.user_attrs["hash"] for t in keep if t is not None}
@@ -130,10 +124,10 @@ def test_front_only_holds_the_front_and_the_baseline(tiny: Path, front_only_targ
 def test_pareto_prints_each_target_front_and_the_side_by_side_table(
         tiny: Path, ort_target: tuple[str, subprocess.CompletedProcess[str]], front_only_target: str) -> None:
     target, other = ort_target[0], front_only_target
-    r = cli("search.pareto", "--storage", storage(tiny), "--study", "rm", "--list", cwd=tiny)
+    r = cli("search.pareto", "--storage", storage(tiny), "--study", "tiny", "--list", cwd=tiny)
     listed = dict(line.split("\t") for line in r.stdout.splitlines())  # the search's own interleaved target too
     assert r.returncode == 0 and listed[target] == "3 trials" and listed[other].endswith(" trials")
-    r = cli("search.pareto", "--storage", storage(tiny), "--study", "rm", "--target", target, "--target", other,
+    r = cli("search.pareto", "--storage", storage(tiny), "--study", "tiny", "--target", target, "--target", other,
             cwd=tiny)
     assert r.returncode == 0, r.stderr
     assert f"Pareto front on target {target}" in r.stdout and f"Pareto front on target {other}" in r.stdout
@@ -149,10 +143,10 @@ def test_pareto_prints_each_target_front_and_the_side_by_side_table(
 def test_unknown_target_and_unavailable_backend_are_one_line_exit_2(
         tiny: Path, ort_target: tuple[str, subprocess.CompletedProcess[str]]) -> None:
     target, _ = ort_target
-    r = cli("search.pareto", "--storage", storage(tiny), "--study", "rm", "--target", "tpu/x/float32/64/t1/nms",
+    r = cli("search.pareto", "--storage", storage(tiny), "--study", "tiny", "--target", "tpu/x/float32/64/t1/nms",
             cwd=tiny)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and target in r.stderr and not r.stdout
-    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "rm", "--backend", ORT, "--dtype", "float16",
+    r = cli("search.remeasure", "--storage", storage(tiny), "--study", "tiny", "--backend", ORT, "--dtype", "float16",
             cwd=tiny)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot run here" in r.stderr and not r.stdout
 
@@ -162,11 +156,11 @@ def test_export_on_a_target_records_it_in_the_model_card(
         tiny: Path, ort_target: tuple[str, subprocess.CompletedProcess[str]]) -> None:
     target, _ = ort_target
     out = tiny / "ship"
-    r = cli("search.export", "--storage", storage(tiny), "--study", "rm", "--pick", "fastest", "--target", target,
+    r = cli("search.export", "--storage", storage(tiny), "--study", "tiny", "--pick", "fastest", "--target", target,
             "--out", str(out), cwd=tiny)
     assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: an export check failed; the card is written either way
     card = json.loads((out / "model_card.json").read_text())
-    figures = read_target(load(tiny, "rm"), target)
+    figures = read_target(load(tiny, "tiny"), target)
     chosen = int(card["chosen"].split()[1])
     assert card["target"]["name"] == target and card["target"]["latency"] == figures[chosen].to_dict()
     assert f"of target {target}" in card["chosen"] and f"--target {target}" in card["commands"][-1]
@@ -220,148 +214,6 @@ def test_class_count_is_recorded_else_read_from_the_data_yaml_else_80(tmp_path: 
     assert class_count_of(config.with_trial(nc=None)) == (3, f"read from {tmp_path / 'd.yaml'}")
     nc, why = class_count_of(config.with_trial(nc=None, data=str(tmp_path / "gone.yaml")))
     assert nc == 80 and "does not exist" in why and "assuming 80" in why
-
-
-# --- a hand-made study: pick and the fronts on a target --------------------------------------------------------------
-
-def report(ms: float, backend: str = ORT) -> LatencyReport:
-    return LatencyReport(ms, ms, ms, 0.01, 10, "session", "cpu (x86_64, 2 cores)", "float32", 1, 64, 1, "2", True,
-                         backend, head="nms_free")
-
-
-@pytest.fixture()
-def hand(tmp_path: Path) -> tuple[str, optuna.Study]:
-    """Trials (mAP, own ms): a (0.5, 10) the stock baseline, b (0.4, 20), c (0.3, 30); the own front is {a}."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = f"sqlite:///{tmp_path / 'hand.db'}"
-    study = optuna.create_study(study_name="hand", storage=url, directions=["maximize", "minimize"])
-    RunConfig("hand", url, str(tmp_path), "", TrialSettings(data="", out=str(tmp_path / "hand"))).record_on(study)
-    arch = Architecture.baseline().to_dict()
-    for h, m, lat in (("a", 0.5, 10.0), ("b", 0.4, 20.0), ("c", 0.3, 30.0)):
-        study.add_trial(create_trial(
-            state=TrialState.COMPLETE, values=[m, lat], user_attrs={"hash": h, "blocks": h, "is_baseline": h == "a"},
-            system_attrs=record_attrs({"architecture": arch,
-                                       "metrics": {"map50_95": m, "latency_ms": lat, "params_m": 2.0}})))
-    return url, study
-
-
-def pick_args(url: str, rule: str | None, target: str | None, trial: int | None = None) -> argparse.Namespace:
-    return argparse.Namespace(storage=url, study="hand", trial=trial, pick=rule, arch=None, target=target)
-
-
-def picked(url: str, rule: str, target: str | None) -> int:
-    chosen = pick(pick_args(url, rule, target))
-    assert chosen.trial is not None
-    return int(chosen.trial.number)
-
-
-def test_pick_on_a_target_chooses_on_that_targets_figures(hand: tuple[str, optuna.Study]) -> None:
-    url, study = hand
-    fast_b = target_of(report(1.0))
-    write_target(study, fast_b, {0: report(30.0), 1: report(5.0), 2: report(40.0)})  # b now the fastest, c dominated
-    assert picked(url, "fastest", None) == 0
-    chosen = pick(pick_args(url, "fastest", fast_b))
-    assert chosen.trial is not None and chosen.trial.number == 1
-    assert chosen.target == fast_b and chosen.target_latency == report(5.0)
-    assert f"of target {fast_b}" in chosen.rule and "2 front points" in chosen.rule
-    assert picked(url, "most-accurate", fast_b) == 0
-
-
-def test_a_partial_target_fronts_only_the_trials_it_holds(hand: tuple[str, optuna.Study],
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    url, study = hand
-    partial = target_of(report(1.0, backend="openvino"))
-    write_target(study, partial, {1: report(50.0, "openvino"), 2: report(60.0, "openvino")})
-    # on the study's own figures a (10 ms, mAP 0.5) would dominate both; it was never measured on this target
-    assert picked(url, "fastest", partial) == 1
-    with pytest.raises(PickError, match="holds no figure"):
-        pick(pick_args(url, None, partial, trial=0))
-    with pytest.raises(PickError, match=r"measured targets \['openvino/.*'\], got 'nope'"):
-        pick(pick_args(url, "knee", "nope"))
-    bad = pick_args(url, None, partial)
-    bad.arch, bad.storage = "arch.json", None
-    assert check_pick_args(bad) is not None
-    assert pareto_main(["--storage", url, "--study", "hand", "--target", partial]) == 0
-    out = capsys.readouterr().out
-    assert "2 trials measured" in out and "    1 b " in out and "    0 a " not in out
-
-
-def test_side_by_side_marks_where_each_architecture_wins(hand: tuple[str, optuna.Study],
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    url, study = hand
-    t1, t2 = target_of(report(1.0)), target_of(report(1.0, "openvino"))
-    write_target(study, t1, {0: report(30.0), 1: report(5.0), 2: report(40.0)})  # front {a, b}
-    write_target(study, t2, {0: report(3.0, "openvino"), 1: report(4.0, "openvino"), 2: report(5.0, "openvino")})
-    assert pareto_main(["--storage", url, "--study", "hand", "--target", t1, "--target", t2]) == 0
-    out = capsys.readouterr().out
-    rows = {line.split()[1]: line.split()[3:5] for line in out[out.index("Side by side"):].splitlines()[5:]}
-    assert rows == {"a": ["30.00*", "3.00*"], "b": ["5.00*", "4.00"]}  # b loses on [2]; c is on neither front
-    assert pareto_main(["--storage", url, "--study", "hand"]) == 0
-    assert "Pareto front on the study's own latency figures: 1 points" in capsys.readouterr().out
-
-
-def test_plan_measures_each_missing_architecture_once() -> None:
-    trials = [create_trial(state=TrialState.COMPLETE, values=[0.1, 1.0], user_attrs={"hash": h}) for h in "aab"]
-    for number, t in enumerate(trials):
-        t.number = number
-    assert plan(trials, {}, refresh=False).measure == {"a": [0, 1], "b": [2]}
-    done = plan(trials, {0: report(2.0)}, refresh=False)
-    assert done.measure == {"b": [2]} and done.copy == {1: report(2.0)}  # a's figure copied to its twin
-    assert plan(trials, {0: report(2.0), 1: report(2.0), 2: report(3.0)}, refresh=True).measure == \
-        {"a": [0, 1], "b": [2]}
-
-
-def test_an_architecture_that_fails_is_logged_and_the_others_recorded(
-        hand: tuple[str, optuna.Study], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    _, study = hand
-    built: list[int] = []
-
-    def build(arch: Architecture, nc: int) -> str:
-        built.append(nc)
-        if len(built) == 1:
-            raise RuntimeError("cannot build\nthis one")
-        return "model"
-
-    monkeypatch.setattr("trainers.model.build.build_model", build)
-    monkeypatch.setattr("trainers.latency.measure.measure_latency", lambda model, setting, **kw: report(7.0))
-    trials = complete(study)
-    written, failed = measure_plan(study, trials, plan(trials, {}, refresh=False), setting_of(
-        argparse.Namespace(imgsz=None, device="cpu", dtype=None, threads=None, backend=ORT, head=None),
-        RunConfig.from_study(study)), nc=3, repeats=1)
-    assert failed == ["a"] and written == {target_of(report(7.0))} and built == [3, 3, 3]
-    assert read_target(study, target_of(report(7.0))) == {1: report(7.0), 2: report(7.0)}
-    err = capsys.readouterr().err
-    assert "[1/3] trial 0 [a]: FAILED RuntimeError: cannot build this one" in err and "[3/3] trial 2 [c]: 7.00" in err
-
-
-def test_predict_prints_the_model_beside_each_measured_figure(hand: tuple[str, optuna.Study],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from search.remeasure import predicted_beside_measured
-    from search.study.targets import write_target
-    from trainers.latency.predictor import UnseenOperator
-
-    _, study = hand
-    target = target_of(report(8.0))
-    write_target(study, target, {0: report(8.0), 1: report(10.0)})  # trial 2 not measured on this target
-
-    class Model:
-        model_id = "abc123"
-        calls = 0
-
-        def predict_ms(self, graph: object) -> float:
-            Model.calls += 1
-            if Model.calls == 3:
-                raise UnseenOperator("operators the latency model abc123 never saw: gelu.default")
-            return 9.0
-
-    monkeypatch.setattr("trainers.model.build.build_model", lambda arch, nc: "model")
-    monkeypatch.setattr("trainers.latency.predictor.graph_from", lambda model, setting: "graph")
-    table = predicted_beside_measured(study, complete(study), target, None, Model(), nc=3).splitlines()
-    assert table[0] == f"latency model abc123 on {target}:"
-    stock = Architecture.baseline().hash  # the fixture's trials are all the stock architecture
-    assert table[2].split() == ["0", stock, "8.00", "9.00", "+12.5%"]
-    assert table[3].split() == ["1", stock, "10.00", "9.00", "-10.0%"]
-    assert table[4].split()[:3] == ["2", stock, "n/a"] and "never saw: gelu.default" in table[4]
 
 
 # --- INT8: a study's front re-measured quantized ---------------------------------------------------------------------

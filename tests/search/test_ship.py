@@ -7,33 +7,30 @@ from pathlib import Path
 
 import pytest
 import torch
-from search_helpers import TINY_SPACE, cli, load, run_search
+from search_helpers import TinyRun, cli, copy_of, load
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory: pytest.TempPathFactory, data: Path) -> Path:
-    tmp = tmp_path_factory.mktemp("ship")
-    r = run_search(tmp, TINY_SPACE, "--data", str(data), "--trials", "2", "--study", "ship", "--seed", "3")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp
+def study_dir(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path:
+    return copy_of(tiny_run, tmp_path_factory.mktemp("ship"))
 
 
 def storage(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'studies' / 'ship.db'}"
+    return f"sqlite:///{tmp / 'studies' / 'tiny.db'}"
 
 
 def test_retrain_records_retrained_on_the_study(study_dir: Path, data: Path) -> None:
     out = study_dir / "retrained"
-    r = cli("search.retrain", "--storage", storage(study_dir), "--study", "ship", "--pick", "most-accurate",
+    r = cli("search.retrain", "--storage", storage(study_dir), "--study", "tiny", "--pick", "most-accurate",
             "--data", str(data), "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu",
             "--out", str(out), cwd=study_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["ok"] and Path(result["weights"]).is_file()
     assert (out / "result.json").is_file()
-    study = load(study_dir, "ship")
+    study = load(study_dir, "tiny")
     records = {k: v for k, v in study.user_attrs.items() if k.startswith("retrained:")}
     (key,) = [k for k in records if k.count(":") == 1]  # the latest retrain of the trial: what export ships
     record = records[key]
@@ -43,7 +40,7 @@ def test_retrain_records_retrained_on_the_study(study_dir: Path, data: Path) -> 
 
 def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     out = study_dir / "export"
-    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--imgsz", "64",
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "tiny", "--trial", "1", "--imgsz", "64",
             "--out", str(out), cwd=study_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("model.pt", "best.pt", "model.onnx", "model_card.md", "model_card.json"):
@@ -66,12 +63,12 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     assert whens[0] == "search, trial 1, before training" and whens[-1] == "export (this card)"
     assert all(row["imgsz"] == 64 and row["device"] for row in card["latency_measurements"])
     run_cmd = card["commands"][0]
-    for flag in ("--data", "--epochs 1", "--imgsz 64", "--batch 4", "--trials 2", "--device", "--seed 3"):
+    for flag in ("--data", "--epochs 1", "--imgsz 64", "--batch 4", "--trials 3", "--device", "--seed 1"):
         assert flag in run_cmd, (flag, run_cmd)
     assert "E " not in " ".join(card["commands"]) and "DIR" not in " ".join(card["commands"])  # no placeholders
     from optuna.artifacts import get_all_artifact_meta
 
-    assert {"model_card.md", "model_card.json"} <= {m.filename for m in get_all_artifact_meta(load(study_dir, "ship"))}
+    assert {"model_card.md", "model_card.json"} <= {m.filename for m in get_all_artifact_meta(load(study_dir, "tiny"))}
     md = (out / "model_card.md").read_text()
     assert "1x3x64x64" in md and "No module named 'blocks'" in md and "onnxruntime only" in md
 
@@ -109,15 +106,21 @@ def test_corrupted_model_pt_and_unknown_trial_are_one_line_exit_2(study_dir: Pat
     bad.write_bytes(b"\x80\x04garbage" * 10)
     r = cli("trainers.deploy.exported", str(bad), cwd=study_dir)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a model.pt export" in r.stderr
-    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "tiny", "--trial", "1", "--weights",
             str(bad), "--out", str(study_dir / "x"), cwd=study_dir)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "outside the study's run folders" in r.stderr
-    inside = study_dir / "studies" / "ship" / "corrupt.pt"
+    from search.study.config import RunConfig
+
+    # the copied study's run folder is the shared tiny run's: the corrupt file lies there only for this call
+    inside = RunConfig.from_study(load(study_dir, "tiny")).folder / "corrupt.pt"
     inside.write_bytes(bad.read_bytes())
-    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "1", "--weights",
-            str(inside), "--out", str(study_dir / "x"), cwd=study_dir)
+    try:
+        r = cli("search.export", "--storage", storage(study_dir), "--study", "tiny", "--trial", "1", "--weights",
+                str(inside), "--out", str(study_dir / "x"), cwd=study_dir)
+    finally:
+        inside.unlink()
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a readable" in r.stderr
-    r = cli("search.export", "--storage", storage(study_dir), "--study", "ship", "--trial", "99", "--out",
+    r = cli("search.export", "--storage", storage(study_dir), "--study", "tiny", "--trial", "99", "--out",
             str(study_dir / "x"), cwd=study_dir)
     assert r.returncode == 2 and "no such trial" in r.stderr and r.stderr.count("\n") == 1
     r = cli("search.retrain", "--storage", storage(study_dir), "--study", "nope", "--pick", "knee", "--data",

@@ -1,4 +1,4 @@
-"""Benchmark: does the default search beat random search at an equal budget of training epochs?
+"""Benchmark: does the default search beat random search, and one-shot both, at an equal budget of training epochs?
 
 (The issue asked for ``bench/search.py``; a script of that name would shadow the ``search``
 package when run as ``python bench/search.py``, since Python puts the script's folder first on
@@ -8,12 +8,18 @@ Arms (each over ``--seeds``):
 
 - ``random``: random sampler, every trial trains all its epochs (no rungs);
 - ``default``: the default sampler (TPE), no rungs;
-- ``default+rungs``: the default sampler with multi-objective successive halving (``--rungs``).
+- ``default+rungs``: the default sampler with multi-objective successive halving (``--rungs``);
+- ``oneshot``: ``search.run --mode oneshot`` (issue 31): a supernet trained for the budget less the
+  stand-alone retraining of stock and ``--retrain-top`` front architectures (``--epochs`` each),
+  ``--subnets`` architectures scored on it; its front is that of the retrained, on their stand-alone mAP.
 
 Every study gets the same budget of *trained epochs*: ``search.run --epoch-budget`` starts no new
 trial once the epochs its trials trained (the length of their per-epoch mAP; early-stopped trials
 count what they trained, reused and pruned-before-training trials count 0) reach the budget (the
-trials running then finish, so a study may end a little over it: the table shows the epochs).
+trials running then finish, so a study may end a little over it: the table shows the epochs). A
+one-shot study spends it on supernet epochs plus retraining epochs; a supernet epoch trains every
+candidate's share of the widest supernet and costs more seconds than a trial's epoch, so the wall
+time of every study is printed beside it.
 All studies share one studies folder, so one latency cache. Hypervolume is computed here for
 every study in (mAP50-95, latency / the stock model's) against ONE reference point (0, 2.0),
 on the figures of each study's end-of-search interleaved re-measure (the stock model and the
@@ -28,7 +34,8 @@ At this size every arm sees only a handful of architectures: the table says what
 budget buys, not how the samplers compare over a long search. Prints every study, then per arm
 the hypervolume mean and stdev and the number of architectures explored, with the machine.
 
-    python3 bench/bench_search.py [--epoch-budget 36] [--epochs 6] [--seeds 0 1 2] [--root DIR]
+    python3 bench/bench_search.py [--arms random default default+rungs oneshot] [--epoch-budget 36] [--epochs 6]
+        [--seeds 0 1 2] [--subnets 60] [--retrain-top 2] [--root DIR] [--report]
 """
 
 from __future__ import annotations
@@ -50,14 +57,47 @@ ARMS: dict[str, list[str]] = {
     "random": ["--sampler", "random", "--rungs", ""],
     "default": ["--sampler", "tpe", "--rungs", ""],
     "default+rungs": ["--sampler", "tpe"],
+    "oneshot": ["--mode", "oneshot"],
 }
+ONESHOT = "oneshot"
 
 
 def trained_epochs(study: Any) -> int:
-    """Epochs the study's trials trained (per-epoch mAP recorded; reused trials count 0)."""
+    """Epochs the study trained: its trials' (per-epoch mAP recorded; reused trials count 0), and for a
+    one-shot study its supernet's epochs and its stand-alone retrainings' (each at its schedule)."""
+    from search.pareto.standalone import standalone_map
+    from search.study.config import RunConfig
     from search.study.records import read_record
 
+    cfg = RunConfig.from_study(study)
+    if cfg.mode == ONESHOT and cfg.oneshot is not None:
+        retrained = standalone_map(study, cfg.trial.epochs, cfg.trial.imgsz)
+        return cfg.oneshot.supernet_epochs + cfg.trial.epochs * len(retrained)
     return sum(len(read_record(t, "epoch_map", [])) for t in study.trials if "reused_from" not in t.user_attrs)
+
+
+def supernet_epochs(args: argparse.Namespace) -> int:
+    """The one-shot arm's supernet epochs: the budget less stock's and ``--retrain-top`` retrainings."""
+    epochs = args.epoch_budget - (args.retrain_top + 1) * args.epochs
+    if epochs < 1:
+        sys.exit(f"--epoch-budget {args.epoch_budget} leaves no supernet epoch after retraining stock and "
+                 f"--retrain-top {args.retrain_top} architectures for --epochs {args.epochs} each")
+    return epochs
+
+
+def arm_command(arm: str, seed: int, args: argparse.Namespace, root: Path) -> list[str]:
+    """The ``search.run`` command line of one (arm, seed) study, spending ``--epoch-budget``."""
+    name = f"{arm.replace('+', '_')}_s{seed}"
+    cmd = [sys.executable, "-m", "search.run", "--space", args.space, "--seed", str(seed), "--study", name,
+           "--studies-dir", str(root), "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), *ARMS[arm]]
+    if args.data:
+        cmd += ["--data", args.data]
+    if arm == ONESHOT:
+        return cmd + ["--supernet-epochs", str(supernet_epochs(args)), "--subnets", str(args.subnets),
+                      "--retrain-top", str(args.retrain_top)]
+    if arm == "default+rungs":
+        cmd += ["--rungs", args.rungs]
+    return cmd + ["--trials", "10000", "--epoch-budget", str(args.epoch_budget)]
 
 
 def load(root: Path, name: str) -> Any:
@@ -71,15 +111,9 @@ def load(root: Path, name: str) -> Any:
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Run one study until it has trained ``--epoch-budget`` epochs; the study, its epochs and wall time."""
     name = f"{arm.replace('+', '_')}_s{seed}"
-    base = [sys.executable, "-m", "search.run", "--space", args.space, "--seed", str(seed), "--study", name,
-            "--studies-dir", str(root), "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), *ARMS[arm]]
-    if arm == "default+rungs":
-        base += ["--rungs", args.rungs]
-    if args.data:
-        base += ["--data", args.data]
     t0 = time.time()
-    r = subprocess.run([*base, "--trials", "10000", "--epoch-budget", str(args.epoch_budget)], capture_output=True,
-                       text=True, cwd=REPO, env={**os.environ, "YOLO_OFFLINE": "1"})
+    r = subprocess.run(arm_command(arm, seed, args, root), capture_output=True, text=True, cwd=REPO,
+                       env={**os.environ, "YOLO_OFFLINE": "1"})
     if r.returncode != 0:
         raise RuntimeError(f"{name} failed: {r.stderr[-2000:]}")
     study = load(root, name)
@@ -92,9 +126,12 @@ def hypervolume(study: Any) -> tuple[float, int]:
     Latency as a ratio to the stock model *measured together with it* (the end-of-search
     interleaved re-measure, ``latency@<target>``; a study without one falls back to the trials'
     own figures): studies run minutes apart on a shared CPU see different loads, and absolute
-    milliseconds would rank the load, not the search. Also returns the distinct architectures.
+    milliseconds would rank the load, not the search. A one-shot study's front is that of its
+    retrained architectures on their stand-alone mAP (the supernet estimates rank, they are not a
+    model's accuracy), its latency ratio to its retrained stock. Also returns the distinct architectures.
     """
     from search.pareto import baseline_trial, hypervolume_2d, pareto_front, trial_metrics
+    from search.pareto.standalone import standalone_map, standalone_rows
     from search.study.config import RunConfig
     from search.study.targets import read_target, targets
 
@@ -106,6 +143,13 @@ def hypervolume(study: Any) -> tuple[float, int]:
     if base is None:
         return 0.0, explored
     base_ms = trial_metrics(base, latency)["latency_ms"]
+    if cfg.mode == ONESHOT:
+        alone = standalone_map(study, cfg.trial.epochs, cfg.trial.imgsz)
+        if base.number not in alone:
+            return 0.0, explored
+        rows = standalone_rows(study, alone, base.number, latency)
+        pts = [(r["map50_95_alone"], r["latency_ms"] / base_ms) for r in rows if r["on_front"]]
+        return hypervolume_2d(pts, (0.0, 2.0)), explored
     front = pareto_front(study, cfg.objectives, cfg.constraints, latency=latency)
     pts = [(trial_metrics(t, latency)["map50_95"], trial_metrics(t, latency)["latency_ms"] / base_ms) for t in front]
     return hypervolume_2d(pts, (0.0, 2.0)), explored
@@ -133,6 +177,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--imgsz", type=int, default=128)
     p.add_argument("--rungs", default="2,4")
+    p.add_argument("--subnets", type=int, default=60, help="oneshot: architectures scored on the supernet")
+    p.add_argument("--retrain-top", type=int, default=2, help="oneshot: front architectures retrained with stock")
     p.add_argument("--data")
     p.add_argument("--root", help="studies folder (default: a temp dir)")
     p.add_argument("--report", action="store_true", help="only report the studies already in --root")
@@ -141,6 +187,9 @@ def main() -> None:
     print_machine()
     print(f"# budget {args.epoch_budget} trained epochs per study; {args.epochs} epochs per trial at {args.imgsz} px; "
           f"rungs {args.rungs}; studies in {root}", flush=True)
+    if ONESHOT in args.arms:
+        print(f"# oneshot: {supernet_epochs(args)} supernet epochs, {args.subnets} subnets scored, stock and "
+              f"{args.retrain_top} front architectures retrained for {args.epochs} epochs", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in args.seeds:  # seeds outer: a run cut short still compares every arm on the same seeds
         for arm in args.arms:

@@ -61,7 +61,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path
     space = tmp_path / "space.yaml"
     space.write_text(TINY_SPACE)
     cmd = [sys.executable, "-m", "search.run", "--space", str(space), "--data", str(data), "--trials", "3",
-           "--epochs", "8", "--study", "crash", "--studies-dir", str(tmp_path / "studies"), "--seed", "2"]
+           "--epochs", "4", "--study", "crash", "--studies-dir", str(tmp_path / "studies"), "--seed", "2"]
     env = {**os.environ, "YOLO_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
@@ -70,7 +70,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path
     for line in proc.stderr:  # wait until a trial after the baseline has trained one epoch, then kill the worker
         if m := re.search(r"start trial (\d+)", line):
             running = int(m.group(1))
-        if (running >= 1 and re.search(r"\] epoch 1/8", line)) or time.time() > deadline:
+        if (running >= 1 and re.search(r"\] epoch 1/4", line)) or time.time() > deadline:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -81,7 +81,7 @@ def test_kill_9_mid_training_loses_nothing_and_the_rerun_finishes(tmp_path: Path
     baseline_dir = trial_dirs(tmp_path, "crash")[0]
     baseline_weights = (baseline_dir / "weights" / "best.pt").stat().st_mtime
 
-    again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--epochs", "8", "--study",
+    again = run_search(tmp_path, TINY_SPACE, "--data", str(data), "--trials", "3", "--epochs", "4", "--study",
                        "crash", "--seed", "2")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "lost their worker" in again.stderr

@@ -192,7 +192,7 @@ def test_a_training_step_on_an_elastic_path_is_the_extracted_subnets(supernet: S
     assert untouched and all(p.grad is None for p in untouched)
 
 
-def test_an_elastic_supernet_pickles_with_its_path(supernet: SupernetModel) -> None:
+def test_an_elastic_supernet_pickles_with_its_path(supernet: SupernetModel, monkeypatch: pytest.MonkeyPatch) -> None:
     arch = PATHS["seed4"]
     x, want = on_path(supernet, arch, seed=9)
     keys = len(supernet.state_dict())
@@ -202,8 +202,20 @@ def test_an_elastic_supernet_pickles_with_its_path(supernet: SupernetModel) -> N
             torch.testing.assert_close(g, w, rtol=0, atol=0)
     assert len(supernet.state_dict()) == keys  # the skeleton is not part of the supernet
     half = copy.deepcopy(supernet).half()  # as Ultralytics' final validation runs it on a GPU: the skeleton's own
-    with torch.no_grad():                 # buffers (OREPA's basis...) follow the state's type, or float32 meets half
+    import trainers.model.build as build  # buffers (OREPA's basis...) follow the state's type, or float32 meets half
+    import trainers.model.elastic as elastic
+
+    monkeypatch.setattr(elastic, "_cache", type(elastic._cache)())  # no skeleton of this path in any type yet
+    half.prepare(arch)
+
+    built: list[Architecture] = []
+    real = build.build_model
+    monkeypatch.setattr(build, "build_model", lambda a, *args, **kw: built.append(a) or real(a, *args, **kw))
+    with torch.no_grad():
         got = half(x.half())[0]
+    assert built == []  # the forward runs on the skeleton prepare() built at the supernet's placement (SPOS' prefetch)
+    monkeypatch.undo()
+    with torch.no_grad():
         torch.testing.assert_close(got, extract(half, arch).half().eval()(x.half())[0], rtol=0, atol=0)
     assert got.dtype == torch.float16 and "OREPAConv" in {type(m).__name__ for m in extract(supernet, arch).modules()}
 

@@ -259,9 +259,9 @@ def path_state_dict(supernet: SupernetModel, arch: Architecture, keep_vars: bool
         out.update({f"model.{i}.{k}": v for k, v in selected_candidates(state, head).items()})
     if built == arch:
         return out
-    if like is None:
+    if like is None:  # the skeleton at the supernet's placement: the one prepare() built ahead and run_on runs
         cfg: Any = supernet.yaml
-        like = skeleton(arch, cfg["nc"]).state_dict()
+        like = skeleton(arch, cfg["nc"], *supernet.placement()).state_dict()
     return sliced_state(out, like)
 
 

@@ -200,10 +200,17 @@ class RunConfig:
 
     @classmethod
     def from_study(cls, study: Any, storage: str = "") -> RunConfig:
-        """The configuration recorded on ``study`` (the versioned attr, else the attrs of older studies)."""
+        """The configuration recorded on ``study`` (the versioned attr, else the attrs of older studies).
+
+        ``storage``: the URL ``study`` was opened from. A SQLite file opened elsewhere than recorded (moved or
+        copied) keeps it: the study's artifacts are stored beside the file that holds their records.
+        """
         attrs = study.user_attrs
         if CONFIG_ATTR in attrs:
-            return cls.from_record(attrs[CONFIG_ATTR])
+            cfg = cls.from_record(attrs[CONFIG_ATTR])
+            if storage.startswith("sqlite:///") and ":memory:" not in storage and storage != cfg.storage:
+                cfg = replace(cfg, storage=storage)
+            return cfg
         return _from_legacy_attrs(study.study_name, storage, attrs)
 
 

@@ -68,7 +68,10 @@ def test_export_writes_and_verifies_five_files(study_dir: Path) -> None:
     assert "E " not in " ".join(card["commands"]) and "DIR" not in " ".join(card["commands"])  # no placeholders
     from optuna.artifacts import get_all_artifact_meta
 
-    assert {"model_card.md", "model_card.json"} <= {m.filename for m in get_all_artifact_meta(load(study_dir, "tiny"))}
+    cards = [m for m in get_all_artifact_meta(load(study_dir, "tiny")) if m.filename.startswith("model_card.")]
+    assert sorted(m.filename for m in cards) == ["model_card.json", "model_card.md"]
+    # beside the study's file (a copy of the tiny run's), not beside the file its run config was recorded in
+    assert all((study_dir / "studies" / "tiny.artifacts" / m.artifact_id).is_file() for m in cards)
     md = (out / "model_card.md").read_text()
     assert "1x3x64x64" in md and "No module named 'blocks'" in md and "onnxruntime only" in md
 

@@ -93,6 +93,11 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "YOLO_OFFLINE": "1"})
 
 
+def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's COMPLETE trials (not copied)."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
 def load(tmp: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp / 'studies' / f'{name}.db'}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
-from search_helpers import TinyRun, copy_of, load
+from search_helpers import TinyRun, cli, complete, copy_of, load
 
 from search.pareto import baseline_trial, pareto_front
 from search.remeasure import class_count_of, setting_of
@@ -27,15 +26,6 @@ from trainers.train.results import TrialSettings
 
 ORT = "onnxruntime"
 LEGACY_DB = Path(__file__).resolve().parent / "data" / "legacy_study.db"
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
-                          env={**os.environ, "YOLO_OFFLINE": "1"})
-
-
-def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 def target_line(stdout: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
+from search_helpers import complete
 
 from search.pareto.__main__ import main as pareto_main
 from search.pick import PickError, check_pick_args, pick
@@ -20,10 +21,6 @@ from trainers.model.architecture import Architecture
 from trainers.train.results import TrialSettings
 
 ORT = "onnxruntime"
-
-
-def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
 # --- a hand-made study: pick and the fronts on a target --------------------------------------------------------------

@@ -85,9 +85,14 @@ def supernet_epochs(args: argparse.Namespace) -> int:
     return epochs
 
 
+def study_name(arm: str, seed: int) -> str:
+    """The study of one (arm, seed) run, e.g. ``default_rungs_s0``."""
+    return f"{arm.replace('+', '_')}_s{seed}"
+
+
 def arm_command(arm: str, seed: int, args: argparse.Namespace, root: Path) -> list[str]:
     """The ``search.run`` command line of one (arm, seed) study, spending ``--epoch-budget``."""
-    name = f"{arm.replace('+', '_')}_s{seed}"
+    name = study_name(arm, seed)
     cmd = [sys.executable, "-m", "search.run", "--space", args.space, "--seed", str(seed), "--study", name,
            "--studies-dir", str(root), "--epochs", str(args.epochs), "--imgsz", str(args.imgsz), *ARMS[arm]]
     if args.data:
@@ -110,7 +115,7 @@ def load(root: Path, name: str) -> Any:
 
 def run_arm(arm: str, seed: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Run one study until it has trained ``--epoch-budget`` epochs; the study, its epochs and wall time."""
-    name = f"{arm.replace('+', '_')}_s{seed}"
+    name = study_name(arm, seed)
     t0 = time.time()
     r = subprocess.run(arm_command(arm, seed, args, root), capture_output=True, text=True, cwd=REPO,
                        env={**os.environ, "YOLO_OFFLINE": "1"})
@@ -197,7 +202,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {}
     for seed in args.seeds:  # seeds outer: a run cut short still compares every arm on the same seeds
         for arm in args.arms:
-            name = f"{arm.replace('+', '_')}_s{seed}"
+            name = study_name(arm, seed)
             if args.report:
                 if not (root / f"{name}.db").is_file():
                     continue
